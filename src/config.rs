@@ -1,0 +1,326 @@
+//! Configuration: the plain structs the server runs from, and the parsers for durations,
+//! sizes and addresses with one-line errors that name the flag and the value.
+//!
+//! No clap types here: `main.rs` turns command-line strings into a [`ForwardConfig`]
+//! through these parsers, and a config file can do the same later.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::core::session::{Policy, ResetPolicy};
+
+/// Largest accepted duration (7 days).
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Largest accepted ring buffer (16 MiB).
+pub const MAX_BUFFER: usize = 16 << 20;
+/// Largest accepted `--max-sessions`.
+pub const MAX_SESSIONS: usize = 1_000_000;
+/// How long owed bytes may take to be acknowledged before an RST is sent anyway.
+pub const RESET_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A usage error: which flag, which value, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The flag or field, e.g. `--idle-timeout`.
+    pub flag: String,
+    /// The value as given.
+    pub value: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid value '{}' for {}: {}",
+            self.value, self.flag, self.problem
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn error(flag: &str, value: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag: flag.to_string(),
+        value: value.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// Everything forward mode runs from.
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Upstream addresses, tried in order when a connect fails.
+    pub upstreams: Vec<SocketAddr>,
+    /// Capacity of one ring buffer in bytes.
+    pub buffer_size: usize,
+    /// Most sessions alive at once.
+    pub max_sessions: usize,
+    /// Most ring buffers lent at once.
+    pub pool_buffers: usize,
+    /// Bound on the graceful drain after SIGINT/SIGTERM.
+    pub drain_timeout: Duration,
+    /// Per-session timeouts and the reset policy.
+    pub policy: Policy,
+}
+
+impl ForwardConfig {
+    /// Worst-case bytes of ring buffers: the pool budget.
+    pub fn buffer_bound(&self) -> usize {
+        self.pool_buffers.saturating_mul(self.buffer_size)
+    }
+}
+
+/// Parses a duration with a unit: `500ms`, `30s`, `5m`, `2h`, `1d`. Must be > 0 and <= 7d.
+pub fn parse_duration(flag: &str, text: &str) -> Result<Duration, ConfigError> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    if digits.is_empty() {
+        return Err(error(
+            flag,
+            text,
+            "expected a number with a unit, e.g. 500ms, 30s, 5m",
+        ));
+    }
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "" => return Err(error(flag, text, "missing unit (ms, s, m, h or d)")),
+        _ => return Err(error(flag, text, "unknown unit (use ms, s, m, h or d)")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| error(flag, text, "too large (max 7d)"))?;
+    let millis = n
+        .checked_mul(millis_per_unit)
+        .ok_or_else(|| error(flag, text, "too large (max 7d)"))?;
+    let d = Duration::from_millis(millis);
+    if d.is_zero() {
+        return Err(error(flag, text, "must be greater than zero"));
+    }
+    if d > MAX_DURATION {
+        return Err(error(flag, text, "too large (max 7d)"));
+    }
+    Ok(d)
+}
+
+/// Parses a size: `4096`, `4096B`, `16KiB`, `1MiB`, within `1..=max`.
+pub fn parse_size(flag: &str, text: &str, max: usize) -> Result<usize, ConfigError> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    if digits.is_empty() {
+        return Err(error(flag, text, "expected a size, e.g. 16KiB"));
+    }
+    let scale: usize = match unit {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(error(flag, text, "unknown unit (use B, KiB or MiB)")),
+    };
+    let bound = format!("must be between 1 B and {}", human_size(max));
+    let n: usize = digits.parse().map_err(|_| error(flag, text, &bound))?;
+    let size = n
+        .checked_mul(scale)
+        .ok_or_else(|| error(flag, text, &bound))?;
+    if size == 0 || size > max {
+        return Err(error(flag, text, bound));
+    }
+    Ok(size)
+}
+
+/// Parses a whole number within `1..=max`.
+pub fn parse_count(flag: &str, text: &str, max: usize) -> Result<usize, ConfigError> {
+    let bound = format!("must be a whole number from 1 to {max}");
+    match text.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(error(flag, text, bound)),
+    }
+}
+
+/// Parses `mirror` or `fin`.
+pub fn parse_reset_policy(flag: &str, text: &str) -> Result<ResetPolicy, ConfigError> {
+    match text.trim() {
+        "mirror" => Ok(ResetPolicy::Mirror),
+        "fin" => Ok(ResetPolicy::Fin),
+        _ => Err(error(flag, text, "expected 'mirror' or 'fin'")),
+    }
+}
+
+/// Parses `HOST:PORT` or `[V6]:PORT` and resolves it (once, at start-up: the event loop
+/// never resolves). `allow_port_zero` is for listeners (`:0` asks for any free port).
+pub fn parse_address(
+    flag: &str,
+    text: &str,
+    allow_port_zero: bool,
+) -> Result<Vec<SocketAddr>, ConfigError> {
+    let t = text.trim();
+    if t.starts_with('[') && !t.contains(']') {
+        return Err(error(flag, text, "unterminated IPv6 bracket"));
+    }
+    let Some((host, port)) = t.rsplit_once(':') else {
+        return Err(error(flag, text, "missing port (expected HOST:PORT)"));
+    };
+    if host.is_empty() {
+        return Err(error(flag, text, "missing host (expected HOST:PORT)"));
+    }
+    if host.contains(':') && !host.starts_with('[') {
+        return Err(error(
+            flag,
+            text,
+            "IPv6 addresses need brackets: [::1]:PORT",
+        ));
+    }
+    let lowest = if allow_port_zero { 0 } else { 1 };
+    let port_ok = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    let port: u32 = if port_ok {
+        port.parse().unwrap_or(u32::MAX)
+    } else {
+        u32::MAX
+    };
+    if port < lowest || port > 65_535 {
+        return Err(error(
+            flag,
+            text,
+            format!("port out of range ({lowest}-65535)"),
+        ));
+    }
+    let resolved: Vec<SocketAddr> = t
+        .to_socket_addrs()
+        .map_err(|e| error(flag, text, format!("cannot resolve: {e}")))?
+        .collect();
+    if resolved.is_empty() {
+        return Err(error(flag, text, "the name resolves to no address"));
+    }
+    Ok(resolved)
+}
+
+/// `16 KiB`, `1 MiB`, `300 B`: sizes for humans.
+pub fn human_size(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20))
+    } else if bytes >= 1 << 10 && bytes % (1 << 10) == 0 {
+        format!("{} KiB", bytes >> 10)
+    } else if bytes >= 1 << 10 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_units() {
+        let d = |t| parse_duration("--t", t);
+        assert_eq!(d("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(d("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(d("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(d("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(d("7d"), Ok(MAX_DURATION));
+    }
+
+    #[test]
+    fn bad_durations_say_why() {
+        let problem = |t| parse_duration("--idle-timeout", t).map_err(|e| e.problem);
+        assert_eq!(
+            problem("5x"),
+            Err("unknown unit (use ms, s, m, h or d)".into())
+        );
+        assert_eq!(problem("30"), Err("missing unit (ms, s, m, h or d)".into()));
+        assert_eq!(problem("0s"), Err("must be greater than zero".into()));
+        assert!(problem("-5s").is_err());
+        assert_eq!(problem("99999999999999s"), Err("too large (max 7d)".into()));
+        assert_eq!(problem("8d"), Err("too large (max 7d)".into()));
+        let e = parse_duration("--idle-timeout", "5x").expect_err("bad");
+        assert_eq!(
+            e.to_string(),
+            "invalid value '5x' for --idle-timeout: unknown unit (use ms, s, m, h or d)"
+        );
+    }
+
+    #[test]
+    fn sizes_take_binary_units_and_bounds() {
+        let s = |t| parse_size("--buffer-size", t, MAX_BUFFER);
+        assert_eq!(s("1"), Ok(1));
+        assert_eq!(s("16KiB"), Ok(16384));
+        assert_eq!(s("1MiB"), Ok(1 << 20));
+        assert_eq!(s("4096B"), Ok(4096));
+        assert!(s("0").is_err());
+        assert!(s("1GiB").is_err());
+        assert!(s("16KB").is_err());
+        assert!(s("KiB").is_err());
+        assert!(s("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn counts_are_bounded() {
+        assert_eq!(parse_count("--max-sessions", "10", 100), Ok(10));
+        assert!(parse_count("--max-sessions", "0", 100).is_err());
+        assert!(parse_count("--max-sessions", "101", 100).is_err());
+        assert!(parse_count("--max-sessions", "x", 100).is_err());
+    }
+
+    #[test]
+    fn addresses_are_checked_before_resolving() {
+        let problem = |t, zero| parse_address("--listen", t, zero).map_err(|e| e.problem);
+        assert_eq!(
+            problem("1.2.3.4:99999", true),
+            Err("port out of range (0-65535)".into())
+        );
+        assert_eq!(
+            problem(":", true),
+            Err("missing host (expected HOST:PORT)".into())
+        );
+        assert_eq!(
+            problem("[::1:80", true),
+            Err("unterminated IPv6 bracket".into())
+        );
+        assert_eq!(
+            problem("host-without-port", false),
+            Err("missing port (expected HOST:PORT)".into())
+        );
+        assert_eq!(
+            problem("127.0.0.1:0", false),
+            Err("port out of range (1-65535)".into())
+        );
+        assert_eq!(
+            parse_address("--listen", "127.0.0.1:0", true),
+            Ok(vec!["127.0.0.1:0".parse().expect("addr")])
+        );
+        assert_eq!(
+            parse_address("--upstream", "[::1]:8080", false),
+            Ok(vec!["[::1]:8080".parse().expect("addr")])
+        );
+    }
+
+    #[test]
+    fn reset_policy_words() {
+        assert_eq!(
+            parse_reset_policy("--reset-policy", "fin"),
+            Ok(ResetPolicy::Fin)
+        );
+        assert!(parse_reset_policy("--reset-policy", "maybe").is_err());
+    }
+
+    #[test]
+    fn human_sizes() {
+        assert_eq!(human_size(16384), "16 KiB");
+        assert_eq!(human_size(3 << 20), "3 MiB");
+        assert_eq!(human_size(1), "1 B");
+    }
+}

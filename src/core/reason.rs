@@ -1,0 +1,95 @@
+//! Sides of a session and the one reason each session closes for.
+
+use std::fmt;
+
+/// One of the two peers of a session, named absolutely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The peer that connected to one of our listeners.
+    Client,
+    /// The peer we connected to.
+    Upstream,
+}
+
+impl Side {
+    /// The other side.
+    pub fn peer(self) -> Side {
+        match self {
+            Side::Client => Side::Upstream,
+            Side::Upstream => Side::Client,
+        }
+    }
+}
+
+/// Why a session closed. Every session ends with exactly one, logged once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Both directions finished; the client sent its FIN first.
+    ClientEof,
+    /// Both directions finished; the upstream sent its FIN first.
+    UpstreamEof,
+    /// The client reset the connection (RST, or a write found it gone).
+    ClientReset,
+    /// The upstream reset the connection.
+    UpstreamReset,
+    /// Another error on the client's socket.
+    ClientError,
+    /// Another error on the upstream's socket.
+    UpstreamError,
+    /// Every upstream refused the connection.
+    ConnectRefused,
+    /// The last upstream did not answer within the connect timeout.
+    ConnectTimeout,
+    /// The last connect failed otherwise (unreachable, no descriptors, self-connect...).
+    ConnectError,
+    /// No byte moved in either direction for the idle timeout.
+    IdleTimeout,
+    /// One direction had finished and no byte moved for the half-close timeout.
+    HalfCloseTimeout,
+    /// The process was stopping and the drain timeout expired.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// The reason's word in logs: stable, lower case, no spaces.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::ClientEof => "client-eof",
+            CloseReason::UpstreamEof => "upstream-eof",
+            CloseReason::ClientReset => "client-reset",
+            CloseReason::UpstreamReset => "upstream-reset",
+            CloseReason::ClientError => "client-error",
+            CloseReason::UpstreamError => "upstream-error",
+            CloseReason::ConnectRefused => "connect-refused",
+            CloseReason::ConnectTimeout => "connect-timeout",
+            CloseReason::ConnectError => "connect-error",
+            CloseReason::IdleTimeout => "idle-timeout",
+            CloseReason::HalfCloseTimeout => "half-close-timeout",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+
+    /// The reason a clean end has when `side` sent the first FIN.
+    pub fn eof(side: Side) -> CloseReason {
+        match side {
+            Side::Client => CloseReason::ClientEof,
+            Side::Upstream => CloseReason::UpstreamEof,
+        }
+    }
+
+    /// The reason for a broken side: reset, or another error.
+    pub fn broken(side: Side, reset: bool) -> CloseReason {
+        match (side, reset) {
+            (Side::Client, true) => CloseReason::ClientReset,
+            (Side::Client, false) => CloseReason::ClientError,
+            (Side::Upstream, true) => CloseReason::UpstreamReset,
+            (Side::Upstream, false) => CloseReason::UpstreamError,
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,186 @@
+//! A scripted in-memory [`Stream`] for unit tests: reads and writes follow a script, and
+//! everything the core did to it (bytes written, FIN, RST) is recorded for assertions.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, IoSliceMut};
+
+use super::stream::{ConnectFailure, ConnectStatus, Stream};
+
+/// What the next read returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadStep {
+    /// Bytes the peer sent (handed out over as many reads as the reader's space needs).
+    Data(Vec<u8>),
+    /// `WouldBlock`.
+    Block,
+    /// The peer's FIN: `Ok(0)`, and every read after it too.
+    Eof,
+    /// The peer's RST: `ConnectionReset`, and every read after it too.
+    Reset,
+}
+
+/// What the next write does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteStep {
+    /// Takes up to this many bytes.
+    Accept(usize),
+    /// `WouldBlock`.
+    Block,
+    /// `BrokenPipe` (the peer is gone), and every write after it too.
+    Reset,
+}
+
+/// A scripted stream. An exhausted read script blocks; an exhausted write script blocks
+/// unless `accept_when_done` is set.
+#[derive(Debug, Default)]
+pub struct Scripted {
+    /// What the next reads return.
+    pub reads: VecDeque<ReadStep>,
+    /// What the next writes do.
+    pub writes: VecDeque<WriteStep>,
+    /// Once `writes` is exhausted: take everything (`true`) or block (`false`).
+    pub accept_when_done: bool,
+    /// What the next connect checks return (then `Connected`).
+    pub connect: VecDeque<ConnectStatus>,
+    /// What `unacked` reports.
+    pub unacked: usize,
+    /// Every byte the core wrote, in order.
+    pub written: Vec<u8>,
+    /// Bytes the core has read.
+    pub read_total: usize,
+    /// Read calls made.
+    pub read_calls: usize,
+    /// Write calls made.
+    pub write_calls: usize,
+    /// `shutdown_write` calls made.
+    pub shutdowns: usize,
+    /// `written.len()` when the FIN was sent.
+    pub fin_at: Option<usize>,
+    /// `abort` calls made.
+    pub aborts: usize,
+    /// The peer is gone: writes fail with `BrokenPipe`, shutdown with `NotConnected`.
+    pub broken: bool,
+    ended: Option<ReadStep>,
+}
+
+impl Scripted {
+    /// An empty script: reads and writes block.
+    pub fn new() -> Scripted {
+        Scripted::default()
+    }
+
+    /// A stream whose writes always succeed in full.
+    pub fn sink() -> Scripted {
+        Scripted {
+            accept_when_done: true,
+            ..Scripted::default()
+        }
+    }
+
+    /// Queues bytes to be read.
+    pub fn send(&mut self, bytes: &[u8]) -> &mut Self {
+        self.reads.push_back(ReadStep::Data(bytes.to_vec()));
+        self
+    }
+
+    /// Queues a read step.
+    pub fn then(&mut self, step: ReadStep) -> &mut Self {
+        self.reads.push_back(step);
+        self
+    }
+}
+
+impl Stream for Scripted {
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.read_calls += 1;
+        let room: usize = bufs.iter().map(|b| b.len()).sum();
+        assert!(room > 0, "the core read into an empty slice");
+        if let Some(end) = &self.ended {
+            return ended(end);
+        }
+        match self.reads.pop_front() {
+            None | Some(ReadStep::Block) => Err(io::ErrorKind::WouldBlock.into()),
+            Some(step @ (ReadStep::Eof | ReadStep::Reset)) => {
+                let r = ended(&step);
+                self.ended = Some(step);
+                r
+            }
+            Some(ReadStep::Data(mut data)) => {
+                let n = data.len().min(room);
+                let mut copied = 0;
+                for buf in bufs.iter_mut() {
+                    let k = buf.len().min(n - copied);
+                    buf[..k].copy_from_slice(&data[copied..copied + k]);
+                    copied += k;
+                }
+                if n < data.len() {
+                    self.reads.push_front(ReadStep::Data(data.split_off(n)));
+                }
+                self.read_total += n;
+                Ok(n)
+            }
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.write_calls += 1;
+        assert!(self.fin_at.is_none(), "the core wrote after its FIN");
+        if self.broken {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        let step = match self.writes.pop_front() {
+            Some(step) => step,
+            None if self.accept_when_done => WriteStep::Accept(usize::MAX),
+            None => WriteStep::Block,
+        };
+        match step {
+            WriteStep::Block => Err(io::ErrorKind::WouldBlock.into()),
+            WriteStep::Reset => {
+                self.broken = true;
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            WriteStep::Accept(max) => {
+                let mut n = 0;
+                for buf in bufs {
+                    let k = buf.len().min(max - n);
+                    self.written.extend_from_slice(&buf[..k]);
+                    n += k;
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.shutdowns += 1;
+        if self.broken {
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        self.fin_at = Some(self.written.len());
+        Ok(())
+    }
+
+    fn abort(&mut self) {
+        self.aborts += 1;
+    }
+
+    fn unacked(&self) -> io::Result<usize> {
+        Ok(self.unacked)
+    }
+
+    fn connect_status(&mut self) -> ConnectStatus {
+        self.connect.pop_front().unwrap_or(ConnectStatus::Connected)
+    }
+}
+
+fn ended(step: &ReadStep) -> io::Result<usize> {
+    match step {
+        ReadStep::Reset => Err(io::ErrorKind::ConnectionReset.into()),
+        _ => Ok(0),
+    }
+}
+
+/// A connect that fails with `failure` (for scripting [`Scripted::connect`]).
+pub fn failed(failure: ConnectFailure) -> ConnectStatus {
+    ConnectStatus::Failed(failure)
+}

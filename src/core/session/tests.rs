@@ -1,0 +1,357 @@
+//! Session scenarios over scripted streams and virtual time, grouped by phase.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::core::scripted::{failed, ReadStep, Scripted, WriteStep};
+
+const BUDGET: usize = 1 << 20;
+
+fn policy(reset_policy: ResetPolicy) -> Policy {
+    Policy {
+        connect_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(300),
+        half_close_timeout: Duration::from_secs(60),
+        reset_flush_timeout: Duration::from_secs(1),
+        reset_policy,
+    }
+}
+
+struct World {
+    s: Session<Scripted>,
+    pool: Pool,
+    now: Instant,
+    policy: Policy,
+}
+
+fn world(ring: usize) -> World {
+    World {
+        s: Session::new(Scripted::sink(), Scripted::sink(), Instant::now()),
+        pool: Pool::new(ring, 8),
+        now: Instant::now(),
+        policy: policy(ResetPolicy::Mirror),
+    }
+}
+
+const ALL: Readiness = Readiness {
+    readable: true,
+    writable: true,
+};
+
+impl World {
+    fn connected(ring: usize) -> World {
+        let mut w = world(ring);
+        w.s.on_event(Side::Upstream, ALL);
+        w.s.on_event(Side::Client, ALL);
+        assert_eq!(w.drive(), Drive::Waiting);
+        assert!(w.s.connected());
+        w
+    }
+
+    fn drive(&mut self) -> Drive {
+        self.s.drive(&mut self.pool, self.now, &self.policy, BUDGET)
+    }
+
+    fn wake(&mut self) -> Drive {
+        self.s.on_event(Side::Client, ALL);
+        self.s.on_event(Side::Upstream, ALL);
+        self.drive()
+    }
+
+    fn advance(&mut self, d: Duration) -> Drive {
+        self.now += d;
+        self.s.expire(&mut self.pool, self.now, &self.policy)
+    }
+}
+
+// ---- Connecting ----
+
+#[test]
+fn connect_completes_on_writable() {
+    let mut w = world(16);
+    assert_eq!(w.drive(), Drive::Waiting);
+    assert_eq!(w.s.phase_name(), PhaseName::Connecting);
+    w.s.on_event(Side::Upstream, ALL);
+    assert_eq!(w.drive(), Drive::Waiting);
+    assert_eq!(w.s.phase_name(), PhaseName::Relaying);
+}
+
+#[test]
+fn spurious_writable_keeps_waiting() {
+    let mut w = world(16);
+    w.s.upstream.connect.push_back(ConnectStatus::Pending);
+    w.s.on_event(Side::Upstream, ALL);
+    assert_eq!(w.drive(), Drive::Waiting);
+    assert_eq!(w.s.phase_name(), PhaseName::Connecting);
+}
+
+#[test]
+fn refused_connect_is_reported_then_closes() {
+    let mut w = world(16);
+    w.s.upstream
+        .connect
+        .push_back(failed(ConnectFailure::Refused));
+    w.s.on_event(Side::Upstream, ALL);
+    assert_eq!(w.drive(), Drive::ConnectFailed(ConnectFailure::Refused));
+    let d = w.s.fail_connect(ConnectFailure::Refused, &mut w.pool);
+    assert_eq!(d, Drive::Closed(CloseReason::ConnectRefused));
+}
+
+#[test]
+fn connect_times_out_at_the_deadline() {
+    let mut w = world(16);
+    w.now = Instant::now();
+    w.s = Session::new(Scripted::sink(), Scripted::sink(), w.now);
+    assert_eq!(w.advance(Duration::from_millis(4999)), Drive::Waiting);
+    assert_eq!(
+        w.advance(Duration::from_millis(1)),
+        Drive::ConnectFailed(ConnectFailure::Timeout)
+    );
+}
+
+#[test]
+fn redial_starts_a_fresh_connect_clock() {
+    let mut w = world(16);
+    w.now += Duration::from_secs(4);
+    let old = w.s.redial(Scripted::sink(), w.now);
+    assert_eq!(old.written.len(), 0);
+    assert_eq!(
+        w.s.deadline(&w.policy),
+        Some(w.now + Duration::from_secs(5))
+    );
+}
+
+#[test]
+fn client_bytes_read_while_connecting_are_delivered_after() {
+    let mut w = world(16);
+    w.s.client.send(b"early");
+    w.s.on_event(Side::Client, ALL);
+    assert_eq!(w.drive(), Drive::Waiting);
+    assert!(w.s.upstream.written.is_empty());
+    w.s.on_event(Side::Upstream, ALL);
+    w.drive();
+    assert_eq!(w.s.upstream.written, b"early");
+}
+
+#[test]
+fn client_reset_while_connecting_closes_at_once() {
+    let mut w = world(16);
+    w.s.client.then(ReadStep::Reset);
+    w.s.on_event(Side::Client, ALL);
+    assert_eq!(w.drive(), Drive::Closed(CloseReason::ClientReset));
+}
+
+// ---- Relaying ----
+
+#[test]
+fn both_directions_flow() {
+    let mut w = World::connected(4);
+    w.s.client.send(b"ping");
+    w.s.upstream.send(b"pong!");
+    assert_eq!(w.wake(), Drive::Waiting);
+    assert_eq!(w.s.upstream.written, b"ping");
+    assert_eq!(w.s.client.written, b"pong!");
+    assert_eq!(w.s.delivered(), (4, 5));
+    assert_eq!(w.s.buffers_held(), 0, "an idle session holds no buffer");
+}
+
+#[test]
+fn budget_yields_and_resumes() {
+    let mut w = World::connected(4);
+    w.s.client.send(&[7u8; 64]);
+    w.s.on_event(Side::Client, ALL);
+    assert_eq!(w.s.drive(&mut w.pool, w.now, &w.policy, 8), Drive::Yielded);
+    assert!(w.s.upstream.written.len() < 64);
+    assert_eq!(w.drive(), Drive::Waiting);
+    assert_eq!(w.s.upstream.written.len(), 64);
+}
+
+#[test]
+fn starved_pool_is_reported_and_recovers() {
+    let mut w = World::connected(4);
+    let held: Vec<_> = std::iter::from_fn(|| w.pool.take()).collect();
+    w.s.client.send(b"abc");
+    w.s.on_event(Side::Client, ALL);
+    assert_eq!(w.drive(), Drive::Starved);
+    for b in held {
+        w.pool.give(b);
+    }
+    assert_eq!(w.drive(), Drive::Waiting);
+    assert_eq!(w.s.upstream.written, b"abc");
+}
+
+// ---- half-close ----
+
+#[test]
+fn client_half_close_then_upstream_replies() {
+    let mut w = World::connected(4);
+    w.s.client.send(b"request").then(ReadStep::Eof);
+    w.wake();
+    assert_eq!(w.s.upstream.fin_at, Some(7));
+    assert_eq!(w.s.phase_name(), PhaseName::HalfClosed);
+    w.s.upstream.send(b"a long reply").then(ReadStep::Eof);
+    assert_eq!(w.wake(), Drive::Closed(CloseReason::ClientEof));
+    assert_eq!(w.s.client.written, b"a long reply");
+    assert_eq!(w.s.client.fin_at, Some(12));
+}
+
+#[test]
+fn upstream_speaks_first_and_half_closes() {
+    let mut w = World::connected(4);
+    w.s.upstream.send(b"banner").then(ReadStep::Eof);
+    w.wake();
+    assert_eq!(w.s.client.fin_at, Some(6));
+    w.s.client.send(b"late data").then(ReadStep::Eof);
+    assert_eq!(w.wake(), Drive::Closed(CloseReason::UpstreamEof));
+    assert_eq!(w.s.upstream.written, b"late data");
+}
+
+#[test]
+fn half_close_timeout_replaces_idle_once_one_direction_finished() {
+    let mut w = World::connected(4);
+    w.s.client.then(ReadStep::Eof);
+    w.wake();
+    assert_eq!(w.advance(Duration::from_secs(59)), Drive::Waiting);
+    assert_eq!(
+        w.advance(Duration::from_secs(1)),
+        Drive::Closed(CloseReason::HalfCloseTimeout)
+    );
+}
+
+#[test]
+fn progress_while_half_closed_postpones_the_timeout() {
+    let mut w = World::connected(4);
+    w.s.client.then(ReadStep::Eof);
+    w.wake();
+    w.now += Duration::from_secs(50);
+    w.s.upstream.send(b"x");
+    w.wake();
+    assert_eq!(w.advance(Duration::from_secs(50)), Drive::Waiting);
+}
+
+// ---- idle ----
+
+#[test]
+fn idle_session_closes_at_the_idle_timeout() {
+    let mut w = World::connected(4);
+    assert_eq!(w.advance(Duration::from_secs(299)), Drive::Waiting);
+    assert_eq!(
+        w.advance(Duration::from_secs(1)),
+        Drive::Closed(CloseReason::IdleTimeout)
+    );
+}
+
+#[test]
+fn bytes_that_cannot_be_flushed_are_not_progress() {
+    let mut w = World::connected(4);
+    w.s.client = Scripted::new(); // the client never takes a byte
+    w.s.upstream.send(&[1u8; 100]);
+    w.now += Duration::from_secs(200);
+    w.wake();
+    assert_eq!(
+        w.advance(Duration::from_secs(100)),
+        Drive::Closed(CloseReason::IdleTimeout)
+    );
+}
+
+#[test]
+fn delivered_bytes_refresh_the_idle_timer() {
+    let mut w = World::connected(4);
+    w.now += Duration::from_secs(200);
+    w.s.client.send(b"keepalive");
+    w.wake();
+    assert_eq!(w.advance(Duration::from_secs(200)), Drive::Waiting);
+}
+
+// ---- resets ----
+
+#[test]
+fn upstream_reset_mirrors_after_owed_bytes() {
+    let mut w = World::connected(64);
+    w.s.upstream.send(b"partial").then(ReadStep::Reset);
+    assert_eq!(w.wake(), Drive::Closed(CloseReason::UpstreamReset));
+    assert_eq!(w.s.client.written, b"partial");
+    assert_eq!(w.s.client.aborts, 1);
+    assert_eq!(w.s.client.fin_at, None);
+}
+
+#[test]
+fn upstream_reset_under_fin_policy_sends_fin_after_owed_bytes() {
+    let mut w = World::connected(64);
+    w.policy.reset_policy = ResetPolicy::Fin;
+    w.s.upstream.send(b"partial").then(ReadStep::Reset);
+    assert_eq!(w.wake(), Drive::Closed(CloseReason::UpstreamReset));
+    assert_eq!(w.s.client.fin_at, Some(7));
+    assert_eq!(w.s.client.aborts, 0);
+}
+
+#[test]
+fn reset_waits_for_owed_bytes_to_be_acknowledged() {
+    let mut w = World::connected(64);
+    w.s.client.unacked = 7;
+    w.s.upstream.send(b"partial").then(ReadStep::Reset);
+    assert_eq!(w.wake(), Drive::Waiting);
+    assert_eq!(w.s.phase_name(), PhaseName::Resetting);
+    assert_eq!(w.s.client.aborts, 0);
+    w.s.client.unacked = 0;
+    assert_eq!(
+        w.advance(RESET_RECHECK),
+        Drive::Closed(CloseReason::UpstreamReset)
+    );
+    assert_eq!(w.s.client.aborts, 1);
+}
+
+#[test]
+fn reset_flush_is_bounded_when_the_peer_never_reads() {
+    let mut w = World::connected(64);
+    w.s.client = Scripted::new();
+    w.s.upstream.send(b"owed").then(ReadStep::Reset);
+    assert_eq!(w.wake(), Drive::Waiting);
+    assert_eq!(
+        w.advance(Duration::from_secs(1)),
+        Drive::Closed(CloseReason::UpstreamReset)
+    );
+    assert_eq!(w.s.client.aborts, 1);
+    assert_eq!(w.pool.lent(), 0);
+}
+
+#[test]
+fn client_gone_on_write_resets_the_upstream() {
+    let mut w = World::connected(64);
+    w.s.client = Scripted::new();
+    w.s.client.writes.push_back(WriteStep::Reset);
+    w.s.upstream.send(b"data");
+    assert_eq!(w.wake(), Drive::Closed(CloseReason::ClientReset));
+    assert_eq!(w.s.upstream.aborts, 1);
+    assert_eq!(w.pool.lent(), 0);
+}
+
+#[test]
+fn client_reset_hands_its_bytes_to_the_upstream_first() {
+    let mut w = World::connected(64);
+    w.s.client.send(b"x").then(ReadStep::Reset);
+    assert_eq!(w.wake(), Drive::Closed(CloseReason::ClientReset));
+    assert_eq!(w.s.upstream.written, b"x");
+    assert_eq!(w.s.upstream.aborts, 1);
+}
+
+// ---- shutdown ----
+
+#[test]
+fn shut_down_closes_once_and_returns_buffers() {
+    let mut w = World::connected(4);
+    w.s.client = Scripted::new();
+    w.s.upstream.send(b"stuck");
+    w.wake();
+    assert_eq!(w.s.buffers_held(), 1);
+    assert_eq!(
+        w.s.shut_down(&mut w.pool),
+        Drive::Closed(CloseReason::Shutdown)
+    );
+    assert_eq!(w.pool.lent(), 0);
+    assert_eq!(
+        w.s.shut_down(&mut w.pool),
+        Drive::Closed(CloseReason::Shutdown)
+    );
+    assert_eq!(w.s.deadline(&w.policy), None);
+}

@@ -1,0 +1,167 @@
+//! The operating-system layer: TCP sockets as core [`Stream`]s, dialing, and the few
+//! process-wide settings (SIGPIPE, the open-files limit).
+//!
+//! This is the only module with `unsafe` code: three libc calls that neither std nor
+//! socket2 offer (ignoring SIGPIPE, raising RLIMIT_NOFILE, reading SIOCOUTQ). Each has a
+//! `SAFETY:` note. Everything else goes through mio and socket2.
+
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::Duration;
+
+use mio::net::TcpStream;
+use socket2::SockRef;
+
+use crate::core::stream::{ConnectFailure, ConnectStatus, Stream};
+
+/// A TCP connection, client or upstream.
+#[derive(Debug)]
+pub struct Conn(TcpStream);
+
+impl Conn {
+    /// Wraps an accepted stream and sets its options.
+    pub fn accepted(stream: TcpStream) -> Conn {
+        // Latency matters more than segment count for a relay (Nagle + delayed ACK stalls
+        // small request/response traffic by ~40 ms); failure here is harmless.
+        let _ = stream.set_nodelay(true);
+        Conn(stream)
+    }
+
+    /// Starts a non-blocking connect to `addr`.
+    pub fn dial(addr: SocketAddr) -> io::Result<Conn> {
+        let stream = TcpStream::connect(addr)?;
+        let _ = stream.set_nodelay(true);
+        Ok(Conn(stream))
+    }
+
+    /// The mio stream, for registration.
+    pub fn source(&mut self) -> &mut TcpStream {
+        &mut self.0
+    }
+}
+
+impl Stream for Conn {
+    fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+        self.0.read_vectored(bufs)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        // writev(2) has no MSG_NOSIGNAL: SIGPIPE is ignored process-wide at start-up.
+        self.0.write_vectored(bufs)
+    }
+
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.0.shutdown(Shutdown::Write)
+    }
+
+    fn abort(&mut self) {
+        // SO_LINGER 0: close() sends RST and drops unsent bytes. If it fails the close
+        // sends FIN instead, which is still a close.
+        let _ = SockRef::from(&self.0).set_linger(Some(Duration::ZERO));
+    }
+
+    fn unacked(&self) -> io::Result<usize> {
+        unacked_bytes(&self.0)
+    }
+
+    fn connect_status(&mut self) -> ConnectStatus {
+        // mio's recipe: take_error(), then peer_addr(); NotConnected means not yet.
+        match self.0.take_error() {
+            Ok(Some(e)) | Err(e) => {
+                return ConnectStatus::Failed(ConnectFailure::from_error(&e));
+            }
+            Ok(None) => {}
+        }
+        match self.0.peer_addr() {
+            Ok(peer) => {
+                if self.0.local_addr().is_ok_and(|local| local == peer) {
+                    // Simultaneous open to itself: an upstream port inside the ephemeral
+                    // range with nobody listening. Never a real upstream.
+                    ConnectStatus::Failed(ConnectFailure::Error)
+                } else {
+                    ConnectStatus::Connected
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => ConnectStatus::Pending,
+            Err(e) => ConnectStatus::Failed(ConnectFailure::from_error(&e)),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn unacked_bytes(stream: &TcpStream) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (== TIOCOUTQ) writes one c_int through the pointer, which points to
+    // a live local; the fd is owned by `stream` and open for the duration of the call.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    if rc == 0 {
+        Ok(usize::try_from(queued).unwrap_or(0))
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn unacked_bytes(_stream: &TcpStream) -> io::Result<usize> {
+    Ok(0)
+}
+
+/// Ignores SIGPIPE for the whole process, so a write to a reset peer returns EPIPE instead
+/// of killing us (std ignores it before `main` today, but embedding or build flags can
+/// undo that; `writev` has no per-call opt-out).
+pub fn ignore_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code and has
+    // no memory effects; it is done once at start-up before any thread is spawned.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// The open-files limit after trying to raise the soft limit to `wanted` (never above the
+/// hard limit). Returns `(soft, hard)`.
+pub fn raise_nofile(wanted: u64) -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct through a pointer to a live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let target = wanted.min(lim.rlim_max);
+    if target > lim.rlim_cur {
+        let raised = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: setrlimit reads one rlimit struct from a pointer to a live local.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            lim.rlim_cur = target;
+        }
+    }
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// Descriptors open in this process now (Linux: `/proc/self/fd`), or `None` if unknown.
+pub fn open_descriptors() -> Option<usize> {
+    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
+}
+
+/// Sorts an `accept` error: true for a resource shortage (pause the listener and retry
+/// from a timer), false for an error about one connection (skip it, accept the next).
+pub fn accept_error_is_resource(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// A readable name for an I/O error, without the "(os error N)" noise.
+pub fn describe(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}

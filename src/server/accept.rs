@@ -1,0 +1,206 @@
+//! Listeners: bounded accepts per pass, the session limit, and the pause on resource
+//! errors (EMFILE, ENFILE, ENOBUFS, ENOMEM) that retries from a timer instead of spinning
+//! or waiting for an edge that will not come.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+
+use super::entry::Entry;
+use super::token::Target;
+use super::Server;
+use crate::core::reason::{CloseReason, Side};
+use crate::core::session::Session;
+use crate::core::stream::retry;
+use crate::net::{accept_error_is_resource, describe, Conn};
+
+/// Accepts per listener per pass, so an accept storm cannot starve live sessions.
+const ACCEPT_BATCH: usize = 64;
+/// How long a listener pauses after a resource error.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// At most one resource warning per this interval.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One listening socket and its readiness cache.
+#[derive(Debug)]
+pub(super) struct Listener {
+    socket: Option<TcpListener>,
+    pub(super) addr: SocketAddr,
+    /// Set by events, cleared only by `WouldBlock`.
+    pub(super) readable: bool,
+    /// Paused after a resource error until this instant (or until a session closes).
+    pub(super) paused_until: Option<Instant>,
+    last_warning: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Listener {
+    /// Binds (SO_REUSEADDR, mio's backlog of 1024).
+    pub(super) fn bind(addr: SocketAddr) -> io::Result<Listener> {
+        let socket = TcpListener::bind(addr)?;
+        let addr = socket.local_addr()?;
+        Ok(Listener {
+            socket: Some(socket),
+            addr,
+            readable: false,
+            paused_until: None,
+            last_warning: None,
+            suppressed: 0,
+        })
+    }
+
+    pub(super) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        match &mut self.socket {
+            Some(s) => registry.register(s, token, Interest::READABLE),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the socket: new connects are refused from now on.
+    pub(super) fn close(&mut self, registry: &Registry) {
+        if let Some(mut s) = self.socket.take() {
+            let _ = registry.deregister(&mut s);
+        }
+        self.readable = false;
+        self.paused_until = None;
+    }
+
+    fn paused(&self, now: Instant) -> bool {
+        self.paused_until.is_some_and(|until| now < until)
+    }
+
+    fn warn_resource(&mut self, e: &io::Error, now: Instant) {
+        if self
+            .last_warning
+            .is_some_and(|at| now.duration_since(at) < WARN_INTERVAL)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let also = match self.suppressed {
+            0 => String::new(),
+            n => format!(" ({n} more since the last warning)"),
+        };
+        warn!(
+            "accept on {} failed: {}; pausing this listener {:?} at a time{also}",
+            self.addr,
+            describe(e),
+            ACCEPT_PAUSE
+        );
+        self.last_warning = Some(now);
+        self.suppressed = 0;
+    }
+}
+
+impl Server {
+    /// True when a listener is ready and allowed to accept now.
+    pub(super) fn accept_pending(&self, now: Instant) -> bool {
+        self.has_room()
+            && self
+                .listeners
+                .iter()
+                .any(|l| l.readable && l.socket.is_some() && !l.paused(now))
+    }
+
+    fn has_room(&self) -> bool {
+        self.drain_until.is_none() && self.live_sessions() < self.max_sessions
+    }
+
+    /// Accepts up to a batch on each ready listener.
+    pub(super) fn accept_all(&mut self, now: Instant) {
+        for n in 0..self.listeners.len() {
+            let mut taken = 0;
+            while taken < ACCEPT_BATCH && self.has_room() {
+                let l = &mut self.listeners[n];
+                if !l.readable || l.paused(now) {
+                    break;
+                }
+                let Some(socket) = &l.socket else { break };
+                match retry(|| socket.accept()) {
+                    Ok((stream, client_addr)) => {
+                        taken += 1;
+                        l.paused_until = None;
+                        self.open(stream, client_addr, now);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => l.readable = false,
+                    Err(e) if accept_error_is_resource(&e) => {
+                        l.paused_until = Some(now + ACCEPT_PAUSE);
+                        l.warn_resource(&e, now);
+                    }
+                    // ECONNABORTED, EPROTO, network errors: that connection is gone; next.
+                    Err(e) => debug!("accept on {}: {}", l.addr, describe(&e)),
+                }
+            }
+        }
+    }
+
+    /// Starts a session: dials the first upstream that takes a connect, registers both
+    /// sockets and drives the session once.
+    fn open(&mut self, stream: TcpStream, client_addr: SocketAddr, now: Instant) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut client = Conn::accepted(stream);
+        let mut failure = None;
+        let mut upstream = None;
+        for (n, &addr) in self.cfg.upstreams.iter().enumerate() {
+            match Conn::dial(addr) {
+                Ok(conn) => {
+                    upstream = Some((n, conn));
+                    break;
+                }
+                Err(e) => {
+                    debug!("session {id}: connect to {addr} failed: {}", describe(&e));
+                    failure = Some(e);
+                }
+            }
+        }
+        let Some((n, mut conn)) = upstream else {
+            let reason = match failure.as_ref().map(io::Error::kind) {
+                Some(io::ErrorKind::ConnectionRefused) => CloseReason::ConnectRefused,
+                _ => CloseReason::ConnectError,
+            };
+            log::info!(
+                "close id={id} client={client_addr} upstream=- to_upstream=0 to_client=0 duration=0ms reason={reason}"
+            );
+            return;
+        };
+        let entry = self.sessions.vacant_entry();
+        let slot = entry.key();
+        let registry = self.poll.registry();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let client_token = Target::Session {
+            slot,
+            side: Side::Client,
+        }
+        .token();
+        let upstream_token = Target::Session {
+            slot,
+            side: Side::Upstream,
+        }
+        .token();
+        let registered = registry
+            .register(client.source(), client_token, interest)
+            .and_then(|()| registry.register(conn.source(), upstream_token, interest));
+        if let Err(e) = registered {
+            warn!("session {id}: cannot register sockets: {}", describe(&e));
+            let _ = registry.deregister(client.source());
+            return;
+        }
+        entry.insert(Entry {
+            id,
+            session: Session::new(client, conn, now),
+            client_addr,
+            upstream: n,
+            started: now,
+            armed: None,
+            in_ready: false,
+            starved: false,
+            closed: false,
+        });
+        self.arm(slot);
+    }
+}
