@@ -70,9 +70,14 @@ struct ForwardArgs {
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{}", one_line(&e.render().to_string()));
+            return ExitCode::from(2);
         }
     };
     let level = match (cli.verbose, cli.quiet) {
@@ -138,7 +143,7 @@ fn run_forward(cfg: ForwardConfig) -> ExitCode {
     let bound = match server::bind(&cfg) {
         Ok(b) => b,
         Err((addr, e)) => {
-            error!("cannot bind {addr}: {}", net::describe(&e));
+            eprintln!("error: cannot bind {addr}: {}", net::describe(&e));
             return ExitCode::from(1);
         }
     };
@@ -199,6 +204,13 @@ fn effective_max_sessions(wanted: usize) -> usize {
     } else {
         wanted
     }
+}
+
+/// Clap's error without the usage block, on one line: `error: ... (see --help)`.
+fn one_line(rendered: &str) -> String {
+    let message = rendered.split("\n\nUsage:").next().unwrap_or(rendered);
+    let words: Vec<&str> = message.split_whitespace().collect();
+    format!("{} (see 'tcpbridge --help')", words.join(" "))
 }
 
 fn join(addrs: &[std::net::SocketAddr]) -> String {

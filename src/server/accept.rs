@@ -10,7 +10,7 @@ use log::{debug, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
-use super::entry::Entry;
+use super::entry::{log_close, Entry};
 use super::token::Target;
 use super::Server;
 use crate::core::reason::{CloseReason, Side};
@@ -163,9 +163,7 @@ impl Server {
                 Some(io::ErrorKind::ConnectionRefused) => CloseReason::ConnectRefused,
                 _ => CloseReason::ConnectError,
             };
-            log::info!(
-                "close id={id} client={client_addr} upstream=- to_upstream=0 to_client=0 duration=0ms reason={reason}"
-            );
+            log_close(id, client_addr, None, (0, 0), Duration::ZERO, reason);
             return;
         };
         let entry = self.sessions.vacant_entry();

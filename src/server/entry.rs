@@ -89,21 +89,17 @@ impl Server {
             return;
         }
         e.closed = true;
-        let (to_upstream, to_client) = e.session.delivered();
-        let upstream = if e.session.connected() {
-            self.cfg.upstreams[e.upstream].to_string()
-        } else {
-            "-".to_string()
-        };
-        info!(
-            "close id={} client={} upstream={} to_upstream={} to_client={} duration={} reason={}",
+        let upstream = e
+            .session
+            .connected()
+            .then(|| self.cfg.upstreams[e.upstream]);
+        log_close(
             e.id,
             e.client_addr,
             upstream,
-            to_upstream,
-            to_client,
-            format_duration(now.saturating_duration_since(e.started)),
-            reason
+            e.session.delivered(),
+            now.saturating_duration_since(e.started),
+            reason,
         );
         let registry = self.poll.registry();
         let _ = registry.deregister(e.session.client().source());
@@ -115,6 +111,23 @@ impl Server {
             l.paused_until = None;
         }
     }
+}
+
+/// The one line each session leaves: who, how many bytes each way, how long, why.
+pub(super) fn log_close(
+    id: u64,
+    client: SocketAddr,
+    upstream: Option<SocketAddr>,
+    (to_upstream, to_client): (u64, u64),
+    duration: Duration,
+    reason: CloseReason,
+) {
+    let upstream = upstream.map_or_else(|| "-".to_string(), |a| a.to_string());
+    info!(
+        "close id={id} client={client} upstream={upstream} to_upstream={to_upstream} \
+         to_client={to_client} duration={} reason={reason}",
+        format_duration(duration)
+    );
 }
 
 /// `12ms` below ten seconds, `12.3s` below an hour, `2h05m` beyond.
