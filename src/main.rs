@@ -42,28 +42,63 @@ struct ForwardArgs {
     #[arg(long, value_name = "ADDR", required = true)]
     upstream: Vec<String>,
     /// Ring buffer per direction (B, KiB, MiB).
-    #[arg(long, value_name = "SIZE", default_value = "16KiB")]
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "16KiB",
+        allow_hyphen_values = true
+    )]
     buffer_size: String,
     /// Most sessions alive at once; more clients wait in the listen backlog.
-    #[arg(long, value_name = "N", default_value = "1024")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "1024",
+        allow_hyphen_values = true
+    )]
     max_sessions: String,
     /// Most ring-buffer memory lent at once [default: 2 x max-sessions x buffer-size].
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
     pool_budget: Option<String>,
     /// Bound on one upstream connect attempt.
-    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5s",
+        allow_hyphen_values = true
+    )]
     connect_timeout: String,
     /// Close a session when no byte has moved either way for this long.
-    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5m",
+        allow_hyphen_values = true
+    )]
     idle_timeout: String,
     /// Inactivity limit once one direction has finished (FIN forwarded).
-    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "60s",
+        allow_hyphen_values = true
+    )]
     half_close_timeout: String,
     /// On SIGINT/SIGTERM, how long live sessions may take to finish.
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        allow_hyphen_values = true
+    )]
     drain_timeout: String,
     /// What the other side gets when one side resets: mirror (RST) or fin.
-    #[arg(long, value_name = "POLICY", default_value = "mirror")]
+    #[arg(
+        long,
+        value_name = "POLICY",
+        default_value = "mirror",
+        allow_hyphen_values = true
+    )]
     reset_policy: String,
 }
 

@@ -106,8 +106,9 @@ impl Server {
                 .any(|l| l.readable && l.socket.is_some() && !l.paused(now))
     }
 
+    /// Closed sessions still hold their sockets until the end of the pass, so they count.
     fn has_room(&self) -> bool {
-        self.drain_until.is_none() && self.live_sessions() < self.max_sessions
+        self.drain_until.is_none() && self.sessions.len() < self.max_sessions
     }
 
     /// Accepts up to a batch on each ready listener.

@@ -89,10 +89,8 @@ impl Server {
             return;
         }
         e.closed = true;
-        let upstream = e
-            .session
-            .connected()
-            .then(|| self.cfg.upstreams[e.upstream]);
+        // The upstream connected to, or the last one tried when every connect failed.
+        let upstream = self.cfg.upstreams.get(e.upstream).copied();
         log_close(
             e.id,
             e.client_addr,

@@ -4,8 +4,8 @@
 //! One pass: poll (the timeout is the earliest deadline, or zero when work is queued),
 //! read the clock once, hand each event to its session and drive it until it waits,
 //! then drive the sessions that yielded their byte budget, fire due deadlines, accept a
-//! bounded batch per listener, give freed buffers to starved sessions, and only then
-//! free the slab slots of sessions closed in this pass.
+//! give freed buffers to starved sessions, free the slab slots (and sockets) of sessions
+//! closed in this pass, and only then accept a bounded batch per listener.
 
 mod accept;
 mod entry;
@@ -177,9 +177,10 @@ impl Server {
                 }
             }
             self.fire_deadlines(now);
-            self.accept_all(now);
             self.feed_starved(now);
+            // Free closed sessions' sockets first: accepting needs their descriptors.
             self.free_closed();
+            self.accept_all(now);
             if let Some(until) = self.drain_until {
                 if now >= until {
                     self.close_all(now);
