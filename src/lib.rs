@@ -16,4 +16,5 @@
 pub mod config;
 pub mod core;
 pub mod net;
+pub mod proto;
 pub mod server;

@@ -11,6 +11,7 @@ pub mod ring;
 pub mod session;
 pub mod stream;
 pub mod timers;
+pub mod tunnel;
 
 #[cfg(test)]
 pub mod scripted;

@@ -4,9 +4,14 @@
 //! state of its flow. EOF from the source is forwarded as `shutdown_write` on the
 //! destination only once the ring is empty: the FIN always comes after the last byte.
 //!
+//! A pipe can carry a short *prefix*: protocol bytes (a tunnel's ATTACH or READY frame)
+//! written to the destination before any relayed byte, so they never interleave.
+//!
 //! Readiness is a cache kept by the session: an event sets a bit, only `WouldBlock` clears
 //! it. [`Pipe::pump`] makes at most one read, one write and one FIN per call and reports
 //! what happened; the session calls it until nothing moves.
+
+use std::io::IoSlice;
 
 use super::pool::Pool;
 use super::ring::Ring;
@@ -48,12 +53,18 @@ pub enum Pump {
     Broken(End, bool),
 }
 
+/// Longest prefix a pipe carries.
+pub const MAX_PREFIX: usize = 24;
+
 /// One direction of a session.
 #[derive(Debug)]
 pub struct Pipe {
     ring: Option<Ring>,
     flow: Flow,
     delivered: u64,
+    prefix: [u8; MAX_PREFIX],
+    prefix_at: u8,
+    prefix_len: u8,
 }
 
 impl Default for Pipe {
@@ -69,7 +80,23 @@ impl Pipe {
             ring: None,
             flow: Flow::Open,
             delivered: 0,
+            prefix: [0u8; MAX_PREFIX],
+            prefix_at: 0,
+            prefix_len: 0,
         }
+    }
+
+    /// Queues protocol bytes to go out before any relayed byte (at most [`MAX_PREFIX`]).
+    pub fn set_prefix(&mut self, bytes: &[u8]) {
+        debug_assert!(bytes.len() <= MAX_PREFIX && self.prefix_pending() == 0);
+        let n = bytes.len().min(MAX_PREFIX);
+        self.prefix[..n].copy_from_slice(&bytes[..n]);
+        self.prefix_at = 0;
+        self.prefix_len = n as u8;
+    }
+
+    fn prefix_pending(&self) -> usize {
+        usize::from(self.prefix_len - self.prefix_at)
     }
 
     /// The flow state.
@@ -82,9 +109,9 @@ impl Pipe {
         self.delivered
     }
 
-    /// Bytes waiting in the ring.
+    /// Bytes waiting: prefix and ring.
     pub fn pending(&self) -> usize {
-        self.ring.as_ref().map_or(0, Ring::len)
+        self.prefix_pending() + self.ring.as_ref().map_or(0, Ring::len)
     }
 
     /// True while a pool buffer is held.
@@ -110,23 +137,27 @@ impl Pipe {
         pool: &mut Pool,
     ) -> Pump {
         let mut changed = false;
+        let mut starved = false;
         match self.read(source, source_ready, pool) {
             Some(Pump::Progress { .. }) => changed = true,
-            Some(other) if !matches!(other, Pump::Stuck) => return other,
-            _ => {}
+            // No buffer to read into; a prefix may still be waiting to go out.
+            Some(Pump::Starved) => starved = true,
+            Some(broken @ Pump::Broken(..)) => return broken,
+            Some(Pump::Stuck) | None => {}
         }
+        let idle = if starved { Pump::Starved } else { Pump::Stuck };
         if !may_write {
             return if changed {
                 Pump::Progress { written: 0 }
             } else {
-                Pump::Stuck
+                idle
             };
         }
         let written = match self.write(destination, destination_ready, pool) {
             Ok(n) => n,
             Err(reset) => return Pump::Broken(End::Destination, reset),
         };
-        if self.flow == Flow::Eof && self.ring.is_none() {
+        if self.flow == Flow::Eof && self.pending() == 0 {
             match retry(|| destination.shutdown_write()) {
                 Ok(()) => {
                     self.flow = Flow::Done;
@@ -138,7 +169,7 @@ impl Pipe {
         if changed || written > 0 {
             Pump::Progress { written }
         } else {
-            Pump::Stuck
+            idle
         }
     }
 
@@ -156,6 +187,7 @@ impl Pipe {
     /// Drops the stored bytes and gives the buffer back (the destination is gone, or the
     /// session is closing).
     pub fn discard(&mut self, pool: &mut Pool) {
+        self.prefix_at = self.prefix_len;
         if let Some(mut ring) = self.ring.take() {
             ring.clear();
             pool.give(ring.into_buffer());
@@ -208,12 +240,26 @@ impl Pipe {
         ready: &mut bool,
         pool: &mut Pool,
     ) -> Result<usize, bool> {
-        let Some(ring) = self.ring.as_mut() else {
-            return Ok(0);
-        };
         if !*ready {
             return Ok(0);
         }
+        while self.prefix_pending() > 0 {
+            let (at, len) = (usize::from(self.prefix_at), usize::from(self.prefix_len));
+            let bytes = [IoSlice::new(&self.prefix[at..len])];
+            match classify(retry(|| destination.write_vectored(&bytes))) {
+                // Prefix bytes are protocol, not relayed bytes: not counted as delivered.
+                Io::Moved(n) => self.prefix_at += n.min(len - at) as u8,
+                Io::Blocked => {
+                    *ready = false;
+                    return Ok(0);
+                }
+                Io::Eof | Io::Error(_) => return Err(false),
+                Io::Reset => return Err(true),
+            }
+        }
+        let Some(ring) = self.ring.as_mut() else {
+            return Ok(0);
+        };
         let written = match classify(retry(|| ring.write_to(destination))) {
             Io::Moved(n) => n,
             Io::Blocked => {
@@ -402,6 +448,40 @@ mod tests {
         b.dst.broken = true;
         b.src.then(ReadStep::Eof);
         assert_eq!(b.run(), Pump::Broken(End::Destination, true));
+    }
+
+    // ---- prefix ----
+
+    #[test]
+    fn prefix_goes_out_before_relayed_bytes() {
+        let mut b = bench(4);
+        b.pipe.set_prefix(b"\x21");
+        b.src.send(b"data").then(ReadStep::Eof);
+        b.run();
+        assert_eq!(b.dst.written, b"\x21data");
+        assert_eq!(
+            b.pipe.delivered(),
+            4,
+            "protocol bytes are not relayed bytes"
+        );
+        assert_eq!(b.dst.fin_at, Some(5));
+    }
+
+    #[test]
+    fn partially_written_prefix_resumes_in_order() {
+        let mut b = bench(4);
+        b.dst = Scripted::new();
+        b.dst
+            .writes
+            .extend([WriteStep::Accept(1), WriteStep::Block]);
+        b.pipe.set_prefix(b"ABC");
+        b.src.send(b"xy");
+        b.run();
+        assert_eq!(b.dst.written, b"A");
+        b.dst.accept_when_done = true;
+        b.dst_ready = true;
+        b.run();
+        assert_eq!(b.dst.written, b"ABCxy");
     }
 
     #[test]

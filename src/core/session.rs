@@ -11,12 +11,14 @@
 //! it are handed to the other side, then that side is aborted or given a FIN, by policy),
 //! and `Closed` with exactly one [`CloseReason`].
 
+use std::io::{IoSlice, IoSliceMut};
 use std::time::{Duration, Instant};
 
 use super::pipe::{End, Flow, Pipe, Pump};
 use super::pool::Pool;
 use super::reason::{CloseReason, Side};
-use super::stream::{retry, ConnectFailure, ConnectStatus, Stream};
+use super::stream::{classify, retry, ConnectFailure, ConnectStatus, Io, Stream};
+use crate::proto::tunnel::{agent_frame, AgentFrame};
 
 #[cfg(test)]
 mod random;
@@ -74,11 +76,22 @@ pub enum Drive {
     Closed(CloseReason),
 }
 
+/// What completes the upstream "connect".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaiting {
+    /// The TCP handshake of a dialed upstream.
+    Handshake,
+    /// A paired tunnel: the agent's READY (or REFUSED) frame. The ATTACH prefix and the
+    /// client's first bytes may already be written meanwhile.
+    TunnelReady,
+}
+
 /// Where the session stands. Changed only through the methods below.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Connecting {
         since: Instant,
+        awaiting: Awaiting,
     },
     Relaying,
     Resetting {
@@ -117,6 +130,8 @@ pub struct Session<S> {
     phase: Phase,
     last_progress: Instant,
     first_eof: Option<Side>,
+    /// Bytes for the client once the upstream accepts, and before closing when it fails.
+    replies: Option<(&'static [u8], &'static [u8])>,
 }
 
 impl<S: Stream> Session<S> {
@@ -129,10 +144,33 @@ impl<S: Stream> Session<S> {
             upstream_ready: Readiness::default(),
             to_upstream: Pipe::new(),
             to_client: Pipe::new(),
-            phase: Phase::Connecting { since: now },
+            phase: Phase::Connecting {
+                since: now,
+                awaiting: Awaiting::Handshake,
+            },
             last_progress: now,
             first_eof: None,
+            replies: None,
         }
+    }
+
+    /// A relay session: a public client paired with an idle tunnel. `attach` (the ATTACH
+    /// frame) goes to the tunnel first; the session relays once the agent answers READY.
+    pub fn paired(client: S, tunnel: S, attach: &[u8], now: Instant) -> Session<S> {
+        let mut s = Session::new(client, tunnel, now);
+        s.phase = Phase::Connecting {
+            since: now,
+            awaiting: Awaiting::TunnelReady,
+        };
+        s.to_upstream.set_prefix(attach);
+        s
+    }
+
+    /// Protocol replies to the client: `ready` is written before any upstream byte once
+    /// the upstream accepts; `failed` is written (best effort) before closing when it
+    /// does not. The agent answers the relay with READY or REFUSED this way.
+    pub fn set_replies(&mut self, ready: &'static [u8], failed: &'static [u8]) {
+        self.replies = Some((ready, failed));
     }
 
     /// Records readiness reported by an event.
@@ -168,7 +206,7 @@ impl<S: Stream> Session<S> {
     /// When the session's current timeout expires; `None` once closed.
     pub fn deadline(&self, policy: &Policy) -> Option<Instant> {
         match self.phase {
-            Phase::Connecting { since } => Some(since + policy.connect_timeout),
+            Phase::Connecting { since, .. } => Some(since + policy.connect_timeout),
             Phase::Relaying if self.half_closed() => {
                 Some(self.last_progress + policy.half_close_timeout)
             }
@@ -203,7 +241,10 @@ impl<S: Stream> Session<S> {
     pub fn redial(&mut self, upstream: S, now: Instant) -> S {
         debug_assert!(matches!(self.phase, Phase::Connecting { .. }));
         self.upstream_ready = Readiness::default();
-        self.phase = Phase::Connecting { since: now };
+        self.phase = Phase::Connecting {
+            since: now,
+            awaiting: Awaiting::Handshake,
+        };
         std::mem::replace(&mut self.upstream, upstream)
     }
 
@@ -214,6 +255,10 @@ impl<S: Stream> Session<S> {
             ConnectFailure::Timeout => CloseReason::ConnectTimeout,
             ConnectFailure::Error => CloseReason::ConnectError,
         };
+        if let Some((_, failed)) = self.replies {
+            // Best effort: the client is closed right after either way.
+            let _ = retry(|| self.client.write_vectored(&[IoSlice::new(failed)]));
+        }
         self.close(reason, pool)
     }
 
@@ -271,28 +316,74 @@ impl<S: Stream> Session<S> {
     }
 
     /// Follows mio's connect recipe: after an event, ask the socket; a spurious event
-    /// (still pending) clears the cache and keeps waiting.
+    /// (still pending) clears the cache and keeps waiting. A paired tunnel is "connected"
+    /// when the agent's READY arrives (heartbeats sent before it are skipped).
     fn check_connect(&mut self, now: Instant) -> Option<Drive> {
-        let ready = self.upstream_ready;
-        if !ready.writable && !ready.readable {
+        let Phase::Connecting { awaiting, .. } = self.phase else {
             return None;
-        }
-        match self.upstream.connect_status() {
+        };
+        let ready = self.upstream_ready;
+        let status = match awaiting {
+            Awaiting::Handshake if !ready.writable && !ready.readable => return None,
+            Awaiting::Handshake => self.upstream.connect_status(),
+            Awaiting::TunnelReady => self.read_tunnel_status(),
+        };
+        match status {
             ConnectStatus::Connected => {
                 self.phase = Phase::Relaying;
                 self.last_progress = now;
+                if let Some((ready, _)) = self.replies {
+                    self.to_client.set_prefix(ready);
+                }
                 None
             }
             ConnectStatus::Pending => {
-                self.upstream_ready = Readiness::default();
+                if awaiting == Awaiting::Handshake {
+                    self.upstream_ready = Readiness::default();
+                }
                 None
             }
             ConnectStatus::Failed(failure) => Some(Drive::ConnectFailed(failure)),
         }
     }
 
+    /// Reads the agent's answer one byte at a time, so no relayed byte is consumed.
+    fn read_tunnel_status(&mut self) -> ConnectStatus {
+        while self.upstream_ready.readable {
+            let mut byte = [0u8; 1];
+            let read = retry(|| {
+                self.upstream
+                    .read_vectored(&mut [IoSliceMut::new(&mut byte)])
+            });
+            match classify(read) {
+                Io::Moved(_) => match agent_frame(byte[0]) {
+                    Ok(AgentFrame::Heartbeat) => continue,
+                    Ok(AgentFrame::Ready) => return ConnectStatus::Connected,
+                    Ok(AgentFrame::Refused) => {
+                        return ConnectStatus::Failed(ConnectFailure::Refused)
+                    }
+                    Err(_) => return ConnectStatus::Failed(ConnectFailure::Error),
+                },
+                Io::Blocked => self.upstream_ready.readable = false,
+                Io::Eof | Io::Reset | Io::Error(_) => {
+                    return ConnectStatus::Failed(ConnectFailure::Error)
+                }
+            }
+        }
+        ConnectStatus::Pending
+    }
+
     fn relay(&mut self, pool: &mut Pool, now: Instant, policy: &Policy, budget: usize) -> Drive {
         let connected = self.connected();
+        // A paired tunnel takes the ATTACH frame and the client's bytes before READY.
+        let upstream_open = connected
+            || matches!(
+                self.phase,
+                Phase::Connecting {
+                    awaiting: Awaiting::TunnelReady,
+                    ..
+                }
+            );
         let mut written_total = 0;
         let mut starved = false;
         loop {
@@ -302,7 +393,7 @@ impl<S: Stream> Session<S> {
                     continue;
                 }
                 let before = self.pipe_from(source).flow();
-                let pumped = self.pump(source, connected, pool);
+                let pumped = self.pump(source, upstream_open, pool);
                 let after = self.pipe_from(source).flow();
                 if before == Flow::Open && after != Flow::Open {
                     self.first_eof.get_or_insert(source);
@@ -336,7 +427,7 @@ impl<S: Stream> Session<S> {
                 return Drive::Yielded;
             }
         }
-        self.assert_no_stall(connected, starved);
+        self.assert_no_stall(upstream_open, connected, starved);
         if starved {
             Drive::Starved
         } else {
@@ -344,14 +435,14 @@ impl<S: Stream> Session<S> {
         }
     }
 
-    fn pump(&mut self, source: Side, connected: bool, pool: &mut Pool) -> Pump {
+    fn pump(&mut self, source: Side, upstream_open: bool, pool: &mut Pool) -> Pump {
         match source {
             Side::Client => self.to_upstream.pump(
                 &mut self.client,
                 &mut self.client_ready.readable,
                 &mut self.upstream,
                 &mut self.upstream_ready.writable,
-                connected,
+                upstream_open,
                 pool,
             ),
             Side::Upstream => self.to_client.pump(
@@ -474,9 +565,9 @@ impl<S: Stream> Session<S> {
 
     /// Edge-triggered discipline: when the session waits, no pipe may have bytes and a
     /// writable destination, or room and a readable source (unless the pool is empty).
-    fn assert_no_stall(&self, connected: bool, starved: bool) {
+    fn assert_no_stall(&self, upstream_open: bool, connected: bool, starved: bool) {
         debug_assert!(
-            !(connected && self.to_upstream.pending() > 0 && self.upstream_ready.writable),
+            !(upstream_open && self.to_upstream.pending() > 0 && self.upstream_ready.writable),
             "stall: bytes for a writable upstream"
         );
         debug_assert!(

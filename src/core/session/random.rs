@@ -11,6 +11,10 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::core::scripted::{ReadStep, Scripted, WriteStep};
+use crate::proto::tunnel::frame;
+
+/// The ATTACH stand-in a paired session writes first.
+const ATTACH: &[u8] = b"\x20ATTACH";
 
 /// splitmix64: small, seedable, good enough to pick test steps.
 struct Rng(u64);
@@ -103,7 +107,21 @@ fn run_case(seed: u64) -> Result<(), String> {
     };
     let (client_peer, mut client) = peer(&mut rng);
     let (upstream_peer, mut upstream) = peer(&mut rng);
+    // A fifth of the cases are relay sessions over a paired tunnel: ATTACH goes first,
+    // the agent answers READY (maybe after a heartbeat) before its bytes.
+    let paired = rng.chance(20);
+    if paired {
+        upstream
+            .reads
+            .push_front(ReadStep::Data(vec![frame::READY]));
+        if rng.chance(50) {
+            upstream
+                .reads
+                .push_front(ReadStep::Data(vec![frame::HEARTBEAT]));
+        }
+    }
     match rng.below(10) {
+        _ if paired => {}
         0 => upstream.connect.push_back(ConnectStatus::Pending),
         1 => upstream
             .connect
@@ -115,7 +133,11 @@ fn run_case(seed: u64) -> Result<(), String> {
         client.unacked = 1 + rng.below(100) as usize;
     }
     let mut now = Instant::now();
-    let mut s = Session::new(client, upstream, now);
+    let mut s = if paired {
+        Session::paired(client, upstream, ATTACH, now)
+    } else {
+        Session::new(client, upstream, now)
+    };
     let mut reason = None;
     for step in 0..4000 {
         let d = if step > 3000 || rng.chance(10) {
@@ -154,6 +176,13 @@ fn run_case(seed: u64) -> Result<(), String> {
     }
     if pool.lent() != 0 {
         return Err(format!("{} buffers kept after close", pool.lent()));
+    }
+    if paired && !s.upstream.written.is_empty() {
+        if !s.upstream.written.starts_with(ATTACH) {
+            return Err("a paired tunnel did not get ATTACH first".into());
+        }
+        s.upstream.written.drain(..ATTACH.len());
+        s.upstream.fin_at = s.upstream.fin_at.map(|at| at - ATTACH.len());
     }
     check_direction("to_upstream", &client_peer, &s.upstream, reason)?;
     check_direction("to_client", &upstream_peer, &s.client, reason)?;

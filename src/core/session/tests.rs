@@ -355,3 +355,62 @@ fn shut_down_closes_once_and_returns_buffers() {
     );
     assert_eq!(w.s.deadline(&w.policy), None);
 }
+
+// ---- tunnels: paired sessions (relay) and replies (agent) ----
+
+#[test]
+fn paired_session_writes_attach_first_and_relays_after_ready() {
+    let now = Instant::now();
+    let mut w = world(16);
+    w.s = Session::paired(Scripted::sink(), Scripted::sink(), b"ATT", now);
+    w.s.client.send(b"hello");
+    w.s.upstream.send(&[0x10]); // a heartbeat sent before the agent saw ATTACH
+    assert_eq!(w.wake(), Drive::Waiting);
+    assert_eq!(
+        w.s.upstream.written, b"ATThello",
+        "ATTACH, then client bytes"
+    );
+    assert_eq!(w.s.phase_name(), PhaseName::Connecting);
+    w.s.upstream.send(&[0x21]).send(b"banner");
+    assert_eq!(w.wake(), Drive::Waiting);
+    assert_eq!(w.s.phase_name(), PhaseName::Relaying);
+    assert_eq!(w.s.client.written, b"banner", "READY itself is not relayed");
+}
+
+#[test]
+fn refused_tunnel_is_a_refused_connect() {
+    let now = Instant::now();
+    let mut w = world(16);
+    w.s = Session::paired(Scripted::sink(), Scripted::sink(), b"ATT", now);
+    w.s.upstream.send(&[0x22]);
+    assert_eq!(w.wake(), Drive::ConnectFailed(ConnectFailure::Refused));
+}
+
+#[test]
+fn tunnel_lost_before_ready_is_a_connect_error() {
+    let now = Instant::now();
+    let mut w = world(16);
+    w.s = Session::paired(Scripted::sink(), Scripted::sink(), b"ATT", now);
+    w.s.upstream.then(ReadStep::Eof);
+    assert_eq!(w.wake(), Drive::ConnectFailed(ConnectFailure::Error));
+}
+
+#[test]
+fn ready_reply_precedes_upstream_bytes() {
+    let mut w = world(16);
+    w.s.set_replies(b"+", b"-");
+    w.s.upstream.send(b"banner");
+    w.wake();
+    assert_eq!(w.s.client.written, b"+banner");
+}
+
+#[test]
+fn failed_reply_is_written_before_closing() {
+    let mut w = world(16);
+    w.s.set_replies(b"+", b"-");
+    assert_eq!(
+        w.s.fail_connect(ConnectFailure::Refused, &mut w.pool),
+        Drive::Closed(CloseReason::ConnectRefused)
+    );
+    assert_eq!(w.s.client.written, b"-");
+}
