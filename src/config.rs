@@ -9,6 +9,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use crate::core::session::{Policy, ResetPolicy};
+use crate::core::tunnel::TunnelPolicy;
+use crate::proto::auth::Secret;
+use crate::proto::tunnel::valid_service_name;
 
 /// Largest accepted duration (7 days).
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -50,13 +53,9 @@ fn error(flag: &str, value: &str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Everything forward mode runs from.
+/// What every mode's sessions run with.
 #[derive(Debug, Clone)]
-pub struct ForwardConfig {
-    /// Addresses to listen on.
-    pub listen: Vec<SocketAddr>,
-    /// Upstream addresses, tried in order when a connect fails.
-    pub upstreams: Vec<SocketAddr>,
+pub struct Common {
     /// Capacity of one ring buffer in bytes.
     pub buffer_size: usize,
     /// Most sessions alive at once.
@@ -69,11 +68,121 @@ pub struct ForwardConfig {
     pub policy: Policy,
 }
 
-impl ForwardConfig {
+impl Common {
     /// Worst-case bytes of ring buffers: the pool budget.
     pub fn buffer_bound(&self) -> usize {
         self.pool_buffers.saturating_mul(self.buffer_size)
     }
+}
+
+/// A named local address: a relay's public listener or an agent's local service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// 1-64 bytes of `[A-Za-z0-9._-]`.
+    pub name: String,
+    /// Where it listens (relay) or where it is dialed (agent).
+    pub addr: SocketAddr,
+}
+
+/// `forward`: listen, dial an upstream per client.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// Upstream addresses, tried in order when a connect fails.
+    pub upstreams: Vec<SocketAddr>,
+}
+
+/// `relay`: the public side of NAT traversal.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    /// Where agents connect.
+    pub tunnel_listen: SocketAddr,
+    /// Public listeners, one per service.
+    pub public: Vec<Service>,
+    /// The pre-shared secret.
+    pub secret: Secret,
+    /// How long a public client waits for an idle tunnel.
+    pub pair_timeout: Duration,
+    /// Most clients waiting per service.
+    pub max_waiting: usize,
+    /// Most idle tunnels per service.
+    pub max_idle_tunnels: usize,
+    /// Most connections in the handshake at once.
+    pub max_handshakes: usize,
+    /// Handshake and heartbeat timeouts.
+    pub tunnel: TunnelPolicy,
+}
+
+/// `agent`: the NAT side of NAT traversal.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    /// The relay's tunnel address, `HOST:PORT`, resolved again before each reconnect.
+    pub relay: String,
+    /// Local services offered, dialed on pairing.
+    pub services: Vec<Service>,
+    /// The pre-shared secret.
+    pub secret: Secret,
+    /// Idle tunnels kept per service.
+    pub pool: usize,
+    /// Exit when a tunnel is lost or cannot be opened (for supervisors).
+    pub exit_on_disconnect: bool,
+    /// Cap of the reconnect backoff.
+    pub backoff_max: Duration,
+    /// Handshake and heartbeat timeouts.
+    pub tunnel: TunnelPolicy,
+}
+
+/// What the process does.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Port forwarding.
+    Forward(Forward),
+    /// NAT traversal, public side.
+    Relay(Relay),
+    /// NAT traversal, NAT side.
+    Agent(Agent),
+}
+
+/// Everything a process runs from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Session settings shared by every mode.
+    pub common: Common,
+    /// The mode and its settings.
+    pub mode: Mode,
+}
+
+/// Parses `NAME=HOST:PORT` (a relay's `--public`, an agent's `--service`).
+pub fn parse_service(
+    flag: &str,
+    text: &str,
+    allow_port_zero: bool,
+) -> Result<Service, ConfigError> {
+    let Some((name, addr)) = text.split_once('=') else {
+        return Err(error(flag, text, "expected NAME=HOST:PORT"));
+    };
+    if !valid_service_name(name) {
+        return Err(error(
+            flag,
+            text,
+            "the name must be 1-64 characters of A-Z a-z 0-9 . _ -",
+        ));
+    }
+    let addr = parse_address(flag, addr, allow_port_zero)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| error(flag, text, "the name resolves to no address"))?;
+    Ok(Service {
+        name: name.to_string(),
+        addr,
+    })
+}
+
+/// Reads and checks a secret file. The error names the flag and the file.
+pub fn read_secret(flag: &str, path: &str) -> Result<Secret, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| error(flag, path, format!("cannot read: {e}")))?;
+    Secret::from_file_contents(&bytes).map_err(|e| error(flag, path, e.to_string()))
 }
 
 /// Parses a duration with a unit: `500ms`, `30s`, `5m`, `2h`, `1d`. Must be > 0 and <= 7d.
@@ -164,6 +273,20 @@ pub fn parse_address(
     text: &str,
     allow_port_zero: bool,
 ) -> Result<Vec<SocketAddr>, ConfigError> {
+    check_host_port(flag, text, allow_port_zero)?;
+    let resolved: Vec<SocketAddr> = text
+        .trim()
+        .to_socket_addrs()
+        .map_err(|e| error(flag, text, format!("cannot resolve: {e}")))?
+        .collect();
+    if resolved.is_empty() {
+        return Err(error(flag, text, "the name resolves to no address"));
+    }
+    Ok(resolved)
+}
+
+/// Checks the form `HOST:PORT` or `[V6]:PORT` without resolving the host.
+pub fn check_host_port(flag: &str, text: &str, allow_port_zero: bool) -> Result<(), ConfigError> {
     let t = text.trim();
     if t.starts_with('[') && !t.contains(']') {
         return Err(error(flag, text, "unterminated IPv6 bracket"));
@@ -195,14 +318,7 @@ pub fn parse_address(
             format!("port out of range ({lowest}-65535)"),
         ));
     }
-    let resolved: Vec<SocketAddr> = t
-        .to_socket_addrs()
-        .map_err(|e| error(flag, text, format!("cannot resolve: {e}")))?
-        .collect();
-    if resolved.is_empty() {
-        return Err(error(flag, text, "the name resolves to no address"));
-    }
-    Ok(resolved)
+    Ok(())
 }
 
 /// `16 KiB`, `1 MiB`, `300 B`: sizes for humans.
@@ -315,6 +431,15 @@ mod tests {
             Ok(ResetPolicy::Fin)
         );
         assert!(parse_reset_policy("--reset-policy", "maybe").is_err());
+    }
+
+    #[test]
+    fn services_are_name_equals_address() {
+        let s = parse_service("--public", "ssh=127.0.0.1:0", true).expect("valid");
+        assert_eq!(s.name, "ssh");
+        assert!(parse_service("--public", "ssh", true).is_err());
+        assert!(parse_service("--public", "a b=127.0.0.1:1", true).is_err());
+        assert!(parse_service("--service", "ssh=127.0.0.1:0", false).is_err());
     }
 
     #[test]

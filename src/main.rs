@@ -1,17 +1,20 @@
 //! The `tcpbridge` command: parses the command line into a configuration, sets up
-//! logging, binds, prints the READY line and runs the event loop. Exit codes: 0 after a
-//! signal, 1 on a runtime error (bind failure...), 2 on a usage error.
+//! logging, binds, and runs the event loop (which prints the READY line). Exit codes:
+//! 0 after a signal, 1 on a runtime error (bind failure, lost relay with
+//! `--exit-on-disconnect`...), 2 on a usage error.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use log::{error, info, warn, LevelFilter};
 
-use tcpbridge::config::{self, human_size, ConfigError, ForwardConfig};
+use tcpbridge::config::{
+    self as cfg, human_size, Agent, Common, Config, ConfigError, Forward, Mode, Relay,
+};
 use tcpbridge::core::session::Policy;
+use tcpbridge::core::tunnel::TunnelPolicy;
 use tcpbridge::net;
-use tcpbridge::server::{self, Server};
+use tcpbridge::server::{self, Server, Stopped};
 
 /// A small, fast, correct TCP proxy.
 #[derive(Debug, Parser)]
@@ -24,13 +27,19 @@ struct Cli {
     #[arg(short, long, global = true)]
     quiet: bool,
     #[command(subcommand)]
-    mode: Mode,
+    command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-enum Mode {
+enum Command {
     /// Listen, connect to an upstream for each client, relay both ways.
     Forward(ForwardArgs),
+    /// NAT traversal, public side: pair public clients with agents' idle tunnels.
+    Relay(RelayArgs),
+    /// NAT traversal, NAT side: keep idle tunnels to a relay, dial local services.
+    Agent(AgentArgs),
+    /// Print a fresh random secret (64 hex characters) for --secret-file.
+    GenSecret,
 }
 
 #[derive(Debug, Args)]
@@ -41,6 +50,125 @@ struct ForwardArgs {
     /// Upstream address, HOST:PORT. May repeat: tried in order when a connect fails.
     #[arg(long, value_name = "ADDR", required = true)]
     upstream: Vec<String>,
+    #[command(flatten)]
+    session: SessionArgs,
+}
+
+#[derive(Debug, Args)]
+struct RelayArgs {
+    /// Where agents connect, HOST:PORT.
+    #[arg(long, value_name = "ADDR", required = true)]
+    tunnel_listen: String,
+    /// A public listener for a service, NAME=HOST:PORT. May repeat.
+    #[arg(long, value_name = "NAME=ADDR", required = true)]
+    public: Vec<String>,
+    /// File holding the pre-shared secret (at least 32 bytes).
+    #[arg(long, value_name = "PATH", required = true)]
+    secret_file: String,
+    /// How long a public client waits for an idle tunnel.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        allow_hyphen_values = true
+    )]
+    pair_timeout: String,
+    /// Most public clients waiting per service.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "64",
+        allow_hyphen_values = true
+    )]
+    max_waiting: String,
+    /// Most idle tunnels per service.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "64",
+        allow_hyphen_values = true
+    )]
+    max_idle_tunnels: String,
+    /// Most tunnel connections in the handshake at once.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "64",
+        allow_hyphen_values = true
+    )]
+    max_handshakes: String,
+    #[command(flatten)]
+    tunnel: TunnelArgs,
+    #[command(flatten)]
+    session: SessionArgs,
+}
+
+#[derive(Debug, Args)]
+struct AgentArgs {
+    /// The relay's tunnel address, HOST:PORT (the name is resolved again on reconnect).
+    #[arg(long, value_name = "ADDR", required = true)]
+    relay: String,
+    /// A local service, NAME=HOST:PORT. May repeat.
+    #[arg(long, value_name = "NAME=ADDR", required = true)]
+    service: Vec<String>,
+    /// File holding the pre-shared secret (at least 32 bytes).
+    #[arg(long, value_name = "PATH", required = true)]
+    secret_file: String,
+    /// Idle tunnels kept open per service.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "4",
+        allow_hyphen_values = true
+    )]
+    pool: String,
+    /// Exit (code 1) when a tunnel to the relay is lost or cannot be opened.
+    #[arg(long)]
+    exit_on_disconnect: bool,
+    /// Cap of the reconnect backoff (exponential from 100ms, with jitter).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30s",
+        allow_hyphen_values = true
+    )]
+    backoff_max: String,
+    #[command(flatten)]
+    tunnel: TunnelArgs,
+    #[command(flatten)]
+    session: SessionArgs,
+}
+
+#[derive(Debug, Args)]
+struct TunnelArgs {
+    /// Absolute bound on a tunnel handshake.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5s",
+        allow_hyphen_values = true
+    )]
+    handshake_timeout: String,
+    /// An idle tunnel sends a heartbeat after this long without sending.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "20s",
+        allow_hyphen_values = true
+    )]
+    heartbeat_interval: String,
+    /// An idle tunnel that heard nothing for this long is dead.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "60s",
+        allow_hyphen_values = true
+    )]
+    heartbeat_timeout: String,
+}
+
+#[derive(Debug, Args)]
+struct SessionArgs {
     /// Ring buffer per direction (B, KiB, MiB).
     #[arg(
         long,
@@ -60,7 +188,7 @@ struct ForwardArgs {
     /// Most ring-buffer memory lent at once [default: 2 x max-sessions x buffer-size].
     #[arg(long, value_name = "SIZE", allow_hyphen_values = true)]
     pool_budget: Option<String>,
-    /// Bound on one upstream connect attempt.
+    /// Bound on one upstream connect attempt (relay: on the agent's answer).
     #[arg(
         long,
         value_name = "DURATION",
@@ -120,9 +248,14 @@ fn main() -> ExitCode {
         (_, true) => LevelFilter::Warn,
         _ => LevelFilter::Info,
     };
-    let Mode::Forward(args) = cli.mode;
-    let cfg = match forward_config(&args) {
-        Ok(cfg) => cfg,
+    let config = match cli.command {
+        Command::GenSecret => return gen_secret(),
+        Command::Forward(a) => forward_config(&a),
+        Command::Relay(a) => relay_config(&a),
+        Command::Agent(a) => agent_config(&a),
+    };
+    let config = match config {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
@@ -132,85 +265,196 @@ fn main() -> ExitCode {
         eprintln!("error: cannot start logging: {e}");
         return ExitCode::from(1);
     }
-    run_forward(cfg)
+    run(config)
 }
 
-fn forward_config(a: &ForwardArgs) -> Result<ForwardConfig, ConfigError> {
-    let mut listen = Vec::new();
-    for text in &a.listen {
-        listen.extend(config::parse_address("--listen", text, true)?);
+fn gen_secret() -> ExitCode {
+    let mut bytes = [0u8; 32];
+    match net::Random::open().and_then(|mut r| r.fill(&mut bytes)) {
+        Ok(()) => {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            println!("{hex}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: no random bytes: {}", net::describe(&e));
+            ExitCode::from(1)
+        }
     }
-    let mut upstreams = Vec::new();
-    for text in &a.upstream {
-        upstreams.extend(config::parse_address("--upstream", text, false)?);
-    }
-    let buffer_size = config::parse_size("--buffer-size", &a.buffer_size, config::MAX_BUFFER)?;
-    let max_sessions =
-        config::parse_count("--max-sessions", &a.max_sessions, config::MAX_SESSIONS)?;
+}
+
+fn common(a: &SessionArgs) -> Result<Common, ConfigError> {
+    let buffer_size = cfg::parse_size("--buffer-size", &a.buffer_size, cfg::MAX_BUFFER)?;
+    let max_sessions = cfg::parse_count("--max-sessions", &a.max_sessions, cfg::MAX_SESSIONS)?;
     let pool_buffers = match &a.pool_budget {
         None => 2 * max_sessions,
-        Some(text) => {
-            let bytes = config::parse_size("--pool-budget", text, usize::MAX)?;
-            (bytes / buffer_size).max(1)
-        }
+        Some(text) => (cfg::parse_size("--pool-budget", text, usize::MAX)? / buffer_size).max(1),
     };
     let policy = Policy {
-        connect_timeout: config::parse_duration("--connect-timeout", &a.connect_timeout)?,
-        idle_timeout: config::parse_duration("--idle-timeout", &a.idle_timeout)?,
-        half_close_timeout: config::parse_duration("--half-close-timeout", &a.half_close_timeout)?,
-        reset_flush_timeout: config::RESET_FLUSH_TIMEOUT,
-        reset_policy: config::parse_reset_policy("--reset-policy", &a.reset_policy)?,
+        connect_timeout: cfg::parse_duration("--connect-timeout", &a.connect_timeout)?,
+        idle_timeout: cfg::parse_duration("--idle-timeout", &a.idle_timeout)?,
+        half_close_timeout: cfg::parse_duration("--half-close-timeout", &a.half_close_timeout)?,
+        reset_flush_timeout: cfg::RESET_FLUSH_TIMEOUT,
+        reset_policy: cfg::parse_reset_policy("--reset-policy", &a.reset_policy)?,
     };
-    Ok(ForwardConfig {
-        listen,
-        upstreams,
+    Ok(Common {
         buffer_size,
         max_sessions,
         pool_buffers,
-        drain_timeout: config::parse_duration("--drain-timeout", &a.drain_timeout)?,
+        drain_timeout: cfg::parse_duration("--drain-timeout", &a.drain_timeout)?,
         policy,
     })
 }
 
-fn run_forward(cfg: ForwardConfig) -> ExitCode {
+fn tunnel_policy(a: &TunnelArgs) -> Result<TunnelPolicy, ConfigError> {
+    let p = TunnelPolicy {
+        handshake_timeout: cfg::parse_duration("--handshake-timeout", &a.handshake_timeout)?,
+        heartbeat_interval: cfg::parse_duration("--heartbeat-interval", &a.heartbeat_interval)?,
+        heartbeat_timeout: cfg::parse_duration("--heartbeat-timeout", &a.heartbeat_timeout)?,
+    };
+    if p.heartbeat_timeout <= p.heartbeat_interval {
+        return Err(ConfigError {
+            flag: "--heartbeat-timeout".into(),
+            value: a.heartbeat_timeout.clone(),
+            problem: format!(
+                "must be longer than --heartbeat-interval ({})",
+                a.heartbeat_interval
+            ),
+        });
+    }
+    Ok(p)
+}
+
+fn forward_config(a: &ForwardArgs) -> Result<Config, ConfigError> {
+    let mut listen = Vec::new();
+    for text in &a.listen {
+        listen.extend(cfg::parse_address("--listen", text, true)?);
+    }
+    let mut upstreams = Vec::new();
+    for text in &a.upstream {
+        upstreams.extend(cfg::parse_address("--upstream", text, false)?);
+    }
+    Ok(Config {
+        common: common(&a.session)?,
+        mode: Mode::Forward(Forward { listen, upstreams }),
+    })
+}
+
+fn relay_config(a: &RelayArgs) -> Result<Config, ConfigError> {
+    let tunnel_listen = cfg::parse_address("--tunnel-listen", &a.tunnel_listen, true)?[0];
+    let mut public = Vec::new();
+    for text in &a.public {
+        let s = cfg::parse_service("--public", text, true)?;
+        if public.iter().any(|p: &cfg::Service| p.name == s.name) {
+            return Err(ConfigError {
+                flag: "--public".into(),
+                value: text.clone(),
+                problem: format!("service '{}' is given twice", s.name),
+            });
+        }
+        public.push(s);
+    }
+    Ok(Config {
+        common: common(&a.session)?,
+        mode: Mode::Relay(Relay {
+            tunnel_listen,
+            public,
+            secret: cfg::read_secret("--secret-file", &a.secret_file)?,
+            pair_timeout: cfg::parse_duration("--pair-timeout", &a.pair_timeout)?,
+            max_waiting: cfg::parse_count("--max-waiting", &a.max_waiting, cfg::MAX_SESSIONS)?,
+            max_idle_tunnels: cfg::parse_count(
+                "--max-idle-tunnels",
+                &a.max_idle_tunnels,
+                cfg::MAX_SESSIONS,
+            )?,
+            max_handshakes: cfg::parse_count(
+                "--max-handshakes",
+                &a.max_handshakes,
+                cfg::MAX_SESSIONS,
+            )?,
+            tunnel: tunnel_policy(&a.tunnel)?,
+        }),
+    })
+}
+
+fn agent_config(a: &AgentArgs) -> Result<Config, ConfigError> {
+    cfg::check_host_port("--relay", &a.relay, false)?;
+    let mut services = Vec::new();
+    for text in &a.service {
+        let s = cfg::parse_service("--service", text, false)?;
+        if services.iter().any(|p: &cfg::Service| p.name == s.name) {
+            return Err(ConfigError {
+                flag: "--service".into(),
+                value: text.clone(),
+                problem: format!("service '{}' is given twice", s.name),
+            });
+        }
+        services.push(s);
+    }
+    Ok(Config {
+        common: common(&a.session)?,
+        mode: Mode::Agent(Agent {
+            relay: a.relay.trim().to_string(),
+            services,
+            secret: cfg::read_secret("--secret-file", &a.secret_file)?,
+            pool: cfg::parse_count("--pool", &a.pool, 1024)?,
+            exit_on_disconnect: a.exit_on_disconnect,
+            backoff_max: cfg::parse_duration("--backoff-max", &a.backoff_max)?,
+            tunnel: tunnel_policy(&a.tunnel)?,
+        }),
+    })
+}
+
+fn run(config: Config) -> ExitCode {
     net::ignore_sigpipe();
-    let max_sessions = effective_max_sessions(cfg.max_sessions);
-    let bound = match server::bind(&cfg) {
+    let max_sessions = effective_max_sessions(config.common.max_sessions);
+    let bound = match server::bind(&config) {
         Ok(b) => b,
         Err((addr, e)) => {
             eprintln!("error: cannot bind {addr}: {}", net::describe(&e));
             return ExitCode::from(1);
         }
     };
-    let addresses = bound.addresses();
+    let what = match &config.mode {
+        Mode::Forward(f) => format!(
+            "forward: {} -> {}",
+            join(&bound.addresses()),
+            join(&f.upstreams)
+        ),
+        Mode::Relay(_) => format!("relay: {}", bound.ready_fields().join(" ")),
+        Mode::Agent(a) => {
+            let services: Vec<String> = a
+                .services
+                .iter()
+                .map(|s| format!("{}={}", s.name, s.addr))
+                .collect();
+            format!(
+                "agent: relay {}; services {}; pool {}",
+                a.relay,
+                services.join(" "),
+                a.pool
+            )
+        }
+    };
+    let c = &config.common;
     info!(
-        "forward: {} -> {}; max {} sessions; memory bound {} of buffers ({} x {}) + {} of session state",
-        join(&addresses),
-        join(&cfg.upstreams),
+        "{what}; max {} sessions; memory bound {} of buffers ({} x {}) + {} of session state",
         max_sessions,
-        human_size(cfg.buffer_bound()),
-        cfg.pool_buffers,
-        human_size(cfg.buffer_size),
+        human_size(c.buffer_bound()),
+        c.pool_buffers,
+        human_size(c.buffer_size),
         human_size(max_sessions * Server::session_overhead()),
     );
-    let server = match Server::new(cfg, bound, max_sessions) {
+    let server = match Server::new(config, bound, max_sessions) {
         Ok(s) => s,
         Err(e) => {
             error!("cannot start the event loop: {}", net::describe(&e));
             return ExitCode::from(1);
         }
     };
-    let ready: Vec<String> = addresses.iter().map(|a| format!("listen={a}")).collect();
-    let mut stdout = std::io::stdout().lock();
-    if writeln!(stdout, "READY {}", ready.join(" "))
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
-        warn!("cannot write the READY line to stdout");
-    }
-    drop(stdout);
     match server.run() {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(Stopped::Drained | Stopped::Forced) => ExitCode::SUCCESS,
+        Ok(Stopped::Disconnected) => ExitCode::from(1),
         Err(e) => {
             error!("event loop failed: {}", net::describe(&e));
             ExitCode::from(1)

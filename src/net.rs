@@ -165,3 +165,35 @@ pub fn describe(e: &io::Error) -> String {
         None => text,
     }
 }
+
+/// Random bytes from the kernel (`/dev/urandom`): nonces, secrets and backoff jitter.
+#[derive(Debug)]
+pub struct Random(std::fs::File);
+
+impl Random {
+    /// Opens the kernel's random source (one descriptor for the process's life).
+    pub fn open() -> io::Result<Random> {
+        std::fs::File::open("/dev/urandom").map(Random)
+    }
+
+    /// Fills `buf` with random bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.0.read_exact(buf)
+    }
+
+    /// A fresh 32-byte nonce.
+    pub fn nonce(&mut self) -> io::Result<[u8; 32]> {
+        let mut n = [0u8; 32];
+        self.fill(&mut n)?;
+        Ok(n)
+    }
+
+    /// A number in `0..n` (n > 0), for jitter.
+    pub fn below(&mut self, n: u64) -> u64 {
+        let mut b = [0u8; 8];
+        match self.fill(&mut b) {
+            Ok(()) => u64::from_le_bytes(b) % n.max(1),
+            Err(_) => 0,
+        }
+    }
+}

@@ -46,6 +46,10 @@ pub enum CloseReason {
     IdleTimeout,
     /// One direction had finished and no byte moved for the half-close timeout.
     HalfCloseTimeout,
+    /// Relay: no tunnel became free within the pair timeout.
+    PairTimeout,
+    /// Refused at a configured limit (waiting clients per service).
+    Limit,
     /// The process was stopping and the drain timeout expired.
     Shutdown,
 }
@@ -65,6 +69,8 @@ impl CloseReason {
             CloseReason::ConnectError => "connect-error",
             CloseReason::IdleTimeout => "idle-timeout",
             CloseReason::HalfCloseTimeout => "half-close-timeout",
+            CloseReason::PairTimeout => "pair-timeout",
+            CloseReason::Limit => "limit",
             CloseReason::Shutdown => "shutdown",
         }
     }

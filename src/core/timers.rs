@@ -13,29 +13,37 @@ use std::time::Instant;
 
 /// One armed deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Entry {
+pub struct Entry<K> {
     /// When it fires.
     pub at: Instant,
-    /// The slab slot of the session.
-    pub slot: usize,
-    /// The session's id, so an entry never fires for a later session in the same slot.
+    /// What it is for (a slab slot of some kind).
+    pub slot: K,
+    /// The owner's id, so an entry never fires for a later owner of the same slot.
     pub id: u64,
 }
 
-/// The deadline heap.
-#[derive(Debug, Default)]
-pub struct Timers {
-    heap: BinaryHeap<Reverse<Entry>>,
+/// The deadline heap, keyed by `K` (what the owner uses to find the deadline's owner).
+#[derive(Debug)]
+pub struct Timers<K> {
+    heap: BinaryHeap<Reverse<Entry<K>>>,
 }
 
-impl Timers {
+impl<K: Ord + Copy> Default for Timers<K> {
+    fn default() -> Self {
+        Timers {
+            heap: BinaryHeap::new(),
+        }
+    }
+}
+
+impl<K: Ord + Copy> Timers<K> {
     /// An empty heap.
-    pub fn new() -> Timers {
+    pub fn new() -> Timers<K> {
         Timers::default()
     }
 
     /// Arms a deadline.
-    pub fn arm(&mut self, at: Instant, slot: usize, id: u64) {
+    pub fn arm(&mut self, at: Instant, slot: K, id: u64) {
         self.heap.push(Reverse(Entry { at, slot, id }));
     }
 
@@ -45,7 +53,7 @@ impl Timers {
     }
 
     /// Removes and returns an entry due at `now`.
-    pub fn pop_due(&mut self, now: Instant) -> Option<Entry> {
+    pub fn pop_due(&mut self, now: Instant) -> Option<Entry<K>> {
         if self.next()? <= now {
             self.heap.pop().map(|e| e.0)
         } else {
@@ -64,7 +72,7 @@ impl Timers {
     }
 
     /// Keeps only the entries `live` accepts.
-    pub fn compact(&mut self, mut live: impl FnMut(&Entry) -> bool) {
+    pub fn compact(&mut self, mut live: impl FnMut(&Entry<K>) -> bool) {
         self.heap.retain(|e| live(&e.0));
     }
 }
@@ -81,7 +89,7 @@ mod tests {
     #[test]
     fn pops_in_deadline_order_and_only_when_due() {
         let t0 = Instant::now();
-        let mut t = Timers::new();
+        let mut t: Timers<usize> = Timers::new();
         t.arm(ms(t0, 30), 3, 30);
         t.arm(ms(t0, 10), 1, 10);
         t.arm(ms(t0, 20), 2, 20);
@@ -96,7 +104,7 @@ mod tests {
     #[test]
     fn a_reused_slot_is_told_apart_by_id() {
         let t0 = Instant::now();
-        let mut t = Timers::new();
+        let mut t: Timers<usize> = Timers::new();
         t.arm(ms(t0, 10), 0, 1); // session 1 in slot 0, then closed
         t.arm(ms(t0, 50), 0, 2); // session 2 reuses slot 0
         let e = t.pop_due(ms(t0, 10)).expect("due");
@@ -110,7 +118,7 @@ mod tests {
     #[test]
     fn compact_drops_stale_entries() {
         let t0 = Instant::now();
-        let mut t = Timers::new();
+        let mut t: Timers<usize> = Timers::new();
         for id in 0..100 {
             t.arm(ms(t0, id), id as usize, id);
         }

@@ -1,6 +1,7 @@
 //! Listeners: bounded accepts per pass, the session limit, and the pause on resource
 //! errors (EMFILE, ENFILE, ENOBUFS, ENOMEM) that retries from a timer instead of spinning
-//! or waiting for an edge that will not come.
+//! or waiting for an edge that will not come. Each accepted connection goes to its
+//! listener's role: a forward session, a relay's tunnel handshake, or a public client.
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,11 +11,7 @@ use log::{debug, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
-use super::entry::{log_close, Entry};
-use super::token::Target;
 use super::Server;
-use crate::core::reason::{CloseReason, Side};
-use crate::core::session::Session;
 use crate::core::stream::retry;
 use crate::net::{accept_error_is_resource, describe, Conn};
 
@@ -25,9 +22,32 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// At most one resource warning per this interval.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
+/// What a listener's connections are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Role {
+    /// Forward mode clients.
+    Forward,
+    /// Relay: agents opening tunnels.
+    Tunnel,
+    /// Relay: public clients of service `n` (named).
+    Public(usize, String),
+}
+
+impl Role {
+    /// The listener's name in the READY line.
+    pub(super) fn ready_name(&self) -> String {
+        match self {
+            Role::Forward => "listen".to_string(),
+            Role::Tunnel => "tunnel".to_string(),
+            Role::Public(_, name) => format!("public.{name}"),
+        }
+    }
+}
+
 /// One listening socket and its readiness cache.
 #[derive(Debug)]
 pub(super) struct Listener {
+    pub(super) role: Role,
     socket: Option<TcpListener>,
     pub(super) addr: SocketAddr,
     /// Set by events, cleared only by `WouldBlock`.
@@ -40,10 +60,11 @@ pub(super) struct Listener {
 
 impl Listener {
     /// Binds (SO_REUSEADDR, mio's backlog of 1024).
-    pub(super) fn bind(addr: SocketAddr) -> io::Result<Listener> {
+    pub(super) fn bind(role: Role, addr: SocketAddr) -> io::Result<Listener> {
         let socket = TcpListener::bind(addr)?;
         let addr = socket.local_addr()?;
         Ok(Listener {
+            role,
             socket: Some(socket),
             addr,
             readable: false,
@@ -99,23 +120,30 @@ impl Listener {
 impl Server {
     /// True when a listener is ready and allowed to accept now.
     pub(super) fn accept_pending(&self, now: Instant) -> bool {
-        self.has_room()
-            && self
-                .listeners
-                .iter()
-                .any(|l| l.readable && l.socket.is_some() && !l.paused(now))
+        self.listeners
+            .iter()
+            .any(|l| l.readable && l.socket.is_some() && !l.paused(now) && self.has_room(&l.role))
     }
 
     /// Closed sessions still hold their sockets until the end of the pass, so they count.
-    fn has_room(&self) -> bool {
-        self.drain_until.is_none() && self.sessions.len() < self.max_sessions
+    fn has_room(&self, role: &Role) -> bool {
+        if self.drain_until.is_some() {
+            return false;
+        }
+        match role {
+            // A tunnel handshake over its limit is accepted and closed at once.
+            Role::Tunnel => true,
+            Role::Forward | Role::Public(..) => {
+                self.sessions.len() + self.waiting_clients() < self.max_sessions
+            }
+        }
     }
 
     /// Accepts up to a batch on each ready listener.
     pub(super) fn accept_all(&mut self, now: Instant) {
         for n in 0..self.listeners.len() {
             let mut taken = 0;
-            while taken < ACCEPT_BATCH && self.has_room() {
+            while taken < ACCEPT_BATCH && self.has_room(&self.listeners[n].role) {
                 let l = &mut self.listeners[n];
                 if !l.readable || l.paused(now) {
                     break;
@@ -125,7 +153,8 @@ impl Server {
                     Ok((stream, client_addr)) => {
                         taken += 1;
                         l.paused_until = None;
-                        self.open(stream, client_addr, now);
+                        let role = l.role.clone();
+                        self.open(role, stream, client_addr, now);
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => l.readable = false,
                     Err(e) if accept_error_is_resource(&e) => {
@@ -139,67 +168,12 @@ impl Server {
         }
     }
 
-    /// Starts a session: dials the first upstream that takes a connect, registers both
-    /// sockets and drives the session once.
-    fn open(&mut self, stream: TcpStream, client_addr: SocketAddr, now: Instant) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let mut client = Conn::accepted(stream);
-        let mut failure = None;
-        let mut upstream = None;
-        for (n, &addr) in self.cfg.upstreams.iter().enumerate() {
-            match Conn::dial(addr) {
-                Ok(conn) => {
-                    upstream = Some((n, conn));
-                    break;
-                }
-                Err(e) => {
-                    debug!("session {id}: connect to {addr} failed: {}", describe(&e));
-                    failure = Some(e);
-                }
-            }
+    fn open(&mut self, role: Role, stream: TcpStream, addr: SocketAddr, now: Instant) {
+        let conn = Conn::accepted(stream);
+        match role {
+            Role::Forward => self.open_forward(conn, addr, now),
+            Role::Tunnel => self.open_tunnel(conn, addr, now),
+            Role::Public(service, _) => self.open_public(service, conn, addr, now),
         }
-        let Some((n, mut conn)) = upstream else {
-            let reason = match failure.as_ref().map(io::Error::kind) {
-                Some(io::ErrorKind::ConnectionRefused) => CloseReason::ConnectRefused,
-                _ => CloseReason::ConnectError,
-            };
-            log_close(id, client_addr, None, (0, 0), Duration::ZERO, reason);
-            return;
-        };
-        let entry = self.sessions.vacant_entry();
-        let slot = entry.key();
-        let registry = self.poll.registry();
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        let client_token = Target::Session {
-            slot,
-            side: Side::Client,
-        }
-        .token();
-        let upstream_token = Target::Session {
-            slot,
-            side: Side::Upstream,
-        }
-        .token();
-        let registered = registry
-            .register(client.source(), client_token, interest)
-            .and_then(|()| registry.register(conn.source(), upstream_token, interest));
-        if let Err(e) = registered {
-            warn!("session {id}: cannot register sockets: {}", describe(&e));
-            let _ = registry.deregister(client.source());
-            return;
-        }
-        entry.insert(Entry {
-            id,
-            session: Session::new(client, conn, now),
-            client_addr,
-            upstream: n,
-            started: now,
-            armed: None,
-            in_ready: false,
-            starved: false,
-            closed: false,
-        });
-        self.arm(slot);
     }
 }

@@ -1,16 +1,17 @@
-//! A slab entry (a session and what the loop keeps beside it), and the loop's handling of
-//! a failed connect and of a closed session: the one close line.
+//! A session's slab entry, how a session is started (registered, armed, driven), how a
+//! failed connect goes on to the next upstream, and the one close line per session.
 
+use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use log::{debug, info, warn};
 use mio::Interest;
 
 use super::token::Target;
-use super::Server;
+use super::{ModeState, Server};
 use crate::core::reason::{CloseReason, Side};
-use crate::core::session::{Drive, Session};
+use crate::core::session::{Drive, Readiness, Session};
 use crate::core::stream::ConnectFailure;
 use crate::net::{describe, Conn};
 
@@ -20,8 +21,10 @@ pub(super) struct Entry {
     pub(super) id: u64,
     pub(super) session: Session<Conn>,
     pub(super) client_addr: SocketAddr,
-    /// Index in the upstream list of the current (or last) connect attempt.
-    pub(super) upstream: usize,
+    /// The upstream connected to, or tried last.
+    pub(super) upstream_addr: SocketAddr,
+    /// Forward mode: index of `upstream_addr` in the upstream list (for the next try).
+    pub(super) upstream_index: Option<usize>,
     pub(super) started: Instant,
     /// The deadline entry armed in the heap for this session, if any.
     pub(super) armed: Option<Instant>,
@@ -30,21 +33,105 @@ pub(super) struct Entry {
     pub(super) closed: bool,
 }
 
+/// Whether a stream handed to a new session is new to the poller or already registered
+/// (a tunnel becoming a session keeps its socket; only its token changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Registration {
+    New,
+    Moved,
+}
+
+/// Everything needed to start a session.
+#[derive(Debug)]
+pub(super) struct Start {
+    pub(super) id: u64,
+    pub(super) session: Session<Conn>,
+    pub(super) client_addr: SocketAddr,
+    pub(super) upstream_addr: SocketAddr,
+    pub(super) upstream_index: Option<usize>,
+    pub(super) client: Registration,
+    pub(super) upstream: Registration,
+    /// Readiness the client stream already had (a tunnel's cache carried over).
+    pub(super) client_ready: Readiness,
+}
+
 impl Server {
-    /// Dials the upstreams after the failed one, in order. Returns how the session goes on:
-    /// `Waiting` on a new connect, or `Closed` when none is left.
+    /// A fresh session id (also used by tunnels and waiting clients in logs).
+    pub(super) fn new_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Registers a new session's sockets, inserts it, drives it once and arms its deadline.
+    pub(super) fn start_session(&mut self, start: Start, now: Instant) {
+        let Start {
+            id,
+            mut session,
+            client_addr,
+            upstream_addr,
+            upstream_index,
+            client,
+            upstream,
+            client_ready,
+        } = start;
+        let entry = self.sessions.vacant_entry();
+        let slot = entry.key();
+        let registry = self.poll.registry();
+        let both = Interest::READABLE | Interest::WRITABLE;
+        let token = |side| Target::Session { slot, side }.token();
+        let put = |conn: &mut Conn, how: Registration, side| match how {
+            Registration::New => registry.register(conn.source(), token(side), both),
+            Registration::Moved => registry.reregister(conn.source(), token(side), both),
+        };
+        let registered = put(session.client(), client, Side::Client)
+            .and_then(|()| put(session.upstream(), upstream, Side::Upstream));
+        if let Err(e) = registered {
+            warn!("session {id}: cannot register sockets: {}", describe(&e));
+            let _ = registry.deregister(session.client().source());
+            let _ = registry.deregister(session.upstream().source());
+            return;
+        }
+        session.on_event(Side::Client, client_ready);
+        entry.insert(Entry {
+            id,
+            session,
+            client_addr,
+            upstream_addr,
+            upstream_index,
+            started: now,
+            armed: None,
+            in_ready: false,
+            starved: false,
+            closed: false,
+        });
+        self.drive(slot, now);
+    }
+
+    /// Forward mode dials the upstreams after the failed one, in order; other modes have
+    /// one route. Returns how the session goes on: `Waiting` on a new connect, or
+    /// `Closed` when no route is left.
     pub(super) fn redial(&mut self, slot: usize, failure: ConnectFailure, now: Instant) -> Drive {
         let Some(e) = self.sessions.get_mut(slot) else {
             return Drive::Waiting;
         };
         debug!(
             "session {}: connect to {} failed ({failure:?})",
-            e.id, self.cfg.upstreams[e.upstream]
+            e.id, e.upstream_addr
         );
+        let upstreams = match &self.mode {
+            ModeState::Forward(f) => f.upstreams.as_slice(),
+            _ => &[],
+        };
         let mut last = failure;
-        while e.upstream + 1 < self.cfg.upstreams.len() {
-            e.upstream += 1;
-            let addr = self.cfg.upstreams[e.upstream];
+        while let Some(next) = e
+            .upstream_index
+            .map(|i| i + 1)
+            .filter(|&i| i < upstreams.len())
+        {
+            e.upstream_index = Some(next);
+            let addr = upstreams[next];
+            e.upstream_addr = addr;
             let mut conn = match Conn::dial(addr) {
                 Ok(conn) => conn,
                 Err(err) => {
@@ -89,12 +176,10 @@ impl Server {
             return;
         }
         e.closed = true;
-        // The upstream connected to, or the last one tried when every connect failed.
-        let upstream = self.cfg.upstreams.get(e.upstream).copied();
         log_close(
             e.id,
             e.client_addr,
-            upstream,
+            Some(e.upstream_addr),
             e.session.delivered(),
             now.saturating_duration_since(e.started),
             reason,
@@ -126,6 +211,34 @@ pub(super) fn log_close(
          to_client={to_client} duration={} reason={reason}",
         format_duration(duration)
     );
+}
+
+/// The close line of a client that never became a relayed session (refused at a limit,
+/// timed out waiting for a tunnel, gone while waiting, or no upstream could be dialed).
+pub(super) fn log_unserved(
+    id: u64,
+    client: SocketAddr,
+    since: Instant,
+    now: Instant,
+    reason: CloseReason,
+) {
+    log_close(
+        id,
+        client,
+        None,
+        (0, 0),
+        now.saturating_duration_since(since),
+        reason,
+    );
+}
+
+/// Sorts a dial error into a connect failure, for the close reason.
+pub(super) fn dial_failure(e: &io::Error) -> CloseReason {
+    match ConnectFailure::from_error(e) {
+        ConnectFailure::Refused => CloseReason::ConnectRefused,
+        ConnectFailure::Timeout => CloseReason::ConnectTimeout,
+        ConnectFailure::Error => CloseReason::ConnectError,
+    }
 }
 
 /// `12ms` below ten seconds, `12.3s` below an hour, `2h05m` beyond.

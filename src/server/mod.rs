@@ -1,31 +1,41 @@
 //! The event loop: one mio `Poll`, the session slab, the deadline heap, the buffer pool
-//! and the signals. The only code that touches mio, the slab and the clock.
+//! and the signals. The only code that touches mio, the slabs and the clock.
 //!
 //! One pass: poll (the timeout is the earliest deadline, or zero when work is queued),
-//! read the clock once, hand each event to its session and drive it until it waits,
-//! then drive the sessions that yielded their byte budget, fire due deadlines, accept a
-//! give freed buffers to starved sessions, free the slab slots (and sockets) of sessions
-//! closed in this pass, and only then accept a bounded batch per listener.
+//! read the clock once, hand each event to its owner (session, tunnel, waiting client,
+//! listener) and drive it until it waits, then drive the sessions that yielded their
+//! byte budget, fire due deadlines, give freed buffers to starved sessions, free the slab
+//! slots (and sockets) of sessions closed in this pass, accept a bounded batch per
+//! listener, and let the mode do its upkeep (the agent refills its tunnel pools).
+//!
+//! Mode-specific handling lives in `forward.rs`, `relay.rs` and `agent.rs`; sessions are
+//! the same in every mode.
 
 mod accept;
+mod agent;
 mod entry;
+mod forward;
+mod relay;
+mod resolver;
 pub mod token;
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
-use mio::{Events, Interest, Poll};
+use mio::{Events, Interest, Poll, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::config::ForwardConfig;
+use crate::config::{Common, Config, Mode};
 use crate::core::pool::Pool;
 use crate::core::session::{Drive, Readiness};
 use crate::core::timers::Timers;
-use accept::Listener;
+use crate::net::Random;
+use accept::{Listener, Role};
 use entry::Entry;
 use token::Target;
 
@@ -41,38 +51,74 @@ pub enum Stopped {
     Drained,
     /// A second signal: exit at once.
     Forced,
+    /// The agent lost its relay and was told to exit (`--exit-on-disconnect`).
+    Disconnected,
 }
 
-/// A bound listener, before the loop starts.
+/// What a deadline in the heap belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Session(usize),
+    Tunnel(usize),
+    Waiting(usize),
+}
+
+/// The listeners of a configuration, bound before the loop starts.
 #[derive(Debug)]
 pub struct Bound {
     listeners: Vec<Listener>,
 }
 
 impl Bound {
-    /// The addresses actually bound (port 0 resolved), in configuration order.
-    pub fn addresses(&self) -> Vec<std::net::SocketAddr> {
+    /// `name=IP:PORT` for each listener, in configuration order (port 0 resolved).
+    pub fn ready_fields(&self) -> Vec<String> {
+        self.listeners
+            .iter()
+            .map(|l| format!("{}={}", l.role.ready_name(), l.addr))
+            .collect()
+    }
+
+    /// The bound addresses.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
         self.listeners.iter().map(|l| l.addr).collect()
     }
 }
 
 /// Binds every listener of `cfg`. The error names the address that failed.
-pub fn bind(cfg: &ForwardConfig) -> Result<Bound, (std::net::SocketAddr, io::Error)> {
-    let listeners = cfg
-        .listen
-        .iter()
-        .map(|&addr| Listener::bind(addr).map_err(|e| (addr, e)))
+pub fn bind(cfg: &Config) -> Result<Bound, (SocketAddr, io::Error)> {
+    let wanted: Vec<(Role, SocketAddr)> = match &cfg.mode {
+        Mode::Forward(f) => f.listen.iter().map(|&a| (Role::Forward, a)).collect(),
+        Mode::Relay(r) => std::iter::once((Role::Tunnel, r.tunnel_listen))
+            .chain(
+                r.public
+                    .iter()
+                    .enumerate()
+                    .map(|(n, s)| (Role::Public(n, s.name.clone()), s.addr)),
+            )
+            .collect(),
+        Mode::Agent(_) => Vec::new(),
+    };
+    let listeners = wanted
+        .into_iter()
+        .map(|(role, addr)| Listener::bind(role, addr).map_err(|e| (addr, e)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Bound { listeners })
+}
+
+/// Mode-specific state.
+enum ModeState {
+    Forward(forward::ForwardState),
+    Relay(Box<relay::RelayState>),
+    Agent(Box<agent::AgentState>),
 }
 
 /// The event loop and everything it owns.
 pub struct Server {
     poll: Poll,
-    cfg: ForwardConfig,
+    common: Common,
     listeners: Vec<Listener>,
     sessions: Slab<Entry>,
-    timers: Timers,
+    timers: Timers<Key>,
     pool: Pool,
     /// Sessions that used up their budget: driven again next pass.
     ready: Vec<usize>,
@@ -84,6 +130,10 @@ pub struct Server {
     next_id: u64,
     max_sessions: usize,
     drain_until: Option<Instant>,
+    mode: ModeState,
+    /// The READY line, until printed.
+    ready_line: Option<String>,
+    stop: Option<Stopped>,
 }
 
 impl std::fmt::Debug for Server {
@@ -99,7 +149,7 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Registers the bound listeners and the signals with a new poller.
-    pub fn new(cfg: ForwardConfig, bound: Bound, max_sessions: usize) -> io::Result<Server> {
+    pub fn new(cfg: Config, bound: Bound, max_sessions: usize) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         poll.registry()
@@ -108,13 +158,29 @@ impl Server {
         for (n, l) in listeners.iter_mut().enumerate() {
             l.register(poll.registry(), Target::Listener(n).token())?;
         }
-        let pool = Pool::new(cfg.buffer_size, cfg.pool_buffers);
+        let mut ready_fields: Vec<String> = listeners
+            .iter()
+            .map(|l| format!("{}={}", l.role.ready_name(), l.addr))
+            .collect();
+        let mode = match cfg.mode {
+            Mode::Forward(f) => ModeState::Forward(forward::ForwardState::new(f)),
+            Mode::Relay(r) => {
+                ModeState::Relay(Box::new(relay::RelayState::new(r, Random::open()?)))
+            }
+            Mode::Agent(a) => {
+                let waker = Waker::new(poll.registry(), Target::Waker.token())?;
+                let state = agent::AgentState::new(a, Random::open()?, waker)?;
+                ready_fields = state.ready_fields();
+                ModeState::Agent(Box::new(state))
+            }
+        };
+        let common = cfg.common;
         Ok(Server {
             poll,
             listeners,
             sessions: Slab::with_capacity(max_sessions.min(4096)),
             timers: Timers::new(),
-            pool,
+            pool: Pool::new(common.buffer_size, common.pool_buffers),
             ready: Vec::new(),
             starved: VecDeque::new(),
             closed: Vec::new(),
@@ -122,22 +188,28 @@ impl Server {
             next_id: 1,
             max_sessions,
             drain_until: None,
-            cfg,
+            mode,
+            ready_line: Some(format!("READY {}", ready_fields.join(" "))),
+            stop: None,
+            common,
         })
     }
 
-    /// Bytes of state one session costs besides its buffers (slab entry).
+    /// Bytes of state one session costs besides its buffers (slab entry, heap entry).
     pub fn session_overhead() -> usize {
-        // A slab slot is the entry plus a tag word; one heap entry is armed per session.
         std::mem::size_of::<Entry>()
             + std::mem::size_of::<usize>()
-            + std::mem::size_of::<crate::core::timers::Entry>()
+            + std::mem::size_of::<crate::core::timers::Entry<Key>>()
     }
 
-    /// Runs until stopped by signals.
+    /// Runs until stopped by signals (or, for an agent, by `--exit-on-disconnect`).
     pub fn run(mut self) -> io::Result<Stopped> {
         let mut events = Events::with_capacity(EVENT_CAPACITY);
         let mut now = Instant::now();
+        if !matches!(self.mode, ModeState::Agent(_)) {
+            self.announce();
+        }
+        self.upkeep(now);
         loop {
             let timeout = self.poll_timeout(now);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -152,11 +224,8 @@ impl Server {
                     writable: event.is_writable() || event.is_write_closed() || event.is_error(),
                 };
                 match Target::of(event.token()) {
-                    Target::Signals => {
-                        if let Some(stopped) = self.on_signals(now) {
-                            return Ok(stopped);
-                        }
-                    }
+                    Target::Signals => self.on_signals(now),
+                    Target::Waker => self.on_waker(),
                     Target::Listener(n) => {
                         if let Some(l) = self.listeners.get_mut(n) {
                             l.readable = true;
@@ -168,6 +237,11 @@ impl Server {
                             self.drive(slot, now);
                         }
                     }
+                    Target::Tunnel(slot) => self.on_tunnel_event(slot, ready, now),
+                    Target::Waiting(slot) => self.on_waiting_event(slot, now),
+                }
+                if let Some(stopped) = self.stop {
+                    return Ok(stopped);
                 }
             }
             for slot in std::mem::take(&mut self.ready) {
@@ -181,6 +255,10 @@ impl Server {
             // Free closed sessions' sockets first: accepting needs their descriptors.
             self.free_closed();
             self.accept_all(now);
+            self.upkeep(now);
+            if let Some(stopped) = self.stop {
+                return Ok(stopped);
+            }
             if let Some(until) = self.drain_until {
                 if now >= until {
                     self.close_all(now);
@@ -193,18 +271,36 @@ impl Server {
         }
     }
 
+    /// Prints the READY line once, on stdout.
+    fn announce(&mut self) {
+        if let Some(line) = self.ready_line.take() {
+            let mut stdout = io::stdout().lock();
+            if writeln!(stdout, "{line}")
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                warn!("cannot write the READY line to stdout");
+            }
+        }
+    }
+
     /// Zero when work is queued; else until the earliest deadline; `None` blocks.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
         if !self.ready.is_empty() || self.accept_pending(now) {
             return Some(Duration::ZERO);
         }
         let listener_pauses = self.listeners.iter().filter_map(|l| l.paused_until);
+        let mode_wake = match &self.mode {
+            ModeState::Agent(a) => a.next_wake(),
+            _ => None,
+        };
         let next = self
             .timers
             .next()
             .into_iter()
             .chain(listener_pauses)
             .chain(self.drain_until)
+            .chain(mode_wake)
             .min();
         next.map(|t| t.saturating_duration_since(now))
     }
@@ -219,7 +315,7 @@ impl Server {
         }
         let d = e
             .session
-            .drive(&mut self.pool, now, &self.cfg.policy, BUDGET);
+            .drive(&mut self.pool, now, &self.common.policy, BUDGET);
         self.settle(slot, d, now);
     }
 
@@ -256,34 +352,61 @@ impl Server {
         let Some(e) = self.sessions.get_mut(slot) else {
             return;
         };
-        let Some(deadline) = e.session.deadline(&self.cfg.policy) else {
+        let Some(deadline) = e.session.deadline(&self.common.policy) else {
             return;
         };
         if e.armed.is_none_or(|armed| deadline < armed) {
-            self.timers.arm(deadline, slot, e.id);
+            self.timers.arm(deadline, Key::Session(slot), e.id);
             e.armed = Some(deadline);
         }
     }
 
     fn fire_deadlines(&mut self, now: Instant) {
         while let Some(t) = self.timers.pop_due(now) {
-            let Some(e) = self.sessions.get_mut(t.slot) else {
-                continue;
-            };
-            if e.id != t.id || e.armed != Some(t.at) || e.closed {
-                continue; // stale: superseded, or the slot belongs to a later session
+            match t.slot {
+                Key::Session(slot) => {
+                    let Some(e) = self.sessions.get_mut(slot) else {
+                        continue;
+                    };
+                    if e.id != t.id || e.armed != Some(t.at) || e.closed {
+                        continue; // stale: superseded, or the slot belongs to a later session
+                    }
+                    e.armed = None;
+                    let d = e.session.expire(&mut self.pool, now, &self.common.policy);
+                    self.settle(slot, d, now);
+                }
+                Key::Tunnel(slot) => self.on_tunnel_deadline(slot, t.id, t.at, now),
+                Key::Waiting(slot) => self.on_waiting_deadline(slot, t.id, t.at, now),
             }
-            e.armed = None;
-            let d = e.session.expire(&mut self.pool, now, &self.cfg.policy);
-            self.settle(t.slot, d, now);
         }
-        if self.timers.len() > 2 * self.sessions.len() + 1024 {
-            let sessions = &self.sessions;
-            self.timers.compact(|t| {
-                sessions
-                    .get(t.slot)
-                    .is_some_and(|e| e.id == t.id && e.armed == Some(t.at))
-            });
+        let live = self.sessions.len() + self.mode_entries();
+        if self.timers.len() > 2 * live + 1024 {
+            self.compact_timers();
+        }
+    }
+
+    fn compact_timers(&mut self) {
+        let sessions = &self.sessions;
+        let mode = &self.mode;
+        self.timers.compact(|t| match t.slot {
+            Key::Session(slot) => sessions
+                .get(slot)
+                .is_some_and(|e| e.id == t.id && e.armed == Some(t.at)),
+            Key::Tunnel(slot) | Key::Waiting(slot) => match mode {
+                ModeState::Relay(r) => {
+                    r.timer_is_live(t.slot == Key::Tunnel(slot), slot, t.id, t.at)
+                }
+                ModeState::Agent(a) => a.timer_is_live(slot, t.id, t.at),
+                ModeState::Forward(_) => false,
+            },
+        });
+    }
+
+    fn mode_entries(&self) -> usize {
+        match &self.mode {
+            ModeState::Forward(_) => 0,
+            ModeState::Relay(r) => r.entries(),
+            ModeState::Agent(a) => a.entries(),
         }
     }
 
@@ -309,28 +432,29 @@ impl Server {
         }
     }
 
-    fn on_signals(&mut self, now: Instant) -> Option<Stopped> {
+    fn on_signals(&mut self, now: Instant) {
         let count = self.signals.pending().count();
         if count == 0 {
-            return None;
+            return;
         }
         if self.drain_until.is_some() || count > 1 {
             warn!(
                 "second signal: exiting now, {} sessions cut",
                 self.live_sessions()
             );
-            return Some(Stopped::Forced);
+            self.stop = Some(Stopped::Forced);
+            return;
         }
         for l in &mut self.listeners {
             l.close(self.poll.registry());
         }
-        self.drain_until = Some(now + self.cfg.drain_timeout);
+        self.drop_mode_entries();
+        self.drain_until = Some(now + self.common.drain_timeout);
         info!(
             "stopping: listeners closed, {} sessions draining (up to {:?})",
             self.live_sessions(),
-            self.cfg.drain_timeout
+            self.common.drain_timeout
         );
-        None
     }
 
     fn close_all(&mut self, now: Instant) {
@@ -351,5 +475,22 @@ impl Server {
 
     fn live_sessions(&self) -> usize {
         self.sessions.len() - self.closed.len()
+    }
+
+    /// Per-pass upkeep of the mode (the agent keeps its tunnel pools full).
+    fn upkeep(&mut self, now: Instant) {
+        if matches!(self.mode, ModeState::Agent(_)) && self.drain_until.is_none() {
+            self.agent_upkeep(now);
+        }
+    }
+
+    /// Stopping: tunnels and waiting clients are not sessions; they go at once.
+    fn drop_mode_entries(&mut self) {
+        let registry = self.poll.registry();
+        match &mut self.mode {
+            ModeState::Forward(_) => {}
+            ModeState::Relay(r) => r.drop_all(registry),
+            ModeState::Agent(a) => a.drop_all(registry),
+        }
     }
 }

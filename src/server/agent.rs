@@ -1,0 +1,410 @@
+//! Agent mode: keep `--pool` authenticated idle tunnels per service open to the relay;
+//! when the relay attaches a client to one, dial the local service and make the pair a
+//! session (the agent answers READY, or REFUSED when the service refuses), and open a
+//! replacement tunnel at once. Failures back off exponentially with jitter up to a cap,
+//! and the relay's name is resolved again (off the loop) before reconnecting.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::{Interest, Registry, Waker};
+use slab::Slab;
+
+use super::entry::{dial_failure, log_unserved, Registration, Start};
+use super::resolver::Resolver;
+use super::token::Target;
+use super::{Key, ModeState, Server, Stopped};
+use crate::config::{Agent, Service};
+use crate::core::session::{Readiness, Session};
+use crate::core::stream::Stream;
+use crate::core::tunnel::{AgentTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
+use crate::net::{describe, Conn, Random};
+use crate::proto::auth::Secret;
+use crate::proto::tunnel::frame;
+
+/// First reconnect delay; doubled per consecutive failure up to `--backoff-max`.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+
+/// A tunnel before pairing.
+#[derive(Debug)]
+struct TunnelEntry {
+    id: u64,
+    service: usize,
+    tunnel: AgentTunnel<Conn>,
+    relay: SocketAddr,
+    armed: Option<Instant>,
+}
+
+/// Per service: how many tunnels are open and when to try again after failures.
+#[derive(Debug, Default, Clone)]
+struct Pool {
+    open: usize,
+    failures: u32,
+    retry_at: Option<Instant>,
+    up: bool,
+}
+
+/// Agent mode's own state.
+#[derive(Debug)]
+pub(super) struct AgentState {
+    secret: Secret,
+    services: Vec<Service>,
+    pool_size: usize,
+    exit_on_disconnect: bool,
+    backoff_max: Duration,
+    policy: TunnelPolicy,
+    tunnels: Slab<TunnelEntry>,
+    pools: Vec<Pool>,
+    relay_name: String,
+    relay_addrs: Vec<SocketAddr>,
+    /// The relay's addresses must be looked up again before the next dial.
+    stale: bool,
+    /// `None` when the relay is given as an IP address: nothing to resolve.
+    resolver: Option<Resolver>,
+    random: Random,
+    next_addr: usize,
+}
+
+impl AgentState {
+    pub(super) fn new(cfg: Agent, random: Random, waker: Waker) -> std::io::Result<AgentState> {
+        let literal: Option<SocketAddr> = cfg.relay.parse().ok();
+        let resolver = match literal {
+            Some(_) => None,
+            None => Some(Resolver::spawn(Arc::new(waker))?),
+        };
+        let n = cfg.services.len();
+        Ok(AgentState {
+            secret: cfg.secret,
+            services: cfg.services,
+            pool_size: cfg.pool,
+            exit_on_disconnect: cfg.exit_on_disconnect,
+            backoff_max: cfg.backoff_max,
+            policy: cfg.tunnel,
+            tunnels: Slab::new(),
+            pools: vec![Pool::default(); n],
+            relay_name: cfg.relay,
+            relay_addrs: literal.into_iter().collect(),
+            stale: literal.is_none(),
+            resolver,
+            random,
+            next_addr: 0,
+        })
+    }
+
+    /// The READY line's fields.
+    pub(super) fn ready_fields(&self) -> Vec<String> {
+        std::iter::once(format!("relay={}", self.relay_name))
+            .chain(
+                self.services
+                    .iter()
+                    .map(|s| format!("service.{}={}", s.name, s.addr)),
+            )
+            .collect()
+    }
+
+    pub(super) fn entries(&self) -> usize {
+        self.tunnels.len()
+    }
+
+    pub(super) fn timer_is_live(&self, slot: usize, id: u64, at: Instant) -> bool {
+        self.tunnels
+            .get(slot)
+            .is_some_and(|t| t.id == id && t.armed == Some(at))
+    }
+
+    /// When a service's pool may be refilled next (after a backoff).
+    pub(super) fn next_wake(&self) -> Option<Instant> {
+        self.pools
+            .iter()
+            .filter(|p| p.open < self.pool_size)
+            .filter_map(|p| p.retry_at)
+            .min()
+    }
+
+    /// Stopping: tunnels go at once.
+    pub(super) fn drop_all(&mut self, registry: &Registry) {
+        for mut t in self.tunnels.drain() {
+            let _ = registry.deregister(t.tunnel.stream().source());
+        }
+        self.pools.iter_mut().for_each(|p| p.open = 0);
+    }
+
+    /// Exponential backoff with jitter (half to all of the step), capped.
+    fn backoff(&mut self, failures: u32) -> Duration {
+        let step = BACKOFF_BASE
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+            .min(self.backoff_max);
+        let half = step / 2;
+        let jitter_ms = self.random.below(half.as_millis().max(1) as u64);
+        half + Duration::from_millis(jitter_ms)
+    }
+}
+
+impl Server {
+    fn agent(&mut self) -> Option<&mut AgentState> {
+        match &mut self.mode {
+            ModeState::Agent(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The resolver answered.
+    pub(super) fn on_waker(&mut self) {
+        let Some(a) = self.agent() else { return };
+        let Some(answer) = a.resolver.as_mut().and_then(Resolver::take) else {
+            return;
+        };
+        match answer {
+            Ok(addrs) if !addrs.is_empty() => {
+                a.relay_addrs = addrs;
+                a.stale = false;
+            }
+            Ok(_) => warn!("relay {}: the name resolves to no address", a.relay_name),
+            Err(e) => warn!("relay {}: cannot resolve: {}", a.relay_name, describe(&e)),
+        }
+    }
+
+    /// Keeps every service's pool full, within its backoff.
+    pub(super) fn agent_upkeep(&mut self, now: Instant) {
+        let Some(a) = self.agent() else { return };
+        if a.stale {
+            if let Some(r) = a.resolver.as_mut() {
+                r.request(&a.relay_name);
+            }
+        }
+        if a.relay_addrs.is_empty() {
+            return;
+        }
+        for service in 0..a.services.len() {
+            loop {
+                let Some(a) = self.agent() else { return };
+                let p = &a.pools[service];
+                if p.open >= a.pool_size || p.retry_at.is_some_and(|t| now < t) {
+                    break;
+                }
+                if !self.dial_tunnel(service, now) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Opens one tunnel for `service`; false when the dial failed at once.
+    fn dial_tunnel(&mut self, service: usize, now: Instant) -> bool {
+        let id = self.new_id();
+        let registry = self.poll.registry();
+        let Some(a) = (match &mut self.mode {
+            ModeState::Agent(a) => Some(a),
+            _ => None,
+        }) else {
+            return false;
+        };
+        a.next_addr = (a.next_addr + 1) % a.relay_addrs.len().max(1);
+        let relay = a.relay_addrs[a.next_addr % a.relay_addrs.len()];
+        let nonce = a.random.nonce();
+        let conn = nonce.and_then(|n| Conn::dial(relay).map(|c| (c, n)));
+        let (mut conn, nonce) = match conn {
+            Ok(pair) => pair,
+            Err(e) => {
+                debug!("tunnel {id} to {relay}: {}", describe(&e));
+                self.tunnel_failed(service, now);
+                return false;
+            }
+        };
+        let entry = a.tunnels.vacant_entry();
+        let slot = entry.key();
+        let both = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = registry.register(conn.source(), Target::Tunnel(slot).token(), both) {
+            warn!("tunnel {id}: cannot register: {}", describe(&e));
+            return false;
+        }
+        let name = a.services[service].name.clone();
+        entry.insert(TunnelEntry {
+            id,
+            service,
+            tunnel: AgentTunnel::new(conn, &name, nonce, now),
+            relay,
+            armed: None,
+        });
+        a.pools[service].open += 1;
+        self.agent_tunnel_step(slot, TunnelStep::Waiting, now);
+        true
+    }
+
+    pub(super) fn on_agent_tunnel_event(&mut self, slot: usize, ready: Readiness, now: Instant) {
+        let Some(a) = self.agent() else { return };
+        let secret = &a.secret;
+        let Some(t) = a.tunnels.get_mut(slot) else {
+            return;
+        };
+        t.tunnel.on_event(ready);
+        let step = t.tunnel.drive(now, secret);
+        self.agent_tunnel_step(slot, step, now);
+    }
+
+    pub(super) fn on_agent_tunnel_deadline(
+        &mut self,
+        slot: usize,
+        id: u64,
+        at: Instant,
+        now: Instant,
+    ) {
+        let connect_timeout = self.common.policy.connect_timeout;
+        let Some(a) = self.agent() else { return };
+        let policy = a.policy;
+        let Some(t) = a.tunnels.get_mut(slot) else {
+            return;
+        };
+        if t.id != id || t.armed != Some(at) {
+            return;
+        }
+        t.armed = None;
+        let step = t.tunnel.expire(now, &policy, connect_timeout);
+        self.agent_tunnel_step(slot, step, now);
+    }
+
+    fn agent_tunnel_step(&mut self, slot: usize, step: TunnelStep, now: Instant) {
+        match step {
+            TunnelStep::Waiting => {}
+            TunnelStep::Authenticated(_) => self.tunnel_up(slot),
+            TunnelStep::Attached(client) => return self.attach(slot, client, now),
+            TunnelStep::Closed(end) => return self.close_agent_tunnel(slot, end, now),
+        }
+        let connect_timeout = self.common.policy.connect_timeout;
+        let Some(a) = self.agent() else { return };
+        let policy = a.policy;
+        let Some(t) = a.tunnels.get_mut(slot) else {
+            return;
+        };
+        let deadline = t.tunnel.deadline(&policy, connect_timeout);
+        if t.armed.is_none_or(|armed| deadline < armed) {
+            t.armed = Some(deadline);
+            let id = t.id;
+            self.timers.arm(deadline, Key::Tunnel(slot), id);
+        }
+    }
+
+    fn tunnel_up(&mut self, slot: usize) {
+        let Some(a) = self.agent() else { return };
+        let Some(t) = a.tunnels.get(slot) else {
+            return;
+        };
+        let service = t.service;
+        let pool = &mut a.pools[service];
+        pool.failures = 0;
+        pool.retry_at = None;
+        if !pool.up {
+            pool.up = true;
+            info!(
+                "service {}: tunnels to {} authenticated",
+                a.services[service].name, t.relay
+            );
+        }
+        if a.pools.iter().all(|p| p.up) {
+            self.announce();
+        }
+    }
+
+    /// The relay attached a client: dial the local service and start the session.
+    fn attach(&mut self, slot: usize, client: SocketAddr, now: Instant) {
+        let registry = self.poll.registry();
+        let Some(a) = (match &mut self.mode {
+            ModeState::Agent(a) => Some(a),
+            _ => None,
+        }) else {
+            return;
+        };
+        let Some(t) = a.tunnels.try_remove(slot) else {
+            return;
+        };
+        a.pools[t.service].open -= 1;
+        let target = a.services[t.service].addr;
+        let (mut tunnel, ready) = t.tunnel.into_stream();
+        let local = match Conn::dial(target) {
+            Ok(local) => local,
+            Err(e) => {
+                debug!(
+                    "session {}: connect to {target} failed: {}",
+                    t.id,
+                    describe(&e)
+                );
+                let _ = registry.deregister(tunnel.source());
+                let _ = tunnel.write_vectored(&[std::io::IoSlice::new(&[frame::REFUSED])]);
+                log_unserved(t.id, client, now, now, dial_failure(&e));
+                return;
+            }
+        };
+        let mut session = Session::new(tunnel, local, now);
+        session.set_replies(&[frame::READY], &[frame::REFUSED]);
+        let start = Start {
+            id: t.id,
+            session,
+            client_addr: client,
+            upstream_addr: target,
+            upstream_index: None,
+            client: Registration::Moved,
+            upstream: Registration::New,
+            client_ready: ready,
+        };
+        self.start_session(start, now);
+        self.agent_upkeep(now);
+    }
+
+    fn close_agent_tunnel(&mut self, slot: usize, end: TunnelEnd, now: Instant) {
+        let registry = self.poll.registry();
+        let Some(a) = (match &mut self.mode {
+            ModeState::Agent(a) => Some(a),
+            _ => None,
+        }) else {
+            return;
+        };
+        let Some(mut t) = a.tunnels.try_remove(slot) else {
+            return;
+        };
+        let _ = registry.deregister(t.tunnel.stream().source());
+        a.pools[t.service].open -= 1;
+        let name = &a.services[t.service].name;
+        match end {
+            TunnelEnd::Denied | TunnelEnd::AuthFailed => warn!(
+                "tunnel {} to {} for {name}: {} (check the secret and that the relay has this service)",
+                t.id,
+                t.relay,
+                end.as_str()
+            ),
+            _ if a.pools[t.service].up => {
+                warn!("tunnel {} to {} for {name}: {}", t.id, t.relay, end.as_str())
+            }
+            _ => debug!("tunnel {} to {} for {name}: {}", t.id, t.relay, end.as_str()),
+        }
+        if a.exit_on_disconnect {
+            error!(
+                "lost the relay ({}): exiting (--exit-on-disconnect)",
+                end.as_str()
+            );
+            self.stop = Some(Stopped::Disconnected);
+            return;
+        }
+        self.tunnel_failed(t.service, now);
+    }
+
+    /// Backs a service off after a failure, and looks the relay's name up again.
+    fn tunnel_failed(&mut self, service: usize, now: Instant) {
+        let Some(a) = self.agent() else { return };
+        a.stale = a.resolver.is_some();
+        let failures = a.pools[service].failures.saturating_add(1);
+        let delay = a.backoff(failures);
+        let pool = &mut a.pools[service];
+        pool.failures = failures;
+        pool.up = false;
+        pool.retry_at = Some(now + delay);
+        debug!(
+            "service {}: retrying in {delay:?}",
+            a.services[service].name
+        );
+        if a.exit_on_disconnect {
+            self.stop = Some(Stopped::Disconnected);
+        }
+    }
+}

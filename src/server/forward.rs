@@ -1,0 +1,69 @@
+//! Forward mode: each accepted client gets a fresh connect to the first upstream that
+//! takes one; later upstreams are tried in order when a connect fails (see `redial`).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use log::debug;
+
+use super::entry::{dial_failure, log_unserved, Registration, Start};
+use super::Server;
+use crate::config::Forward;
+use crate::core::session::{Readiness, Session};
+use crate::net::{describe, Conn};
+
+/// Forward mode's own state: the upstream list.
+#[derive(Debug)]
+pub(super) struct ForwardState {
+    pub(super) upstreams: Vec<SocketAddr>,
+}
+
+impl ForwardState {
+    pub(super) fn new(cfg: Forward) -> ForwardState {
+        ForwardState {
+            upstreams: cfg.upstreams,
+        }
+    }
+}
+
+impl Server {
+    /// Starts a forward session: dials the first upstream that takes a connect.
+    pub(super) fn open_forward(&mut self, client: Conn, client_addr: SocketAddr, now: Instant) {
+        let id = self.new_id();
+        let super::ModeState::Forward(f) = &self.mode else {
+            return;
+        };
+        let mut failure = None;
+        let mut dialed = None;
+        for (n, &addr) in f.upstreams.iter().enumerate() {
+            match Conn::dial(addr) {
+                Ok(conn) => {
+                    dialed = Some((n, addr, conn));
+                    break;
+                }
+                Err(e) => {
+                    debug!("session {id}: connect to {addr} failed: {}", describe(&e));
+                    failure = Some(e);
+                }
+            }
+        }
+        let Some((n, upstream_addr, upstream)) = dialed else {
+            let reason = failure
+                .as_ref()
+                .map_or(crate::core::reason::CloseReason::ConnectError, dial_failure);
+            log_unserved(id, client_addr, now, now, reason);
+            return;
+        };
+        let start = Start {
+            id,
+            session: Session::new(client, upstream, now),
+            client_addr,
+            upstream_addr,
+            upstream_index: Some(n),
+            client: Registration::New,
+            upstream: Registration::New,
+            client_ready: Readiness::default(),
+        };
+        self.start_session(start, now);
+    }
+}

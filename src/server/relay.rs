@@ -1,0 +1,570 @@
+//! Relay mode: agents open tunnels on the tunnel listener and authenticate; public
+//! clients arrive on one listener per service and are paired with the oldest idle tunnel
+//! of that service, or wait (bounded, with a deadline) for one.
+//!
+//! A paired tunnel becomes the upstream of an ordinary session: the ATTACH frame goes out
+//! first, the session relays once the agent answers READY. Failed handshakes are counted
+//! per source address; an address with too many in a minute is refused at once for the
+//! rest of that minute.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::{Interest, Registry};
+use slab::Slab;
+
+use super::entry::{log_unserved, Registration, Start};
+use super::token::Target;
+use super::{Key, ModeState, Server};
+use crate::config::Relay;
+use crate::core::reason::CloseReason;
+use crate::core::session::{Readiness, Session};
+use crate::core::tunnel::{RelayTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
+use crate::net::{describe, Conn, Random};
+use crate::proto::auth::Secret;
+use crate::proto::tunnel;
+
+/// Failed handshakes from one address within [`FAILURE_WINDOW`] before it is refused.
+const FAILURE_LIMIT: u32 = 10;
+/// The window of the failure count.
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Addresses remembered at most (older entries are forgotten first).
+const FAILURE_TABLE: usize = 4096;
+/// Warnings about failed handshakes per [`FAILURE_WINDOW`] at most.
+const WARNINGS_PER_WINDOW: u32 = 20;
+
+/// A tunnel before pairing.
+#[derive(Debug)]
+struct TunnelEntry {
+    id: u64,
+    tunnel: RelayTunnel<Conn>,
+    peer: SocketAddr,
+    /// Set once admitted into a service's idle queue.
+    service: Option<usize>,
+    armed: Option<Instant>,
+}
+
+/// A public client waiting for a tunnel.
+#[derive(Debug)]
+struct WaitingEntry {
+    id: u64,
+    conn: Conn,
+    addr: SocketAddr,
+    service: usize,
+    since: Instant,
+}
+
+/// Failed handshakes per source address, and the rate limit on warnings about them.
+#[derive(Debug, Default)]
+struct Failures {
+    by_ip: HashMap<IpAddr, (u32, Instant)>,
+    total: u64,
+    warned: u32,
+    suppressed: u64,
+    window: Option<Instant>,
+}
+
+impl Failures {
+    fn record(&mut self, ip: IpAddr, now: Instant) {
+        self.total += 1;
+        if self.by_ip.len() >= FAILURE_TABLE && !self.by_ip.contains_key(&ip) {
+            self.by_ip
+                .retain(|_, (_, start)| now.duration_since(*start) < FAILURE_WINDOW);
+            if self.by_ip.len() >= FAILURE_TABLE {
+                self.by_ip.clear();
+            }
+        }
+        let e = self.by_ip.entry(ip).or_insert((0, now));
+        if now.duration_since(e.1) >= FAILURE_WINDOW {
+            *e = (0, now);
+        }
+        e.0 += 1;
+    }
+
+    fn blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        self.by_ip.get(&ip).is_some_and(|&(count, start)| {
+            count >= FAILURE_LIMIT && now.duration_since(start) < FAILURE_WINDOW
+        })
+    }
+
+    /// True if a warning may be logged now (at most [`WARNINGS_PER_WINDOW`] a window).
+    fn may_warn(&mut self, now: Instant) -> bool {
+        if self
+            .window
+            .is_none_or(|w| now.duration_since(w) >= FAILURE_WINDOW)
+        {
+            if self.suppressed > 0 {
+                warn!(
+                    "{} more failed tunnel handshakes were not logged ({} in all)",
+                    self.suppressed, self.total
+                );
+            }
+            self.window = Some(now);
+            self.warned = 0;
+            self.suppressed = 0;
+        }
+        self.warned += 1;
+        if self.warned > WARNINGS_PER_WINDOW {
+            self.suppressed += 1;
+            return false;
+        }
+        true
+    }
+}
+
+/// Relay mode's own state.
+#[derive(Debug)]
+pub(super) struct RelayState {
+    secret: Secret,
+    names: Vec<String>,
+    pair_timeout: Duration,
+    max_waiting: usize,
+    max_idle_tunnels: usize,
+    max_handshakes: usize,
+    policy: TunnelPolicy,
+    tunnels: Slab<TunnelEntry>,
+    waiting: Slab<WaitingEntry>,
+    /// Per service: idle tunnels, oldest first, as (slot, id).
+    idle: Vec<VecDeque<(usize, u64)>>,
+    /// Per service: waiting clients, oldest first, as (slot, id).
+    queue: Vec<VecDeque<(usize, u64)>>,
+    handshakes: usize,
+    random: Random,
+    failures: Failures,
+}
+
+impl RelayState {
+    pub(super) fn new(cfg: Relay, random: Random) -> RelayState {
+        let names: Vec<String> = cfg.public.iter().map(|s| s.name.clone()).collect();
+        let n = names.len();
+        RelayState {
+            secret: cfg.secret,
+            names,
+            pair_timeout: cfg.pair_timeout,
+            max_waiting: cfg.max_waiting,
+            max_idle_tunnels: cfg.max_idle_tunnels,
+            max_handshakes: cfg.max_handshakes,
+            policy: cfg.tunnel,
+            tunnels: Slab::new(),
+            waiting: Slab::new(),
+            idle: vec![VecDeque::new(); n],
+            queue: vec![VecDeque::new(); n],
+            handshakes: 0,
+            random,
+            failures: Failures::default(),
+        }
+    }
+
+    pub(super) fn entries(&self) -> usize {
+        self.tunnels.len() + self.waiting.len()
+    }
+
+    pub(super) fn waiting_clients(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub(super) fn timer_is_live(&self, tunnel: bool, slot: usize, id: u64, at: Instant) -> bool {
+        if tunnel {
+            self.tunnels
+                .get(slot)
+                .is_some_and(|t| t.id == id && t.armed == Some(at))
+        } else {
+            self.waiting.get(slot).is_some_and(|w| w.id == id)
+        }
+    }
+
+    /// Stopping: idle tunnels and waiting clients go at once.
+    pub(super) fn drop_all(&mut self, registry: &Registry) {
+        for mut t in self.tunnels.drain() {
+            let _ = registry.deregister(t.tunnel.stream().source());
+        }
+        let now = Instant::now();
+        for mut w in self.waiting.drain() {
+            let _ = registry.deregister(w.conn.source());
+            log_unserved(w.id, w.addr, w.since, now, CloseReason::Shutdown);
+        }
+        self.idle.iter_mut().for_each(VecDeque::clear);
+        self.queue.iter_mut().for_each(VecDeque::clear);
+        self.handshakes = 0;
+    }
+
+    /// Pops the oldest idle tunnel of `service` that is still there and idle.
+    fn pop_idle(&mut self, service: usize) -> Option<usize> {
+        while let Some((slot, id)) = self.idle[service].pop_front() {
+            if self
+                .tunnels
+                .get(slot)
+                .is_some_and(|t| t.id == id && t.tunnel.is_idle())
+            {
+                return Some(slot);
+            }
+        }
+        None
+    }
+
+    /// Pops the oldest waiting client of `service` that is still there.
+    fn pop_waiting(&mut self, service: usize) -> Option<WaitingEntry> {
+        while let Some((slot, id)) = self.queue[service].pop_front() {
+            if self.waiting.get(slot).is_some_and(|w| w.id == id) {
+                return Some(self.waiting.remove(slot));
+            }
+        }
+        None
+    }
+
+    fn live_count(queue: &VecDeque<(usize, u64)>, alive: impl Fn(usize, u64) -> bool) -> usize {
+        queue.iter().filter(|&&(slot, id)| alive(slot, id)).count()
+    }
+}
+
+impl Server {
+    fn relay(&mut self) -> Option<&mut RelayState> {
+        match &mut self.mode {
+            ModeState::Relay(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Public clients waiting for a tunnel (they count against `--max-sessions`).
+    pub(super) fn waiting_clients(&self) -> usize {
+        match &self.mode {
+            ModeState::Relay(r) => r.waiting_clients(),
+            _ => 0,
+        }
+    }
+
+    /// An agent connected to the tunnel listener: start its handshake.
+    pub(super) fn open_tunnel(&mut self, mut conn: Conn, peer: SocketAddr, now: Instant) {
+        let id = self.new_id();
+        let registry = self.poll.registry();
+        let Some(r) = (match &mut self.mode {
+            ModeState::Relay(r) => Some(r),
+            _ => None,
+        }) else {
+            return;
+        };
+        if r.failures.blocked(peer.ip(), now) {
+            debug!("tunnel {id} from {peer}: refused, too many failed handshakes");
+            return;
+        }
+        if r.handshakes >= r.max_handshakes {
+            if r.failures.may_warn(now) {
+                warn!(
+                    "tunnel {id} from {peer}: refused, {} handshakes in progress",
+                    r.handshakes
+                );
+            }
+            return;
+        }
+        let nonce = match r.random.nonce() {
+            Ok(n) => n,
+            Err(e) => {
+                warn!("tunnel {id} from {peer}: no random nonce: {}", describe(&e));
+                return;
+            }
+        };
+        let entry = r.tunnels.vacant_entry();
+        let slot = entry.key();
+        let both = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = registry.register(conn.source(), Target::Tunnel(slot).token(), both) {
+            warn!("tunnel {id}: cannot register: {}", describe(&e));
+            return;
+        }
+        entry.insert(TunnelEntry {
+            id,
+            tunnel: RelayTunnel::new(conn, nonce, now),
+            peer,
+            service: None,
+            armed: None,
+        });
+        r.handshakes += 1;
+        self.drive_relay_tunnel(slot, now);
+    }
+
+    /// An event on a tunnel's socket (relay or agent).
+    pub(super) fn on_tunnel_event(&mut self, slot: usize, ready: Readiness, now: Instant) {
+        match &mut self.mode {
+            ModeState::Relay(r) => {
+                if let Some(t) = r.tunnels.get_mut(slot) {
+                    t.tunnel.on_event(ready);
+                    self.drive_relay_tunnel(slot, now);
+                }
+            }
+            ModeState::Agent(_) => self.on_agent_tunnel_event(slot, ready, now),
+            ModeState::Forward(_) => {}
+        }
+    }
+
+    /// A tunnel's deadline fired (relay or agent).
+    pub(super) fn on_tunnel_deadline(&mut self, slot: usize, id: u64, at: Instant, now: Instant) {
+        match &mut self.mode {
+            ModeState::Relay(r) => {
+                let policy = r.policy;
+                let Some(t) = r.tunnels.get_mut(slot) else {
+                    return;
+                };
+                if t.id != id || t.armed != Some(at) {
+                    return;
+                }
+                t.armed = None;
+                let step = t.tunnel.expire(now, &policy);
+                self.relay_tunnel_step(slot, step, now);
+            }
+            ModeState::Agent(_) => self.on_agent_tunnel_deadline(slot, id, at, now),
+            ModeState::Forward(_) => {}
+        }
+    }
+
+    fn drive_relay_tunnel(&mut self, slot: usize, now: Instant) {
+        let Some(r) = self.relay() else { return };
+        let (secret, names) = (&r.secret, &r.names);
+        let Some(t) = r.tunnels.get_mut(slot) else {
+            return;
+        };
+        let step = t.tunnel.drive(now, secret, names);
+        self.relay_tunnel_step(slot, step, now);
+    }
+
+    fn relay_tunnel_step(&mut self, slot: usize, step: TunnelStep, now: Instant) {
+        match step {
+            TunnelStep::Waiting | TunnelStep::Attached(_) => {}
+            TunnelStep::Authenticated(name) => return self.admit_tunnel(slot, &name, now),
+            TunnelStep::Closed(end) => return self.close_relay_tunnel(slot, end, now),
+        }
+        let Some(r) = self.relay() else { return };
+        let policy = r.policy;
+        let Some(t) = r.tunnels.get_mut(slot) else {
+            return;
+        };
+        let deadline = t.tunnel.deadline(&policy);
+        if t.armed.is_none_or(|armed| deadline < armed) {
+            t.armed = Some(deadline);
+            let id = t.id;
+            self.timers.arm(deadline, Key::Tunnel(slot), id);
+        }
+    }
+
+    fn admit_tunnel(&mut self, slot: usize, name: &str, now: Instant) {
+        let Some(r) = self.relay() else { return };
+        r.handshakes = r.handshakes.saturating_sub(1);
+        let Some(service) = r.names.iter().position(|n| n == name) else {
+            return;
+        };
+        let tunnels = &r.tunnels;
+        let idle = RelayState::live_count(&r.idle[service], |s, id| {
+            tunnels.get(s).is_some_and(|t| t.id == id)
+        });
+        let Some(t) = r.tunnels.get_mut(slot) else {
+            return;
+        };
+        if idle >= r.max_idle_tunnels {
+            info!(
+                "tunnel {} from {} for {name}: refused, {idle} idle tunnels already",
+                t.id, t.peer
+            );
+            let step = t.tunnel.deny(TunnelEnd::Denied);
+            return self.relay_tunnel_step(slot, step, now);
+        }
+        t.tunnel.admit(now, &r.secret);
+        t.service = Some(service);
+        debug!("tunnel {} from {} for {name}: idle", t.id, t.peer);
+        r.idle[service].push_back((slot, t.id));
+        self.relay_tunnel_step(slot, TunnelStep::Waiting, now);
+        self.pair_waiting(service, now);
+    }
+
+    fn close_relay_tunnel(&mut self, slot: usize, end: TunnelEnd, now: Instant) {
+        let registry = self.poll.registry();
+        let Some(r) = (match &mut self.mode {
+            ModeState::Relay(r) => Some(r),
+            _ => None,
+        }) else {
+            return;
+        };
+        let Some(mut t) = r.tunnels.try_remove(slot) else {
+            return;
+        };
+        let _ = registry.deregister(t.tunnel.stream().source());
+        match t.service {
+            None => {
+                r.handshakes = r.handshakes.saturating_sub(1);
+                if matches!(
+                    end,
+                    TunnelEnd::AuthFailed | TunnelEnd::ProtocolError | TunnelEnd::HandshakeTimeout
+                ) {
+                    r.failures.record(t.peer.ip(), now);
+                    if r.failures.may_warn(now) {
+                        let what = if end == TunnelEnd::AuthFailed {
+                            "authentication failed"
+                        } else {
+                            "handshake failed"
+                        };
+                        warn!("tunnel {} from {}: {what} ({})", t.id, t.peer, end.as_str());
+                    }
+                }
+            }
+            Some(service) => info!(
+                "tunnel {} from {} for {}: {}",
+                t.id,
+                t.peer,
+                r.names[service],
+                end.as_str()
+            ),
+        }
+    }
+
+    /// A public client of `service` arrived: pair it at once, or let it wait.
+    pub(super) fn open_public(
+        &mut self,
+        service: usize,
+        mut conn: Conn,
+        addr: SocketAddr,
+        now: Instant,
+    ) {
+        let id = self.new_id();
+        let registry = self.poll.registry();
+        let Some(r) = (match &mut self.mode {
+            ModeState::Relay(r) => Some(r),
+            _ => None,
+        }) else {
+            return;
+        };
+        if let Some(tunnel) = r.pop_idle(service) {
+            let client = WaitingEntry {
+                id,
+                conn,
+                addr,
+                service,
+                since: now,
+            };
+            return self.pair(client, Registration::New, tunnel, now);
+        }
+        let waiting = &r.waiting;
+        let queued = RelayState::live_count(&r.queue[service], |s, wid| {
+            waiting.get(s).is_some_and(|w| w.id == wid)
+        });
+        if queued >= r.max_waiting {
+            log_unserved(id, addr, now, now, CloseReason::Limit);
+            return;
+        }
+        let entry = r.waiting.vacant_entry();
+        let slot = entry.key();
+        if let Err(e) = registry.register(
+            conn.source(),
+            Target::Waiting(slot).token(),
+            Interest::READABLE,
+        ) {
+            warn!("session {id}: cannot register: {}", describe(&e));
+            return;
+        }
+        entry.insert(WaitingEntry {
+            id,
+            conn,
+            addr,
+            service,
+            since: now,
+        });
+        r.queue[service].push_back((slot, id));
+        let deadline = now + r.pair_timeout;
+        self.timers.arm(deadline, Key::Waiting(slot), id);
+    }
+
+    /// Pairs waiting clients of `service` with its idle tunnels, oldest first.
+    fn pair_waiting(&mut self, service: usize, now: Instant) {
+        loop {
+            let Some(r) = self.relay() else { return };
+            let Some(tunnel) = r.pop_idle(service) else {
+                return;
+            };
+            let Some(client) = r.pop_waiting(service) else {
+                // Nobody waits: the tunnel stays first in line.
+                let id = r.tunnels[tunnel].id;
+                r.idle[service].push_front((tunnel, id));
+                return;
+            };
+            self.pair(client, Registration::Moved, tunnel, now);
+        }
+    }
+
+    /// Makes a session of a client and an idle tunnel: ATTACH goes first.
+    fn pair(
+        &mut self,
+        client: WaitingEntry,
+        registered: Registration,
+        tunnel_slot: usize,
+        now: Instant,
+    ) {
+        let Some(r) = self.relay() else { return };
+        let Some(t) = r.tunnels.try_remove(tunnel_slot) else {
+            return;
+        };
+        let (frame, n) = tunnel::attach(client.addr);
+        let session = Session::paired(client.conn, t.tunnel.into_stream(), &frame[..n], now);
+        debug!(
+            "session {}: paired with tunnel {} from {}",
+            client.id, t.id, t.peer
+        );
+        let start = Start {
+            id: client.id,
+            session,
+            client_addr: client.addr,
+            upstream_addr: t.peer,
+            upstream_index: None,
+            client: registered,
+            upstream: Registration::Moved,
+            client_ready: Readiness::default(),
+        };
+        self.start_session(start, now);
+    }
+
+    /// A waiting client's socket changed: if it went away, forget it.
+    pub(super) fn on_waiting_event(&mut self, slot: usize, now: Instant) {
+        let registry = self.poll.registry();
+        let Some(r) = (match &mut self.mode {
+            ModeState::Relay(r) => Some(r),
+            _ => None,
+        }) else {
+            return;
+        };
+        let Some(w) = r.waiting.get_mut(slot) else {
+            return;
+        };
+        let mut probe = [0u8; 1];
+        // Peek: bytes stay for the session; only an end is acted on.
+        let gone = match w.conn.source().peek(&mut probe) {
+            Ok(0) => Some(CloseReason::ClientEof),
+            Ok(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => None,
+            Err(_) => Some(CloseReason::ClientReset),
+        };
+        if let Some(reason) = gone {
+            let mut w = r.waiting.remove(slot);
+            let _ = registry.deregister(w.conn.source());
+            log_unserved(w.id, w.addr, w.since, now, reason);
+        }
+    }
+
+    /// A waiting client's pair timeout fired.
+    pub(super) fn on_waiting_deadline(&mut self, slot: usize, id: u64, _at: Instant, now: Instant) {
+        let registry = self.poll.registry();
+        let Some(r) = (match &mut self.mode {
+            ModeState::Relay(r) => Some(r),
+            _ => None,
+        }) else {
+            return;
+        };
+        if r.waiting.get(slot).is_none_or(|w| w.id != id) {
+            return;
+        }
+        let mut w = r.waiting.remove(slot);
+        let _ = registry.deregister(w.conn.source());
+        debug!(
+            "session {}: no tunnel for {} in time",
+            w.id, r.names[w.service]
+        );
+        log_unserved(w.id, w.addr, w.since, now, CloseReason::PairTimeout);
+    }
+}
