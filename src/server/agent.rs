@@ -319,7 +319,7 @@ impl Server {
         let Some(t) = a.tunnels.try_remove(slot) else {
             return;
         };
-        a.pools[t.service].open -= 1;
+        a.pools[t.service].open = a.pools[t.service].open.saturating_sub(1);
         let target = a.services[t.service].addr;
         let (mut tunnel, ready) = t.tunnel.into_stream();
         let local = match Conn::dial(target) {
@@ -364,7 +364,7 @@ impl Server {
             return;
         };
         let _ = registry.deregister(t.tunnel.stream().source());
-        a.pools[t.service].open -= 1;
+        a.pools[t.service].open = a.pools[t.service].open.saturating_sub(1);
         let name = &a.services[t.service].name;
         match end {
             TunnelEnd::Denied | TunnelEnd::AuthFailed => warn!(

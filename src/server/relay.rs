@@ -190,15 +190,16 @@ impl RelayState {
         self.handshakes = 0;
     }
 
-    /// Pops the oldest idle tunnel of `service` that is still there and idle.
+    /// Pops the oldest idle tunnel of `service` that is still there and ready to pair.
+    /// Closed tunnels are dropped from the queue; one still writing a heartbeat keeps its
+    /// place at the back.
     fn pop_idle(&mut self, service: usize) -> Option<usize> {
-        while let Some((slot, id)) = self.idle[service].pop_front() {
-            if self
-                .tunnels
-                .get(slot)
-                .is_some_and(|t| t.id == id && t.tunnel.is_idle())
-            {
-                return Some(slot);
+        for _ in 0..self.idle[service].len() {
+            let (slot, id) = self.idle[service].pop_front()?;
+            match self.tunnels.get(slot) {
+                Some(t) if t.id == id && t.tunnel.is_idle() => return Some(slot),
+                Some(t) if t.id == id => self.idle[service].push_back((slot, id)),
+                _ => {}
             }
         }
         None
@@ -212,10 +213,6 @@ impl RelayState {
             }
         }
         None
-    }
-
-    fn live_count(queue: &VecDeque<(usize, u64)>, alive: impl Fn(usize, u64) -> bool) -> usize {
-        queue.iter().filter(|&&(slot, id)| alive(slot, id)).count()
     }
 }
 
@@ -352,10 +349,10 @@ impl Server {
         let Some(service) = r.names.iter().position(|n| n == name) else {
             return;
         };
+        // Forget tunnels that died while idle, so the queue stays bounded.
         let tunnels = &r.tunnels;
-        let idle = RelayState::live_count(&r.idle[service], |s, id| {
-            tunnels.get(s).is_some_and(|t| t.id == id)
-        });
+        r.idle[service].retain(|&(s, id)| tunnels.get(s).is_some_and(|t| t.id == id));
+        let idle = r.idle[service].len();
         let Some(t) = r.tunnels.get_mut(slot) else {
             return;
         };
@@ -441,10 +438,10 @@ impl Server {
             };
             return self.pair(client, Registration::New, tunnel, now);
         }
+        // Forget clients that left or timed out, so the queue stays bounded.
         let waiting = &r.waiting;
-        let queued = RelayState::live_count(&r.queue[service], |s, wid| {
-            waiting.get(s).is_some_and(|w| w.id == wid)
-        });
+        r.queue[service].retain(|&(s, wid)| waiting.get(s).is_some_and(|w| w.id == wid));
+        let queued = r.queue[service].len();
         if queued >= r.max_waiting {
             log_unserved(id, addr, now, now, CloseReason::Limit);
             return;
