@@ -200,6 +200,24 @@ impl Pipe {
         self.flow = Flow::Done;
     }
 
+    /// The source is gone: read nothing more (its FIN or RST is handled by the session).
+    pub fn stop_reading(&mut self) {
+        if self.flow == Flow::Open {
+            self.flow = Flow::Eof;
+        }
+    }
+
+    /// One read from the source into the ring, without writing or forwarding EOF: used to
+    /// collect what a reset side's kernel still holds. `None` when no read was attempted.
+    pub fn fill<S: Stream + ?Sized>(
+        &mut self,
+        source: &mut S,
+        ready: &mut bool,
+        pool: &mut Pool,
+    ) -> Option<Pump> {
+        self.read(source, ready, pool)
+    }
+
     fn read<S: Stream + ?Sized>(
         &mut self,
         source: &mut S,

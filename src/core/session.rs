@@ -92,6 +92,9 @@ enum Phase {
     Connecting {
         since: Instant,
         awaiting: Awaiting,
+        /// The client reset while we still owe its bytes to the upstream: they are handed
+        /// over (then the reset passes on) once the connect completes.
+        client_gone: Option<CloseReason>,
     },
     Relaying,
     Resetting {
@@ -147,6 +150,7 @@ impl<S: Stream> Session<S> {
             phase: Phase::Connecting {
                 since: now,
                 awaiting: Awaiting::Handshake,
+                client_gone: None,
             },
             last_progress: now,
             first_eof: None,
@@ -161,6 +165,7 @@ impl<S: Stream> Session<S> {
         s.phase = Phase::Connecting {
             since: now,
             awaiting: Awaiting::TunnelReady,
+            client_gone: None,
         };
         s.to_upstream.set_prefix(attach);
         s
@@ -191,14 +196,22 @@ impl<S: Stream> Session<S> {
         policy: &Policy,
         budget: usize,
     ) -> Drive {
-        if let Phase::Connecting { .. } = self.phase {
+        if let Phase::Connecting { client_gone, .. } = self.phase {
             if let Some(failed) = self.check_connect(now) {
-                return failed;
+                // A client that is gone has nobody to try another upstream for.
+                return match client_gone {
+                    Some(reason) => self.close(reason, pool),
+                    None => failed,
+                };
             }
         }
         match self.phase {
             Phase::Closed(reason) => Drive::Closed(reason),
             Phase::Resetting { .. } => self.drive_reset(pool, now, policy),
+            Phase::Connecting {
+                client_gone: Some(_),
+                ..
+            } => Drive::Waiting,
             Phase::Connecting { .. } | Phase::Relaying => self.relay(pool, now, policy, budget),
         }
     }
@@ -227,6 +240,10 @@ impl<S: Stream> Session<S> {
             None => return self.drive(pool, now, policy, 0),
         }
         match self.phase {
+            Phase::Connecting {
+                client_gone: Some(reason),
+                ..
+            } => self.close(reason, pool),
             Phase::Connecting { .. } => Drive::ConnectFailed(ConnectFailure::Timeout),
             Phase::Relaying if self.half_closed() => {
                 self.close(CloseReason::HalfCloseTimeout, pool)
@@ -244,6 +261,7 @@ impl<S: Stream> Session<S> {
         self.phase = Phase::Connecting {
             since: now,
             awaiting: Awaiting::Handshake,
+            client_gone: None,
         };
         std::mem::replace(&mut self.upstream, upstream)
     }
@@ -319,7 +337,12 @@ impl<S: Stream> Session<S> {
     /// (still pending) clears the cache and keeps waiting. A paired tunnel is "connected"
     /// when the agent's READY arrives (heartbeats sent before it are skipped).
     fn check_connect(&mut self, now: Instant) -> Option<Drive> {
-        let Phase::Connecting { awaiting, .. } = self.phase else {
+        let Phase::Connecting {
+            awaiting,
+            client_gone,
+            ..
+        } = self.phase
+        else {
             return None;
         };
         let ready = self.upstream_ready;
@@ -330,7 +353,16 @@ impl<S: Stream> Session<S> {
         };
         match status {
             ConnectStatus::Connected => {
-                self.phase = Phase::Relaying;
+                self.phase = match client_gone {
+                    // Hand the owed bytes over, then pass the client's reset on.
+                    Some(reason) => Phase::Resetting {
+                        broken: Side::Client,
+                        reason,
+                        since: now,
+                        recheck: None,
+                    },
+                    None => Phase::Relaying,
+                };
                 self.last_progress = now;
                 if let Some((ready, _)) = self.replies {
                     self.to_client.set_prefix(ready);
@@ -467,8 +499,29 @@ impl<S: Stream> Session<S> {
         policy: &Policy,
     ) -> Drive {
         let reason = CloseReason::broken(side, reset);
-        if !self.connected() {
-            return self.close(reason, pool);
+        if let Phase::Connecting {
+            since, awaiting, ..
+        } = self.phase
+        {
+            let owed = self.to_upstream.pending() > 0;
+            // A paired tunnel already takes writes: hand over at once (below). A dialed
+            // upstream does not yet: wait for the connect if bytes are owed.
+            if side == Side::Upstream || (awaiting == Awaiting::Handshake && !owed) {
+                if side == Side::Client && policy.reset_policy == ResetPolicy::Mirror {
+                    self.upstream.abort();
+                }
+                return self.close(reason, pool);
+            }
+            if awaiting == Awaiting::Handshake {
+                self.to_client.end(pool);
+                self.to_upstream.stop_reading();
+                self.phase = Phase::Connecting {
+                    since,
+                    awaiting,
+                    client_gone: Some(reason),
+                };
+                return Drive::Waiting;
+            }
         }
         self.pipe_from(side.peer()).end(pool);
         self.phase = Phase::Resetting {
@@ -491,28 +544,42 @@ impl<S: Stream> Session<S> {
             return self.drive(pool, now, policy, 0);
         };
         let expired = now >= since + policy.reset_flush_timeout;
-        let (pipe, peer, ready) = match broken.peer() {
+        let (pipe, source, source_ready, peer, ready) = match broken.peer() {
             Side::Client => (
                 &mut self.to_client,
+                &mut self.upstream,
+                &mut self.upstream_ready.readable,
                 &mut self.client,
                 &mut self.client_ready.writable,
             ),
             Side::Upstream => (
                 &mut self.to_upstream,
+                &mut self.client,
+                &mut self.client_ready.readable,
                 &mut self.upstream,
                 &mut self.upstream_ready.writable,
             ),
         };
-        while pipe.pending() > 0 {
-            match pipe.flush(peer, ready, pool) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(_) => {
-                    // The other side is gone too: nothing more is owed.
-                    pipe.end(pool);
-                    peer.abort();
-                    return self.close(reason, pool);
-                }
+        // Owed bytes: those in the ring, and those the broken side's kernel received
+        // before its RST (still readable after it; a reset socket never blocks).
+        loop {
+            if pipe.flush(peer, ready, pool).is_err() {
+                // The other side is gone too: nothing more is owed.
+                pipe.end(pool);
+                peer.abort();
+                return self.close(reason, pool);
+            }
+            if !pipe.wants_read() {
+                break;
+            }
+            *source_ready = true;
+            match pipe.fill(source, source_ready, pool) {
+                Some(Pump::Progress { .. }) if pipe.flow() == Flow::Open => continue,
+                Some(Pump::Broken(..)) => pipe.stop_reading(),
+                _ => {}
+            }
+            if pipe.pending() == 0 || !*ready {
+                break;
             }
         }
         if pipe.pending() > 0 {

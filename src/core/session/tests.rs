@@ -134,11 +134,42 @@ fn client_bytes_read_while_connecting_are_delivered_after() {
 }
 
 #[test]
-fn client_reset_while_connecting_closes_at_once() {
+fn client_reset_while_connecting_with_nothing_owed_closes_at_once() {
     let mut w = world(16);
     w.s.client.then(ReadStep::Reset);
     w.s.on_event(Side::Client, ALL);
     assert_eq!(w.drive(), Drive::Closed(CloseReason::ClientReset));
+    assert_eq!(
+        w.s.upstream.aborts, 1,
+        "an upstream already connected sees RST"
+    );
+}
+
+#[test]
+fn client_reset_while_connecting_hands_owed_bytes_over_after_the_connect() {
+    let mut w = world(16);
+    w.s.client.send(b"owed").then(ReadStep::Reset);
+    w.s.on_event(Side::Client, ALL);
+    assert_eq!(w.drive(), Drive::Waiting);
+    assert_eq!(w.s.phase_name(), PhaseName::Connecting);
+    w.s.on_event(Side::Upstream, ALL);
+    assert_eq!(w.drive(), Drive::Closed(CloseReason::ClientReset));
+    assert_eq!(w.s.upstream.written, b"owed");
+    assert_eq!(w.s.upstream.aborts, 1);
+}
+
+#[test]
+fn client_gone_and_connect_failed_closes_for_the_client() {
+    let mut w = world(16);
+    w.s.client.send(b"owed").then(ReadStep::Reset);
+    w.s.on_event(Side::Client, ALL);
+    w.drive();
+    w.s.upstream
+        .connect
+        .push_back(failed(ConnectFailure::Refused));
+    w.s.on_event(Side::Upstream, ALL);
+    assert_eq!(w.drive(), Drive::Closed(CloseReason::ClientReset));
+    assert_eq!(w.pool.lent(), 0);
 }
 
 // ---- Relaying ----
@@ -324,6 +355,23 @@ fn client_gone_on_write_resets_the_upstream() {
     assert_eq!(w.wake(), Drive::Closed(CloseReason::ClientReset));
     assert_eq!(w.s.upstream.aborts, 1);
     assert_eq!(w.pool.lent(), 0);
+}
+
+#[test]
+fn upstream_reset_found_on_write_still_delivers_its_last_bytes() {
+    let mut w = World::connected(64);
+    w.s.upstream = Scripted::new();
+    w.s.upstream.writes.push_back(WriteStep::Reset);
+    w.s.upstream.send(b"last words").then(ReadStep::Reset);
+    w.s.upstream_ready = Readiness {
+        readable: false, // its event has not been handled yet
+        writable: true,
+    };
+    w.s.client.send(b"request");
+    w.s.on_event(Side::Client, ALL);
+    assert_eq!(w.drive(), Drive::Closed(CloseReason::UpstreamReset));
+    assert_eq!(w.s.client.written, b"last words");
+    assert_eq!(w.s.client.aborts, 1);
 }
 
 #[test]
