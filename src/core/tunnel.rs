@@ -170,8 +170,8 @@ enum RelayState {
     Handshake(HelloReader),
     /// Verified; waiting for the event loop's `admit` or `deny`.
     Verified,
-    /// DENIED queued; close once written.
-    Denying,
+    /// DENIED queued; close once written, for this reason.
+    Denying(TunnelEnd),
     Idle(Liveness),
 }
 
@@ -254,9 +254,9 @@ impl<S: Stream> RelayTunnel<S> {
                 }
             },
             RelayState::Verified => TunnelStep::Waiting,
-            RelayState::Denying => {
+            RelayState::Denying(end) => {
                 if self.out.is_empty() {
-                    TunnelStep::Closed(TunnelEnd::AuthFailed)
+                    TunnelStep::Closed(*end)
                 } else {
                     TunnelStep::Waiting
                 }
@@ -289,7 +289,7 @@ impl<S: Stream> RelayTunnel<S> {
     /// Refuses the tunnel: DENIED is queued and the tunnel closes once it is written.
     pub fn deny(&mut self, end: TunnelEnd) -> TunnelStep {
         self.out.push(&[frame::DENIED]);
-        self.state = RelayState::Denying;
+        self.state = RelayState::Denying(end);
         if self
             .out
             .flush(&mut self.stream, &mut self.ready.writable)

@@ -268,7 +268,12 @@ impl Server {
     fn agent_tunnel_step(&mut self, slot: usize, step: TunnelStep, now: Instant) {
         match step {
             TunnelStep::Waiting => {}
-            TunnelStep::Authenticated(_) => self.tunnel_up(slot),
+            TunnelStep::Authenticated(_) => {
+                self.tunnel_up(slot);
+                // ATTACH may have come in the same segment as WELCOME: no new edge will
+                // announce it, so read on now.
+                return self.on_agent_tunnel_event(slot, Readiness::default(), now);
+            }
             TunnelStep::Attached(client) => return self.attach(slot, client, now),
             TunnelStep::Closed(end) => return self.close_agent_tunnel(slot, end, now),
         }

@@ -43,6 +43,8 @@ struct TunnelEntry {
     peer: SocketAddr,
     /// Set once admitted into a service's idle queue.
     service: Option<usize>,
+    /// Counted in `handshakes` until verified.
+    handshaking: bool,
     armed: Option<Instant>,
 }
 
@@ -274,6 +276,7 @@ impl Server {
             tunnel: RelayTunnel::new(conn, nonce, now),
             peer,
             service: None,
+            handshaking: true,
             armed: None,
         });
         r.handshakes += 1;
@@ -345,7 +348,10 @@ impl Server {
 
     fn admit_tunnel(&mut self, slot: usize, name: &str, now: Instant) {
         let Some(r) = self.relay() else { return };
-        r.handshakes = r.handshakes.saturating_sub(1);
+        if let Some(t) = r.tunnels.get_mut(slot) {
+            t.handshaking = false;
+            r.handshakes = r.handshakes.saturating_sub(1);
+        }
         let Some(service) = r.names.iter().position(|n| n == name) else {
             return;
         };
@@ -368,7 +374,8 @@ impl Server {
         t.service = Some(service);
         debug!("tunnel {} from {} for {name}: idle", t.id, t.peer);
         r.idle[service].push_back((slot, t.id));
-        self.relay_tunnel_step(slot, TunnelStep::Waiting, now);
+        // Bytes that came with the hello (a heartbeat) raise no new edge: read on now.
+        self.drive_relay_tunnel(slot, now);
         self.pair_waiting(service, now);
     }
 
@@ -384,31 +391,32 @@ impl Server {
             return;
         };
         let _ = registry.deregister(t.tunnel.stream().source());
-        match t.service {
-            None => {
-                r.handshakes = r.handshakes.saturating_sub(1);
-                if matches!(
-                    end,
-                    TunnelEnd::AuthFailed | TunnelEnd::ProtocolError | TunnelEnd::HandshakeTimeout
-                ) {
-                    r.failures.record(t.peer.ip(), now);
-                    if r.failures.may_warn(now) {
-                        let what = if end == TunnelEnd::AuthFailed {
-                            "authentication failed"
-                        } else {
-                            "handshake failed"
-                        };
-                        warn!("tunnel {} from {}: {what} ({})", t.id, t.peer, end.as_str());
-                    }
-                }
-            }
-            Some(service) => info!(
+        if t.handshaking {
+            r.handshakes = r.handshakes.saturating_sub(1);
+        }
+        match (t.service, end) {
+            (Some(service), _) => info!(
                 "tunnel {} from {} for {}: {}",
                 t.id,
                 t.peer,
                 r.names[service],
                 end.as_str()
             ),
+            // Refused at the idle-tunnel limit (logged when refused): not a failure.
+            (None, TunnelEnd::Denied) => {}
+            // Every other unfinished handshake counts against its source: a wrong proof,
+            // bad bytes, a trickle cut at the deadline, a peer that hung up half-way.
+            (None, _) => {
+                r.failures.record(t.peer.ip(), now);
+                if r.failures.may_warn(now) {
+                    let what = if end == TunnelEnd::AuthFailed {
+                        "authentication failed"
+                    } else {
+                        "handshake failed"
+                    };
+                    warn!("tunnel {} from {}: {what} ({})", t.id, t.peer, end.as_str());
+                }
+            }
         }
     }
 
