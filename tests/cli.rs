@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
 use support::*;
@@ -301,5 +301,71 @@ fn ready_line_lists_every_listener() {
         echo_once(proxy.listen[1]);
         proxy.assert_quiescent(baseline, Duration::from_secs(2));
         assert_eq!(up.accepted(), 3, "every session reaches the upstream");
+    });
+}
+
+/// `-q` (warnings only): a complete session leaves no `close` line and the
+/// start-up INFO line is gone, while warnings still get through. The warning
+/// a second SIGTERM prints comes after the session's close would have been
+/// logged, so the absence is checked at a known point, not after a guess.
+#[test]
+fn quiet_flag_drops_info_and_close_lines_but_keeps_warnings() {
+    watchdog(|| {
+        let up = echo_server();
+        let mut proxy = Proxy::forward(&[up.addr], &["-q"]);
+        let addr = proxy.addr();
+        echo_once(addr);
+        let mut held = connect(addr); // keeps the drain going until the second signal
+        echo_roundtrip(&mut held, b"held");
+
+        proxy.send_signal(libc::SIGTERM);
+        let refused = wait_for(Duration::from_secs(5), || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err()
+        });
+        assert!(refused, "listener still open after SIGTERM");
+        proxy.send_signal(libc::SIGTERM);
+        assert!(
+            proxy.wait_log("second signal", Duration::from_secs(5)),
+            "-q should still print the second-signal warning; stderr:\n{}",
+            proxy.stderr()
+        );
+        let status = proxy.wait_exit(Duration::from_secs(5));
+        assert_eq!(status.code(), Some(0), "exit status after a second signal");
+        let err = proxy.stderr();
+        assert!(
+            !err.contains("close id=") && !err.contains(" INFO "),
+            "-q should drop INFO lines, close lines included; stderr:\n{err}"
+        );
+        drop(held);
+    });
+}
+
+/// `-v` adds debug lines (a refused upstream connect is logged at DEBUG
+/// before the session's close line); without it there are none.
+#[test]
+fn verbose_flag_adds_debug_lines() {
+    watchdog(|| {
+        for (extra, want_debug) in [(&["-v"][..], true), (&[][..], false)] {
+            let proxy = Proxy::forward(&[closed_port()], extra);
+            let mut c = connect(proxy.addr());
+            let end = read_end(&mut c);
+            assert!(matches!(end, End::Eof), "{extra:?}: client got {end:?}");
+            assert!(
+                proxy.wait_log("reason=connect-refused", Duration::from_secs(5)),
+                "{extra:?}: no close line; stderr:\n{}",
+                proxy.stderr()
+            );
+            let err = proxy.stderr();
+            let debug = err
+                .lines()
+                .any(|l| l.contains(" DEBUG ") && l.contains("connect to"));
+            assert_eq!(
+                debug, want_debug,
+                "{extra:?}: DEBUG line about the refused connect; stderr:\n{err}"
+            );
+            if !want_debug {
+                assert!(!err.contains(" DEBUG "), "DEBUG lines without -v:\n{err}");
+            }
+        }
     });
 }

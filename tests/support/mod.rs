@@ -7,6 +7,8 @@
 //!   sockets on std threads, each with read and write timeouts;
 //! - [`data`]: payload patterns, sha256, full-duplex transfers;
 //! - [`cli`]: runs of the binary that should exit by themselves;
+//! - [`nat`]: relay and agent processes, the relay -> agent [`Chain`], raw
+//!   tunnel handshakes and settle checks for processes holding idle tunnels;
 //! - here: [`wait_until`], the per-test [`watchdog`], [`Gate`] and
 //!   [`enter_private_netns`].
 //!
@@ -19,12 +21,14 @@
 
 pub mod cli;
 pub mod data;
+pub mod nat;
 pub mod net;
 pub mod procfs;
 pub mod proxy;
 
 pub use cli::*;
 pub use data::*;
+pub use nat::*;
 pub use net::*;
 pub use procfs::*;
 pub use proxy::*;

@@ -297,3 +297,38 @@ pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let r = f();
     (r, t0.elapsed())
 }
+
+/// First byte of a session that asks a [`dispatch_server`] for an echo.
+pub const ECHO: u8 = b'E';
+
+/// An upstream that echoes sessions whose first byte is [`ECHO`] and hands
+/// every other session (first byte consumed) to `scenario`, so one upstream
+/// serves the warm-up, a test's scenario and the final liveness echo.
+pub fn dispatch_server<F>(scenario: F) -> Upstream
+where
+    F: Fn(TcpStream) + Send + Sync + 'static,
+{
+    scripted_server(move |mut s| {
+        let mut mode = [0u8; 1];
+        if s.read_exact(&mut mode).is_ok() {
+            if mode[0] == ECHO {
+                echo_conn(s)
+            } else {
+                scenario(s)
+            }
+        }
+    })
+}
+
+/// A complete echo session through a proxy in front of a [`dispatch_server`]:
+/// [`ECHO`], 4 KiB round trip, half-close, EOF.
+pub fn dispatch_echo_once(addr: SocketAddr) {
+    let mut s = connect(addr);
+    s.write_all(&[ECHO]).expect("echo: mode byte");
+    echo_roundtrip(&mut s, &super::pattern(42, 4096));
+    s.shutdown(Shutdown::Write).expect("echo: shutdown(Write)");
+    match read_end(&mut s) {
+        End::Eof => {}
+        other => panic!("dispatch_echo_once: expected EOF after half-close, got {other:?}"),
+    }
+}

@@ -29,6 +29,9 @@ pub struct Proxy {
     pub pid: u32,
     /// Listen addresses from the READY line, in the order given.
     pub listen: Vec<SocketAddr>,
+    /// Every `key=value` token of the READY line, in order (relay and agent
+    /// modes print `tunnel=`, `public.NAME=`, `relay=`, `service.NAME=`).
+    pub ready: Vec<(String, String)>,
     stderr: Arc<Mutex<String>>,
     status: Option<ExitStatus>,
 }
@@ -64,7 +67,96 @@ impl Proxy {
         Self::spawn(&refs)
     }
 
+    /// Spawns `tcpbridge ARGS...` without waiting for its READY line: the
+    /// receiver yields the first stdout line when (if ever) it comes. Pass it
+    /// to [`Proxy::await_ready`], or use it to check that no READY comes.
+    pub fn launch(args: &[&str]) -> (Proxy, mpsc::Receiver<String>) {
+        Self::launch_inner(args, None)
+    }
+
     fn spawn_inner(args: &[&str], nofile: Option<u64>) -> Proxy {
+        let (mut proxy, line_rx) = Self::launch_inner(args, nofile);
+        if let Err(why) = proxy.await_ready(&line_rx, READY_TIMEOUT) {
+            panic!("tcpbridge {args:?}: {why}");
+        }
+        if args.first() == Some(&"forward") && proxy.listen.is_empty() {
+            panic!(
+                "tcpbridge {args:?}: READY line has no listen=IP:PORT token: {:?}",
+                proxy.ready
+            );
+        }
+        proxy
+    }
+
+    /// Waits up to `within` for the first stdout line and parses it as the
+    /// READY line (filling [`Proxy::listen`] and [`Proxy::ready`]). The error
+    /// says what happened instead, with the child's stderr.
+    pub fn await_ready(
+        &mut self,
+        line_rx: &mpsc::Receiver<String>,
+        within: Duration,
+    ) -> Result<(), String> {
+        let first = match line_rx.recv_timeout(within) {
+            Ok(line) => line,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let exited = wait_for(Duration::from_secs(2), || self.try_status().is_some());
+                let status = if exited {
+                    format!("{:?}", self.status)
+                } else {
+                    "still running".to_string()
+                };
+                return Err(format!(
+                    "closed stdout ({status}) before printing READY; stderr:\n{}",
+                    self.stderr()
+                ));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                return Err(format!(
+                    "printed no line on stdout within {within:?}; stderr:\n{}",
+                    self.stderr()
+                ))
+            }
+        };
+        let stderr = Arc::clone(&self.stderr);
+        let line = first.clone();
+        let bad = move |why: String| {
+            let err = stderr.lock().map(|s| s.clone()).unwrap_or_default();
+            format!("bad READY line {first:?}: {why}; stderr:\n{err}")
+        };
+        let fields = parse_ready_fields(&line).map_err(&bad)?;
+        let mut listen = Vec::new();
+        for (k, v) in &fields {
+            if k == "listen" {
+                let a = v
+                    .parse::<SocketAddr>()
+                    .map_err(|e| bad(format!("listen={v}: {e}")))?;
+                listen.push(a);
+            }
+        }
+        self.ready = fields;
+        self.listen = listen;
+        Ok(())
+    }
+
+    /// The value of `key=` in the READY line (first occurrence).
+    pub fn field(&self, key: &str) -> Option<&str> {
+        self.ready
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The value of `key=` in the READY line as a socket address; panics
+    /// (showing the READY fields) if it is missing or not an address.
+    pub fn field_addr(&self, key: &str) -> SocketAddr {
+        let v = self
+            .field(key)
+            .unwrap_or_else(|| panic!("READY line has no `{key}=`: {:?}", self.ready));
+        v.parse()
+            .unwrap_or_else(|e| panic!("READY `{key}={v}` is not an address: {e}"))
+    }
+
+    fn launch_inner(args: &[&str], nofile: Option<u64>) -> (Proxy, mpsc::Receiver<String>) {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .stdin(Stdio::null())
@@ -112,34 +204,15 @@ impl Proxy {
             for _ in lines {}
         });
 
-        let mut proxy = Proxy {
+        let proxy = Proxy {
             child,
             pid,
             listen: Vec::new(),
+            ready: Vec::new(),
             stderr,
             status: None,
         };
-        let first = match line_rx.recv_timeout(READY_TIMEOUT) {
-            Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let status = proxy.wait_exit(Duration::from_secs(2));
-                panic!(
-                    "tcpbridge {args:?} exited ({status}) before printing READY; stderr:\n{}",
-                    proxy.stderr()
-                );
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => panic!(
-                "tcpbridge {args:?} printed no line on stdout within {READY_TIMEOUT:?}; stderr:\n{}",
-                proxy.stderr()
-            ),
-        };
-        proxy.listen = parse_ready(&first).unwrap_or_else(|why| {
-            panic!(
-                "bad READY line {first:?} from tcpbridge {args:?}: {why}; stderr:\n{}",
-                proxy.stderr()
-            )
-        });
-        proxy
+        (proxy, line_rx)
     }
 
     /// The first listen address.
@@ -316,6 +389,27 @@ impl Proxy {
         Duration::from_millis(self.cpu_ticks() * 1000 / hz)
     }
 
+    /// A `kB` line of `/proc/PID/status` (`VmRSS`, `VmHWM`...), in KiB.
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .unwrap_or_else(|e| panic!("read /proc/{}/status: {e}", self.pid));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{field}: N kB` line in /proc/{}/status", self.pid))
+    }
+
+    /// Resident set size now, in KiB (`VmRSS`).
+    pub fn vm_rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS")
+    }
+
+    /// Peak resident set size so far, in KiB (`VmHWM`).
+    pub fn vm_hwm_kib(&self) -> u64 {
+        self.status_kib("VmHWM")
+    }
+
     /// Waits until the proxy owns no TCP socket except its listeners, then
     /// returns its fd count: the baseline for [`Proxy::assert_quiescent`].
     /// Call it after a warm-up session (e.g. [`super::echo_once`]).
@@ -419,6 +513,23 @@ pub fn forward_args(upstreams: &[SocketAddr], extra: &[&str]) -> Vec<String> {
     }
     v.extend(extra.iter().map(|s| s.to_string()));
     v
+}
+
+/// Parses `READY key=value [key=value ...]` into its `key=value` tokens
+/// (other tokens are ignored); at least one is required.
+pub fn parse_ready_fields(line: &str) -> Result<Vec<(String, String)>, String> {
+    let mut tokens = line.split_whitespace();
+    if tokens.next() != Some("READY") {
+        return Err("does not start with `READY `".into());
+    }
+    let fields: Vec<(String, String)> = tokens
+        .filter_map(|t| t.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if fields.is_empty() {
+        return Err("no key=value token".into());
+    }
+    Ok(fields)
 }
 
 /// Parses `READY listen=IP:PORT [listen=IP:PORT ...] [other tokens]`.
