@@ -112,6 +112,13 @@ impl Outbox {
         self.at == self.len
     }
 
+    /// Writes what it can; a broken stream ends the tunnel as lost.
+    fn send<S: Stream>(&mut self, stream: &mut S, writable: &mut bool) -> Result<(), TunnelEnd> {
+        self.flush(stream, writable)
+            .map(|_| ())
+            .map_err(|()| TunnelEnd::Lost)
+    }
+
     /// Writes what it can. `Err(())` when the stream is broken.
     fn flush<S: Stream>(&mut self, stream: &mut S, writable: &mut bool) -> Result<bool, ()> {
         let mut wrote = false;
@@ -216,12 +223,8 @@ impl<S: Stream> RelayTunnel<S> {
 
     /// Moves what can move; `services` are the names this relay exposes.
     pub fn drive(&mut self, now: Instant, secret: &Secret, services: &[String]) -> TunnelStep {
-        if self
-            .out
-            .flush(&mut self.stream, &mut self.ready.writable)
-            .is_err()
-        {
-            return TunnelStep::Closed(TunnelEnd::Lost);
+        if let Err(end) = self.out.send(&mut self.stream, &mut self.ready.writable) {
+            return TunnelStep::Closed(end);
         }
         let mut buf = [0u8; MAX_HELLO];
         match &mut self.state {
@@ -415,12 +418,8 @@ impl<S: Stream> AgentTunnel<S> {
                 ConnectStatus::Failed(f) => return TunnelStep::Closed(TunnelEnd::ConnectFailed(f)),
             }
         }
-        if self
-            .out
-            .flush(&mut self.stream, &mut self.ready.writable)
-            .is_err()
-        {
-            return TunnelStep::Closed(TunnelEnd::Lost);
+        if let Err(end) = self.out.send(&mut self.stream, &mut self.ready.writable) {
+            return TunnelStep::Closed(end);
         }
         let mut buf = [0u8; MAX_HELLO];
         loop {

@@ -144,8 +144,12 @@ impl AgentState {
 
 impl Server {
     fn agent(&mut self) -> Option<&mut AgentState> {
+        self.agent_and_registry().map(|(_, a)| a)
+    }
+
+    fn agent_and_registry(&mut self) -> Option<(&Registry, &mut AgentState)> {
         match &mut self.mode {
-            ModeState::Agent(a) => Some(a),
+            ModeState::Agent(a) => Some((self.poll.registry(), a)),
             _ => None,
         }
     }
@@ -194,11 +198,7 @@ impl Server {
     /// Opens one tunnel for `service`; false when the dial failed at once.
     fn dial_tunnel(&mut self, service: usize, now: Instant) -> bool {
         let id = self.new_id();
-        let registry = self.poll.registry();
-        let Some(a) = (match &mut self.mode {
-            ModeState::Agent(a) => Some(a),
-            _ => None,
-        }) else {
+        let Some((registry, a)) = self.agent_and_registry() else {
             return false;
         };
         a.next_addr = (a.next_addr + 1) % a.relay_addrs.len().max(1);
@@ -314,11 +314,7 @@ impl Server {
 
     /// The relay attached a client: dial the local service and start the session.
     fn attach(&mut self, slot: usize, client: SocketAddr, now: Instant) {
-        let registry = self.poll.registry();
-        let Some(a) = (match &mut self.mode {
-            ModeState::Agent(a) => Some(a),
-            _ => None,
-        }) else {
+        let Some((registry, a)) = self.agent_and_registry() else {
             return;
         };
         let Some(t) = a.tunnels.try_remove(slot) else {
@@ -358,11 +354,7 @@ impl Server {
     }
 
     fn close_agent_tunnel(&mut self, slot: usize, end: TunnelEnd, now: Instant) {
-        let registry = self.poll.registry();
-        let Some(a) = (match &mut self.mode {
-            ModeState::Agent(a) => Some(a),
-            _ => None,
-        }) else {
+        let Some((registry, a)) = self.agent_and_registry() else {
             return;
         };
         let Some(mut t) = a.tunnels.try_remove(slot) else {

@@ -220,8 +220,12 @@ impl RelayState {
 
 impl Server {
     fn relay(&mut self) -> Option<&mut RelayState> {
+        self.relay_and_registry().map(|(_, r)| r)
+    }
+
+    fn relay_and_registry(&mut self) -> Option<(&Registry, &mut RelayState)> {
         match &mut self.mode {
-            ModeState::Relay(r) => Some(r),
+            ModeState::Relay(r) => Some((self.poll.registry(), r)),
             _ => None,
         }
     }
@@ -237,11 +241,7 @@ impl Server {
     /// An agent connected to the tunnel listener: start its handshake.
     pub(super) fn open_tunnel(&mut self, mut conn: Conn, peer: SocketAddr, now: Instant) {
         let id = self.new_id();
-        let registry = self.poll.registry();
-        let Some(r) = (match &mut self.mode {
-            ModeState::Relay(r) => Some(r),
-            _ => None,
-        }) else {
+        let Some((registry, r)) = self.relay_and_registry() else {
             return;
         };
         if r.failures.blocked(peer.ip(), now) {
@@ -380,11 +380,7 @@ impl Server {
     }
 
     fn close_relay_tunnel(&mut self, slot: usize, end: TunnelEnd, now: Instant) {
-        let registry = self.poll.registry();
-        let Some(r) = (match &mut self.mode {
-            ModeState::Relay(r) => Some(r),
-            _ => None,
-        }) else {
+        let Some((registry, r)) = self.relay_and_registry() else {
             return;
         };
         let Some(mut t) = r.tunnels.try_remove(slot) else {
@@ -429,11 +425,7 @@ impl Server {
         now: Instant,
     ) {
         let id = self.new_id();
-        let registry = self.poll.registry();
-        let Some(r) = (match &mut self.mode {
-            ModeState::Relay(r) => Some(r),
-            _ => None,
-        }) else {
+        let Some((registry, r)) = self.relay_and_registry() else {
             return;
         };
         if let Some(tunnel) = r.pop_idle(service) {
@@ -526,11 +518,7 @@ impl Server {
 
     /// A waiting client's socket changed: if it went away, forget it.
     pub(super) fn on_waiting_event(&mut self, slot: usize, now: Instant) {
-        let registry = self.poll.registry();
-        let Some(r) = (match &mut self.mode {
-            ModeState::Relay(r) => Some(r),
-            _ => None,
-        }) else {
+        let Some((registry, r)) = self.relay_and_registry() else {
             return;
         };
         let Some(w) = r.waiting.get_mut(slot) else {
@@ -554,11 +542,7 @@ impl Server {
 
     /// A waiting client's pair timeout fired.
     pub(super) fn on_waiting_deadline(&mut self, slot: usize, id: u64, _at: Instant, now: Instant) {
-        let registry = self.poll.registry();
-        let Some(r) = (match &mut self.mode {
-            ModeState::Relay(r) => Some(r),
-            _ => None,
-        }) else {
+        let Some((registry, r)) = self.relay_and_registry() else {
             return;
         };
         if r.waiting.get(slot).is_none_or(|w| w.id != id) {
