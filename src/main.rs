@@ -407,7 +407,13 @@ fn agent_config(a: &AgentArgs) -> Result<Config, ConfigError> {
 
 fn run(config: Config) -> ExitCode {
     net::ignore_sigpipe();
-    let max_sessions = effective_max_sessions(config.common.max_sessions);
+    // Sockets besides sessions': a relay's idle tunnels and handshakes, an agent's pools.
+    let extra = match &config.mode {
+        Mode::Forward(_) => 0,
+        Mode::Relay(r) => r.public.len() * r.max_idle_tunnels + r.max_handshakes,
+        Mode::Agent(a) => a.services.len() * a.pool,
+    };
+    let max_sessions = effective_max_sessions(config.common.max_sessions, extra);
     let bound = match server::bind(&config) {
         Ok(b) => b,
         Err((addr, e)) => {
@@ -462,11 +468,12 @@ fn run(config: Config) -> ExitCode {
     }
 }
 
-/// Raises the open-files limit toward what `wanted` sessions need (two sockets each), and
-/// lowers the session limit to what the limit allows, as HAProxy derives maxconn.
-fn effective_max_sessions(wanted: usize) -> usize {
+/// Raises the open-files limit toward what `wanted` sessions need (two sockets each) plus
+/// `extra` sockets, and lowers the session limit to what the limit allows, as HAProxy
+/// derives maxconn.
+fn effective_max_sessions(wanted: usize, extra: usize) -> usize {
     const SPARE: usize = 16;
-    let in_use = net::open_descriptors().unwrap_or(SPARE);
+    let in_use = net::open_descriptors().unwrap_or(SPARE) + extra;
     let need = (2 * wanted + in_use + SPARE) as u64;
     let Ok((soft, _hard)) = net::raise_nofile(need) else {
         return wanted;
