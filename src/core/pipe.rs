@@ -126,11 +126,19 @@ impl Pipe {
 
     /// Moves what can move: one read (if `source_ready`), one write (if `may_write` and
     /// `destination_ready`), and the FIN once EOF has been seen and the ring is empty.
-    /// Clears a readiness bit when its call answers `WouldBlock`.
+    ///
+    /// Clears a readiness bit when its call answers `WouldBlock`, and also after a *short*
+    /// read or write (fewer bytes than offered): the kernel had no more to give or no
+    /// more room, and edge-triggered epoll reports the next arrival or freed space as a
+    /// new event, so the confirming `EAGAIN` call is saved (tokio does the same). A short
+    /// read keeps the bit when `source_closed` (the peer's FIN or RST was reported): that
+    /// end raises no further event and must still be read.
+    #[allow(clippy::too_many_arguments)]
     pub fn pump<S: Stream + ?Sized, D: Stream + ?Sized>(
         &mut self,
         source: &mut S,
         source_ready: &mut bool,
+        source_closed: bool,
         destination: &mut D,
         destination_ready: &mut bool,
         may_write: bool,
@@ -138,7 +146,7 @@ impl Pipe {
     ) -> Pump {
         let mut changed = false;
         let mut starved = false;
-        match self.read(source, source_ready, pool) {
+        match self.read(source, source_ready, source_closed, pool) {
             Some(Pump::Progress { .. }) => changed = true,
             // No buffer to read into; a prefix may still be waiting to go out.
             Some(Pump::Starved) => starved = true,
@@ -215,13 +223,14 @@ impl Pipe {
         ready: &mut bool,
         pool: &mut Pool,
     ) -> Option<Pump> {
-        self.read(source, ready, pool)
+        self.read(source, ready, true, pool)
     }
 
     fn read<S: Stream + ?Sized>(
         &mut self,
         source: &mut S,
         ready: &mut bool,
+        closed: bool,
         pool: &mut Pool,
     ) -> Option<Pump> {
         if !*ready || !self.wants_read() {
@@ -234,9 +243,15 @@ impl Pipe {
             }
         }
         let ring = self.ring.as_mut()?;
+        let room = ring.room();
         let outcome = classify(retry(|| ring.read_from(source)));
         let result = match outcome {
-            Io::Moved(_) => Pump::Progress { written: 0 },
+            Io::Moved(n) => {
+                if n < room && !closed {
+                    *ready = false; // drained: the next arrival is a new edge
+                }
+                Pump::Progress { written: 0 }
+            }
             Io::Eof => {
                 self.flow = Flow::Eof;
                 Pump::Progress { written: 0 }
@@ -278,8 +293,14 @@ impl Pipe {
         let Some(ring) = self.ring.as_mut() else {
             return Ok(0);
         };
+        let offered = ring.len();
         let written = match classify(retry(|| ring.write_to(destination))) {
-            Io::Moved(n) => n,
+            Io::Moved(n) => {
+                if n < offered {
+                    *ready = false; // send buffer full: freed space is a new edge
+                }
+                n
+            }
             Io::Blocked => {
                 *ready = false;
                 0
@@ -311,6 +332,7 @@ mod tests {
         src: Scripted,
         dst: Scripted,
         src_ready: bool,
+        src_closed: bool,
         dst_ready: bool,
         pool: Pool,
         pipe: Pipe,
@@ -321,6 +343,7 @@ mod tests {
             src: Scripted::new(),
             dst: Scripted::sink(),
             src_ready: true,
+            src_closed: false,
             dst_ready: true,
             pool: Pool::new(ring, 4),
             pipe: Pipe::new(),
@@ -332,6 +355,7 @@ mod tests {
             self.pipe.pump(
                 &mut self.src,
                 &mut self.src_ready,
+                self.src_closed,
                 &mut self.dst,
                 &mut self.dst_ready,
                 true,
@@ -339,15 +363,39 @@ mod tests {
             )
         }
 
-        /// Pumps until nothing moves; returns the last answer.
+        /// Pumps until nothing moves, as the kernel would report it: the source is
+        /// "read closed" once its end is queued, and every readiness bit a short read or
+        /// write cleared comes back as an event while the script still has steps.
         fn run(&mut self) -> Pump {
+            let mut last = Pump::Stuck;
             for _ in 0..10_000 {
+                self.src_closed = self.src.peer_closed();
                 match self.pump() {
                     Pump::Progress { .. } => continue,
+                    Pump::Stuck if self.events_pending() => {
+                        self.src_ready |= !self.src.reads.is_empty();
+                        self.dst_ready |= self.dst.accept_when_done || !self.dst.writes.is_empty();
+                        last = Pump::Stuck;
+                    }
                     other => return other,
                 }
             }
-            panic!("the pipe never settled")
+            panic!("the pipe never settled (last {last:?})")
+        }
+
+        /// True when an edge would still come: bytes queued in the source with its bit
+        /// cleared by a short read, or room in a destination whose bit a short write cleared.
+        fn events_pending(&self) -> bool {
+            let more_input =
+                !self.src_ready && self.src.reads.iter().any(|s| *s != ReadStep::Block);
+            let more_room = !self.dst_ready
+                && self.pipe.pending() > 0
+                && matches!(self.dst.writes.front(), Some(WriteStep::Accept(_)))
+                || (!self.dst_ready
+                    && self.pipe.pending() > 0
+                    && self.dst.writes.is_empty()
+                    && self.dst.accept_when_done);
+            more_input || more_room
         }
     }
 

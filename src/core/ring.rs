@@ -45,6 +45,11 @@ impl Ring {
         self.len
     }
 
+    /// Bytes that can still be added.
+    pub fn room(&self) -> usize {
+        self.buf.len() - self.len
+    }
+
     /// True when no byte waits.
     pub fn is_empty(&self) -> bool {
         self.len == 0

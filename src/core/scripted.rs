@@ -83,6 +83,16 @@ impl Scripted {
         self
     }
 
+    /// True once the peer's FIN or RST is queued or read: what the kernel reports as
+    /// "read closed" (EPOLLRDHUP) alongside readability.
+    pub fn peer_closed(&self) -> bool {
+        self.ended.is_some()
+            || self
+                .reads
+                .iter()
+                .any(|s| matches!(s, ReadStep::Eof | ReadStep::Reset))
+    }
+
     /// Queues a read step.
     pub fn then(&mut self, step: ReadStep) -> &mut Self {
         self.reads.push_back(step);

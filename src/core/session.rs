@@ -52,13 +52,16 @@ pub struct Policy {
     pub reset_policy: ResetPolicy,
 }
 
-/// Readiness cache of one socket: set by events, cleared only by `WouldBlock`.
+/// Readiness cache of one socket: set by events, cleared by `WouldBlock` (or a short
+/// read or write, see [`Pipe::pump`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Readiness {
     /// A read may make progress.
     pub readable: bool,
     /// A write may make progress.
     pub writable: bool,
+    /// The peer's FIN or RST has been reported (sticky: it raises no further event).
+    pub read_closed: bool,
 }
 
 /// What the event loop must do after a drive.
@@ -186,6 +189,7 @@ impl<S: Stream> Session<S> {
         };
         cache.readable |= ready.readable;
         cache.writable |= ready.writable;
+        cache.read_closed |= ready.read_closed;
     }
 
     /// Moves every byte that can move, within `budget` bytes written.
@@ -472,6 +476,7 @@ impl<S: Stream> Session<S> {
             Side::Client => self.to_upstream.pump(
                 &mut self.client,
                 &mut self.client_ready.readable,
+                self.client_ready.read_closed,
                 &mut self.upstream,
                 &mut self.upstream_ready.writable,
                 upstream_open,
@@ -480,6 +485,7 @@ impl<S: Stream> Session<S> {
             Side::Upstream => self.to_client.pump(
                 &mut self.upstream,
                 &mut self.upstream_ready.readable,
+                self.upstream_ready.read_closed,
                 &mut self.client,
                 &mut self.client_ready.writable,
                 true,
@@ -586,7 +592,12 @@ impl<S: Stream> Session<S> {
             if !expired {
                 return Drive::Waiting;
             }
+            // The other side took nothing for the whole flush timeout: owed bytes are
+            // lost, so it gets an RST under either policy (a FIN would claim the stream
+            // ended complete).
             pipe.discard(pool);
+            peer.abort();
+            return self.close(reason, pool);
         }
         match policy.reset_policy {
             ResetPolicy::Fin => {

@@ -222,6 +222,7 @@ impl Server {
                 let ready = Readiness {
                     readable: event.is_readable() || event.is_read_closed() || event.is_error(),
                     writable: event.is_writable() || event.is_write_closed() || event.is_error(),
+                    read_closed: event.is_read_closed() || event.is_error(),
                 };
                 match Target::of(event.token()) {
                     Target::Signals => self.on_signals(now),

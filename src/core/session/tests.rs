@@ -36,13 +36,24 @@ fn world(ring: usize) -> World {
 const ALL: Readiness = Readiness {
     readable: true,
     writable: true,
+    read_closed: false,
 };
+
+/// What the kernel would report for this peer: readable and writable, and "read
+/// closed" once its FIN or RST has arrived.
+fn event_for(peer: &Scripted) -> Readiness {
+    Readiness {
+        read_closed: peer.peer_closed(),
+        ..ALL
+    }
+}
 
 impl World {
     fn connected(ring: usize) -> World {
         let mut w = world(ring);
         w.s.on_event(Side::Upstream, ALL);
-        w.s.on_event(Side::Client, ALL);
+        let e = event_for(&w.s.client);
+        w.s.on_event(Side::Client, e);
         assert_eq!(w.drive(), Drive::Waiting);
         assert!(w.s.connected());
         w
@@ -53,8 +64,8 @@ impl World {
     }
 
     fn wake(&mut self) -> Drive {
-        self.s.on_event(Side::Client, ALL);
-        self.s.on_event(Side::Upstream, ALL);
+        self.s.on_event(Side::Client, event_for(&self.s.client));
+        self.s.on_event(Side::Upstream, event_for(&self.s.upstream));
         self.drive()
     }
 
@@ -125,7 +136,8 @@ fn redial_starts_a_fresh_connect_clock() {
 fn client_bytes_read_while_connecting_are_delivered_after() {
     let mut w = world(16);
     w.s.client.send(b"early");
-    w.s.on_event(Side::Client, ALL);
+    let e = event_for(&w.s.client);
+    w.s.on_event(Side::Client, e);
     assert_eq!(w.drive(), Drive::Waiting);
     assert!(w.s.upstream.written.is_empty());
     w.s.on_event(Side::Upstream, ALL);
@@ -137,7 +149,8 @@ fn client_bytes_read_while_connecting_are_delivered_after() {
 fn client_reset_while_connecting_with_nothing_owed_closes_at_once() {
     let mut w = world(16);
     w.s.client.then(ReadStep::Reset);
-    w.s.on_event(Side::Client, ALL);
+    let e = event_for(&w.s.client);
+    w.s.on_event(Side::Client, e);
     assert_eq!(w.drive(), Drive::Closed(CloseReason::ClientReset));
     assert_eq!(
         w.s.upstream.aborts, 1,
@@ -149,7 +162,8 @@ fn client_reset_while_connecting_with_nothing_owed_closes_at_once() {
 fn client_reset_while_connecting_hands_owed_bytes_over_after_the_connect() {
     let mut w = world(16);
     w.s.client.send(b"owed").then(ReadStep::Reset);
-    w.s.on_event(Side::Client, ALL);
+    let e = event_for(&w.s.client);
+    w.s.on_event(Side::Client, e);
     assert_eq!(w.drive(), Drive::Waiting);
     assert_eq!(w.s.phase_name(), PhaseName::Connecting);
     w.s.on_event(Side::Upstream, ALL);
@@ -162,7 +176,8 @@ fn client_reset_while_connecting_hands_owed_bytes_over_after_the_connect() {
 fn client_gone_and_connect_failed_closes_for_the_client() {
     let mut w = world(16);
     w.s.client.send(b"owed").then(ReadStep::Reset);
-    w.s.on_event(Side::Client, ALL);
+    let e = event_for(&w.s.client);
+    w.s.on_event(Side::Client, e);
     w.drive();
     w.s.upstream
         .connect
@@ -190,7 +205,8 @@ fn both_directions_flow() {
 fn budget_yields_and_resumes() {
     let mut w = World::connected(4);
     w.s.client.send(&[7u8; 64]);
-    w.s.on_event(Side::Client, ALL);
+    let e = event_for(&w.s.client);
+    w.s.on_event(Side::Client, e);
     assert_eq!(w.s.drive(&mut w.pool, w.now, &w.policy, 8), Drive::Yielded);
     assert!(w.s.upstream.written.len() < 64);
     assert_eq!(w.drive(), Drive::Waiting);
@@ -202,7 +218,8 @@ fn starved_pool_is_reported_and_recovers() {
     let mut w = World::connected(4);
     let held: Vec<_> = std::iter::from_fn(|| w.pool.take()).collect();
     w.s.client.send(b"abc");
-    w.s.on_event(Side::Client, ALL);
+    let e = event_for(&w.s.client);
+    w.s.on_event(Side::Client, e);
     assert_eq!(w.drive(), Drive::Starved);
     for b in held {
         w.pool.give(b);
@@ -366,9 +383,11 @@ fn upstream_reset_found_on_write_still_delivers_its_last_bytes() {
     w.s.upstream_ready = Readiness {
         readable: false, // its event has not been handled yet
         writable: true,
+        read_closed: false,
     };
     w.s.client.send(b"request");
-    w.s.on_event(Side::Client, ALL);
+    let e = event_for(&w.s.client);
+    w.s.on_event(Side::Client, e);
     assert_eq!(w.drive(), Drive::Closed(CloseReason::UpstreamReset));
     assert_eq!(w.s.client.written, b"last words");
     assert_eq!(w.s.client.aborts, 1);

@@ -13,6 +13,7 @@ const POLICY: TunnelPolicy = TunnelPolicy {
 const ALL: Readiness = Readiness {
     readable: true,
     writable: true,
+    read_closed: false,
 };
 
 fn secret(fill: u8) -> Secret {
