@@ -1,0 +1,418 @@
+//! The targets under test: how each is found, configured, started on 127.0.0.1
+//! in front of an upstream, checked end to end, and stopped.
+//!
+//! Programs that print `READY listen=IP:PORT` (tcpbridge, the backend, the
+//! in-bench baselines) listen on port 0 and announce the port. HAProxy, nginx,
+//! socat and rinetd need a port in their configuration: the harness binds
+//! 127.0.0.1:0, notes the port the kernel chose, closes it and hands that port
+//! over, then waits until it accepts connections.
+//!
+//! Every child gets `PR_SET_PDEATHSIG` (SIGTERM) so none outlives the bench, and
+//! its stderr goes to a log file in the scratch directory (quoted when it fails).
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::backend;
+use crate::external;
+use crate::procstat;
+
+/// How long a target may take to start listening.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Every kind of target, in report order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Direct,
+    Tcpbridge,
+    TokioCt,
+    TokioMt,
+    Thread,
+    Haproxy,
+    Nginx,
+    Socat,
+    Rinetd,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 9] = [
+        Kind::Direct,
+        Kind::Tcpbridge,
+        Kind::TokioCt,
+        Kind::TokioMt,
+        Kind::Thread,
+        Kind::Haproxy,
+        Kind::Nginx,
+        Kind::Socat,
+        Kind::Rinetd,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::Tcpbridge => "tcpbridge",
+            Kind::TokioCt => "tokio-ct",
+            Kind::TokioMt => "tokio-mt",
+            Kind::Thread => "thread",
+            Kind::Haproxy => "haproxy",
+            Kind::Nginx => "nginx",
+            Kind::Socat => "socat",
+            Kind::Rinetd => "rinetd",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The program a third-party target needs on `PATH`.
+    fn program(self) -> Option<&'static str> {
+        match self {
+            Kind::Haproxy => Some("haproxy"),
+            Kind::Nginx => Some("nginx"),
+            Kind::Socat => Some("socat"),
+            Kind::Rinetd => Some("rinetd"),
+            _ => None,
+        }
+    }
+}
+
+/// What every target start needs to know.
+pub struct Context {
+    /// Scratch directory for configurations and logs.
+    pub scratch: PathBuf,
+    /// The tcpbridge binary.
+    pub tcpbridge: PathBuf,
+    /// `--max-sessions` of tcpbridge (it lowers it itself to what
+    /// RLIMIT_NOFILE allows, and logs that).
+    pub tcpbridge_max_sessions: u64,
+    /// The equivalent limit of the other proxies (maxconn, worker_connections),
+    /// already lowered to what RLIMIT_NOFILE allows: they refuse to start above it.
+    pub max_sessions: u64,
+}
+
+/// A child process, stopped (SIGTERM, then SIGKILL after 3 s) when dropped.
+pub struct Process {
+    child: Child,
+    /// Kept open: the in-bench children exit when it closes.
+    _stdin: Option<ChildStdin>,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Spawns `command` with stderr to `log` and the parent-death signal set.
+    /// Spawn from the main thread only: the signal fires when the spawning
+    /// thread ends.
+    fn spawn(mut command: Command, log: &Path) -> io::Result<Process> {
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(File::create(log)?);
+        // SAFETY: prctl is async-signal-safe; nothing else runs in the child.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = command.spawn()?;
+        let stdin = child.stdin.take();
+        Ok(Process {
+            child,
+            _stdin: stdin,
+            log: log.to_path_buf(),
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last lines of the child's stderr, for a failure message.
+    fn log_tail(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().rev().take(3).collect();
+        let tail: Vec<&str> = lines.into_iter().rev().collect();
+        tail.join(" / ")
+    }
+
+    /// `Some(description)` once the child has exited.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(format!("exited ({status}): {}", self.log_tail())),
+            Ok(None) => None,
+            Err(e) => Some(format!("wait failed: {e}")),
+        }
+    }
+
+    /// Waits for the `READY listen=IP:PORT` line and returns the address.
+    /// The rest of stdout is drained in the background.
+    fn ready_line(&mut self) -> Result<SocketAddr, String> {
+        let stdout = self.child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            let _ = io::copy(&mut reader, &mut io::sink());
+        });
+        let line = rx.recv_timeout(START_TIMEOUT).map_err(|_| {
+            self.exited()
+                .unwrap_or_else(|| format!("no READY line within {START_TIMEOUT:?}"))
+        })?;
+        line.split_whitespace()
+            .find_map(|word| word.strip_prefix("listen="))
+            .and_then(|addr| addr.parse().ok())
+            .ok_or_else(|| match self.exited() {
+                Some(why) => why,
+                None => format!("unexpected first line {:?}", line.trim()),
+            })
+    }
+
+    /// Waits until `addr` accepts connections.
+    fn wait_listening(&mut self, addr: SocketAddr) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if let Some(why) = self.exited() {
+                return Err(why);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not listening on {addr} within {START_TIMEOUT:?}"));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(pid) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill has no memory preconditions; the pid is our child's.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A started target: where to connect, and its process when it has one.
+pub struct Target {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    pub process: Option<Process>,
+    /// RSS of its process tree once started and checked, before any load.
+    pub fresh_rss_kib: Option<u64>,
+}
+
+impl Target {
+    pub fn name(&self) -> &'static str {
+        self.kind.name()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Process::pid)
+    }
+}
+
+/// Starts the backend (a child running this same executable).
+pub fn start_backend(scratch: &Path) -> Result<(Process, SocketAddr), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut command = Command::new(exe);
+    command.arg("__backend");
+    let mut process =
+        Process::spawn(command, &scratch.join("backend.log")).map_err(|e| e.to_string())?;
+    let addr = process.ready_line()?;
+    Ok((process, addr))
+}
+
+/// Starts `kind` in front of `upstream`. `Err` is the reason to skip it:
+/// "not installed", or what went wrong. With `check`, one echo round trip
+/// through it to the bench backend must succeed too.
+pub fn start(
+    kind: Kind,
+    upstream: SocketAddr,
+    ctx: &Context,
+    check: bool,
+) -> Result<Target, String> {
+    if let Some(program) = kind.program() {
+        if find_program(program).is_none() {
+            return Err("skipped (not installed)".into());
+        }
+        if kind == Kind::Nginx && !Path::new(external::NGINX_STREAM_MODULE).exists() {
+            return Err("skipped (not installed: nginx stream module)".into());
+        }
+    }
+    if kind == Kind::Tcpbridge && !ctx.tcpbridge.exists() {
+        return Err(format!(
+            "skipped (no binary at {})",
+            ctx.tcpbridge.display()
+        ));
+    }
+    let mut target = launch(kind, upstream, ctx).map_err(|e| format!("failed to start: {e}"))?;
+    if check {
+        echo_check(target.addr).map_err(|e| format!("failed end-to-end check: {e}"))?;
+    }
+    target.fresh_rss_kib = target.pid().map(procstat::tree_rss_kib);
+    Ok(target)
+}
+
+fn launch(kind: Kind, upstream: SocketAddr, ctx: &Context) -> Result<Target, String> {
+    let log = ctx.scratch.join(format!("{}.log", kind.name()));
+    let spawn = |command: Command| Process::spawn(command, &log).map_err(|e| e.to_string());
+    let write = |name: &str, text: String| -> Result<PathBuf, String> {
+        let path = ctx.scratch.join(name);
+        fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    };
+    let (process, addr) = match kind {
+        Kind::Direct => {
+            return Ok(Target {
+                kind,
+                addr: upstream,
+                process: None,
+                fresh_rss_kib: None,
+            })
+        }
+        Kind::Tcpbridge => {
+            let mut command = Command::new(&ctx.tcpbridge);
+            command.args(["forward", "--listen", "127.0.0.1:0", "--upstream"]);
+            command.arg(upstream.to_string());
+            command.args(["--max-sessions", &ctx.tcpbridge_max_sessions.to_string()]);
+            command.args(["--buffer-size", "16KiB", "-q"]);
+            let mut process = spawn(command)?;
+            let addr = process.ready_line()?;
+            (process, addr)
+        }
+        Kind::TokioCt | Kind::TokioMt | Kind::Thread => {
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let mut command = Command::new(exe);
+            command.args(["__proxy", kind.name(), &upstream.to_string()]);
+            let mut process = spawn(command)?;
+            let addr = process.ready_line()?;
+            (process, addr)
+        }
+        Kind::Haproxy | Kind::Nginx | Kind::Socat | Kind::Rinetd => {
+            let listen = free_port().map_err(|e| e.to_string())?;
+            let dir = &ctx.scratch;
+            let mut command = Command::new(kind.program().expect("third-party"));
+            match kind {
+                Kind::Haproxy => {
+                    let text = external::haproxy_config(listen, upstream, ctx.max_sessions);
+                    command
+                        .arg("-db")
+                        .arg("-f")
+                        .arg(write("haproxy.cfg", text)?);
+                }
+                Kind::Nginx => {
+                    let text =
+                        external::nginx_stream_config(dir, listen, upstream, ctx.max_sessions);
+                    command.args(external::nginx_args(
+                        dir,
+                        &write("nginx-stream.conf", text)?,
+                    ));
+                }
+                Kind::Socat => {
+                    command.args(external::socat_args(listen, upstream));
+                }
+                _ => {
+                    let text = external::rinetd_config(dir, listen, upstream);
+                    command.arg("-f").arg("-c").arg(write("rinetd.conf", text)?);
+                }
+            }
+            let mut process = spawn(command)?;
+            process.wait_listening(listen)?;
+            (process, listen)
+        }
+    };
+    Ok(Target {
+        kind,
+        addr,
+        process: Some(process),
+        fresh_rss_kib: None,
+    })
+}
+
+/// Starts nginx as an HTTP server on a free port (the cross-check's backend).
+pub fn start_nginx_http(scratch: &Path) -> Result<(Process, SocketAddr), String> {
+    if find_program("nginx").is_none() {
+        return Err("skipped (not installed)".into());
+    }
+    let dir = scratch.join("nginx-http");
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let listen = free_port().map_err(|e| e.to_string())?;
+    let config = dir.join("nginx-http.conf");
+    fs::write(&config, external::nginx_http_config(&dir, listen)).map_err(|e| e.to_string())?;
+    let mut command = Command::new("nginx");
+    command.args(external::nginx_args(&dir, &config));
+    let mut process =
+        Process::spawn(command, &dir.join("stderr.log")).map_err(|e| e.to_string())?;
+    process.wait_listening(listen)?;
+    Ok((process, listen))
+}
+
+/// Starts `program args...` and waits until it listens on `listen`.
+pub fn start_listening_program(
+    scratch: &Path,
+    program: &str,
+    args: &[String],
+    listen: SocketAddr,
+) -> Result<Process, String> {
+    if find_program(program).is_none() {
+        return Err("skipped (not installed)".into());
+    }
+    let mut command = Command::new(program);
+    command.args(args);
+    let log = scratch.join(format!("{program}.log"));
+    let mut process = Process::spawn(command, &log).map_err(|e| e.to_string())?;
+    process.wait_listening(listen)?;
+    Ok(process)
+}
+
+/// A port the kernel just handed out on 127.0.0.1, released for a program
+/// that needs a fixed one (a small race, harmless on a quiet loopback).
+pub fn free_port() -> io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// The full path of `program` on `PATH`, if any.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}
+
+/// One echo round trip through `addr` to the backend.
+fn echo_check(addr: SocketAddr) -> io::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(&backend::header(backend::ECHO, 0))?;
+    stream.write_all(b"ping")?;
+    let mut reply = [0u8; 4];
+    stream.read_exact(&mut reply)?;
+    if &reply != b"ping" {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "echo mismatch"));
+    }
+    Ok(())
+}
