@@ -107,6 +107,18 @@ fn unacked_bytes(_stream: &TcpStream) -> io::Result<usize> {
     Ok(0)
 }
 
+/// A non-blocking listener on `addr` (SO_REUSEADDR, as mio sets it) with the given
+/// backlog.
+pub fn listen(addr: SocketAddr, backlog: i32) -> io::Result<mio::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
 /// Ignores SIGPIPE for the whole process, so a write to a reset peer returns EPIPE instead
 /// of killing us (std ignores it before `main` today, but embedding or build flags can
 /// undo that; `writev` has no per-call opt-out).

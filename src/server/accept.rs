@@ -19,6 +19,10 @@ use crate::net::{accept_error_is_resource, describe, Conn};
 const ACCEPT_BATCH: usize = 64;
 /// How long a listener pauses after a resource error.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Connections the kernel queues for a listener that is not accepting (at the session
+/// limit, paused, or between passes). mio's default of 128 is small for bursts; the
+/// kernel caps it at `net.core.somaxconn`.
+const BACKLOG: i32 = 1024;
 /// At most one resource warning per this interval.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -61,7 +65,7 @@ pub(super) struct Listener {
 impl Listener {
     /// Binds (SO_REUSEADDR, mio's backlog of 1024).
     pub(super) fn bind(role: Role, addr: SocketAddr) -> io::Result<Listener> {
-        let socket = TcpListener::bind(addr)?;
+        let socket = crate::net::listen(addr, BACKLOG)?;
         let addr = socket.local_addr()?;
         Ok(Listener {
             role,
