@@ -386,10 +386,19 @@ impl Server {
         self.tunnel_failed(t.service, now);
     }
 
-    /// Backs a service off after a failure, and looks the relay's name up again.
+    /// Backs a service off after a failure, and looks the relay's name up again. Tunnels
+    /// that fail together (a pool dialed at once) count as one failed round: the backoff
+    /// grows per round, not per tunnel.
     fn tunnel_failed(&mut self, service: usize, now: Instant) {
         let Some(a) = self.agent() else { return };
         a.stale = a.resolver.is_some();
+        if a.pools[service].retry_at.is_some_and(|t| now < t) {
+            a.pools[service].up = false;
+            if a.exit_on_disconnect {
+                self.stop = Some(Stopped::Disconnected);
+            }
+            return;
+        }
         let failures = a.pools[service].failures.saturating_add(1);
         let delay = a.backoff(failures);
         let pool = &mut a.pools[service];
