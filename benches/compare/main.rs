@@ -30,6 +30,8 @@ mod matrix;
 mod procstat;
 mod proxies;
 mod report;
+#[path = "../common/stats.rs"]
+#[allow(dead_code)] // shared with the other bench, which uses every helper
 mod stats;
 mod workloads;
 

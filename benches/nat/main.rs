@@ -24,6 +24,7 @@ mod machine;
 mod matrix;
 mod procfs;
 mod report;
+#[path = "../common/stats.rs"]
 mod stats;
 mod tunnels;
 mod workloads;
