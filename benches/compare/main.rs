@@ -24,6 +24,8 @@ mod backend;
 mod baselines;
 mod crosscheck;
 mod external;
+#[path = "../common/host.rs"]
+mod host;
 mod load;
 mod machine;
 mod matrix;
@@ -165,9 +167,9 @@ fn locate_tcpbridge(exe: &Path) -> PathBuf {
 
 fn run(options: Options) -> Result<(), String> {
     let started = Instant::now();
-    let (busy_at_start, steal_at_start) = procstat::machine_busy_and_steal();
+    let (busy_at_start, steal_at_start) = host::machine_busy_and_steal();
     let ours_at_start = procstat::self_cpu() + procstat::reaped_children_cpu();
-    let nofile = procstat::raise_nofile_limit();
+    let nofile = host::raise_nofile_limit();
     let exe = env::current_exe().map_err(|e| e.to_string())?;
     let target_dir = exe
         .ancestors()
@@ -230,7 +232,7 @@ fn run(options: Options) -> Result<(), String> {
     // Every child has been stopped and reaped by now, so its CPU is ours.
     let ours =
         (procstat::self_cpu() + procstat::reaped_children_cpu()).saturating_sub(ours_at_start);
-    let (busy, steal) = procstat::machine_busy_and_steal();
+    let (busy, steal) = host::machine_busy_and_steal();
     let others = busy.saturating_sub(busy_at_start).saturating_sub(ours);
     let per_second = |d: std::time::Duration| d.as_secs_f64() / started.elapsed().as_secs_f64();
     facts.push((

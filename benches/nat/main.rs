@@ -19,6 +19,8 @@
 
 mod backend;
 mod chains;
+#[path = "../common/host.rs"]
+mod host;
 mod load;
 mod machine;
 mod matrix;
@@ -140,9 +142,9 @@ fn locate_peer(var: &str, name: &str) -> Option<PathBuf> {
 
 fn run(options: Options) -> Result<(), String> {
     let started = Instant::now();
-    let (busy_at_start, steal_at_start) = procfs::machine_busy_and_steal();
+    let (busy_at_start, steal_at_start) = host::machine_busy_and_steal();
     let own_at_start = procfs::own_cpu();
-    let nofile = procfs::raise_nofile_limit();
+    let nofile = host::raise_nofile_limit();
     let exe = env::current_exe().map_err(|e| e.to_string())?;
     let target_dir = exe
         .ancestors()
@@ -260,7 +262,7 @@ fn run(options: Options) -> Result<(), String> {
         machine::other_bench(),
     ));
     let ours = procfs::own_cpu().saturating_sub(own_at_start);
-    let (busy, steal) = procfs::machine_busy_and_steal();
+    let (busy, steal) = host::machine_busy_and_steal();
     let all_busy = busy.saturating_sub(busy_at_start);
     let per_second = |d: Duration| d.as_secs_f64() / elapsed.as_secs_f64();
     facts.push((

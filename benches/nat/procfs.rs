@@ -1,10 +1,12 @@
 //! What `/proc` says about the processes under test (Linux only): CPU time
 //! (`utime + stime`), resident memory (`VmRSS`), open descriptors, the run
-//! state, ESTABLISHED sockets on a local port, and the machine's busy time.
+//! state, ESTABLISHED sockets on a local port.
 
 use std::collections::HashSet;
 use std::fs;
 use std::time::Duration;
+
+use crate::host::{ticks_to_duration, timeval};
 
 /// Fields 3 onwards of `/proc/PID/stat` (after the command name).
 fn stat_fields(pid: u32) -> Option<Vec<String>> {
@@ -12,16 +14,6 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     // The command name is in parentheses and may itself hold spaces or ')'.
     let rest = text.get(text.rfind(')')? + 2..)?;
     Some(rest.split_whitespace().map(String::from).collect())
-}
-
-fn clock_ticks_per_second() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    u64::try_from(ticks).unwrap_or(100).max(1)
-}
-
-fn ticks_to_duration(ticks: u64) -> Duration {
-    Duration::from_secs_f64(ticks as f64 / clock_ticks_per_second() as f64)
 }
 
 /// `utime + stime` of `pid` (all its threads), 10 ms resolution.
@@ -110,23 +102,6 @@ pub fn established_on_port(pid: u32, port: u16) -> usize {
         .sum()
 }
 
-/// CPU time the whole machine has spent busy since boot (user, nice, system,
-/// irq, softirq) and the time taken by the hypervisor (steal), from `/proc/stat`.
-pub fn machine_busy_and_steal() -> (Duration, Duration) {
-    let text = fs::read_to_string("/proc/stat").unwrap_or_default();
-    let ticks: Vec<u64> = text
-        .lines()
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .skip(1)
-        .map(|t| t.parse().unwrap_or(0))
-        .collect();
-    let field = |i: usize| ticks.get(i).copied().unwrap_or(0);
-    let busy = field(0) + field(1) + field(2) + field(5) + field(6);
-    (ticks_to_duration(busy), ticks_to_duration(field(7)))
-}
-
 /// CPU time of this process (load generator and backend) and of its reaped
 /// children.
 pub fn own_cpu() -> Duration {
@@ -140,28 +115,6 @@ pub fn own_cpu() -> Duration {
         timeval(u.ru_utime) + timeval(u.ru_stime)
     };
     usage(libc::RUSAGE_SELF) + usage(libc::RUSAGE_CHILDREN)
-}
-
-fn timeval(t: libc::timeval) -> Duration {
-    let micros =
-        u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000 + u64::try_from(t.tv_usec).unwrap_or(0);
-    Duration::from_micros(micros)
-}
-
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit (children inherit it);
-/// returns the new soft limit.
-pub fn raise_nofile_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we hand them.
-    unsafe {
-        let mut limit: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 1024;
-        }
-        limit.rlim_cur = limit.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_cur
-    }
 }
 
 /// Processes (other than this one) whose command line contains `needle`,
