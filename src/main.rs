@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use log::{error, info, warn, LevelFilter};
 
 use tcpbridge::config::{
-    self as cfg, human_size, Agent, Common, Config, ConfigError, Forward, Mode, Relay,
+    self as cfg, human_size, Agent, Config, ConfigError, Forward, Global, Listener, Mode, Relay,
+    Source,
 };
 use tcpbridge::core::session::Policy;
 use tcpbridge::core::tunnel::TunnelPolicy;
@@ -228,6 +229,25 @@ struct SessionArgs {
         allow_hyphen_values = true
     )]
     reset_policy: String,
+    /// Serve /metrics, /sessions and /healthz over HTTP on this address, HOST:PORT.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Log format: human (one line per event) or json (one object per line).
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        default_value = "human",
+        allow_hyphen_values = true
+    )]
+    log_format: String,
+    /// Log lines per second before lines are dropped and counted (0: no limit).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "100",
+        allow_hyphen_values = true
+    )]
+    log_rate: String,
 }
 
 fn main() -> ExitCode {
@@ -283,26 +303,51 @@ fn gen_secret() -> ExitCode {
     }
 }
 
-fn common(a: &SessionArgs) -> Result<Common, ConfigError> {
+/// The process-wide settings of a subcommand.
+fn global(a: &SessionArgs) -> Result<Global, ConfigError> {
     let buffer_size = cfg::parse_size("--buffer-size", &a.buffer_size, cfg::MAX_BUFFER)?;
     let max_sessions = cfg::parse_count("--max-sessions", &a.max_sessions, cfg::MAX_SESSIONS)?;
     let pool_buffers = match &a.pool_budget {
         None => 2 * max_sessions,
         Some(text) => (cfg::parse_size("--pool-budget", text, usize::MAX)? / buffer_size).max(1),
     };
-    let policy = Policy {
+    let metrics_listen = match &a.metrics_listen {
+        None => None,
+        Some(text) => Some(cfg::parse_address("--metrics-listen", text, true)?[0]),
+    };
+    Ok(Global {
+        buffer_size,
+        max_sessions,
+        pool_buffers,
+        drain_timeout: cfg::parse_duration("--drain-timeout", &a.drain_timeout)?,
+        metrics_listen,
+        log_format: cfg::parse_log_format("--log-format", &a.log_format)?,
+        log_rate: cfg::parse_rate("--log-rate", &a.log_rate)?,
+    })
+}
+
+/// The session options of a subcommand's one listener.
+fn policy(a: &SessionArgs) -> Result<Policy, ConfigError> {
+    Ok(Policy {
         connect_timeout: cfg::parse_duration("--connect-timeout", &a.connect_timeout)?,
         idle_timeout: cfg::parse_duration("--idle-timeout", &a.idle_timeout)?,
         half_close_timeout: cfg::parse_duration("--half-close-timeout", &a.half_close_timeout)?,
         reset_flush_timeout: cfg::RESET_FLUSH_TIMEOUT,
         reset_policy: cfg::parse_reset_policy("--reset-policy", &a.reset_policy)?,
-    };
-    Ok(Common {
-        buffer_size,
-        max_sessions,
-        pool_buffers,
-        drain_timeout: cfg::parse_duration("--drain-timeout", &a.drain_timeout)?,
-        policy,
+    })
+}
+
+/// A subcommand's configuration: one listener named after its mode.
+fn one_listener(a: &SessionArgs, mode: Mode) -> Result<Config, ConfigError> {
+    Ok(Config {
+        global: global(a)?,
+        listeners: vec![Listener {
+            name: mode.word().to_string(),
+            policy: policy(a)?,
+            max_sessions: None,
+            mode,
+        }],
+        source: Source::Flags,
     })
 }
 
@@ -334,10 +379,7 @@ fn forward_config(a: &ForwardArgs) -> Result<Config, ConfigError> {
     for text in &a.upstream {
         upstreams.extend(cfg::parse_address("--upstream", text, false)?);
     }
-    Ok(Config {
-        common: common(&a.session)?,
-        mode: Mode::Forward(Forward { listen, upstreams }),
-    })
+    one_listener(&a.session, Mode::Forward(Forward { listen, upstreams }))
 }
 
 fn relay_config(a: &RelayArgs) -> Result<Config, ConfigError> {
@@ -354,27 +396,21 @@ fn relay_config(a: &RelayArgs) -> Result<Config, ConfigError> {
         }
         public.push(s);
     }
-    Ok(Config {
-        common: common(&a.session)?,
-        mode: Mode::Relay(Relay {
-            tunnel_listen,
-            public,
-            secret: cfg::read_secret("--secret-file", &a.secret_file)?,
-            pair_timeout: cfg::parse_duration("--pair-timeout", &a.pair_timeout)?,
-            max_waiting: cfg::parse_count("--max-waiting", &a.max_waiting, cfg::MAX_SESSIONS)?,
-            max_idle_tunnels: cfg::parse_count(
-                "--max-idle-tunnels",
-                &a.max_idle_tunnels,
-                cfg::MAX_SESSIONS,
-            )?,
-            max_handshakes: cfg::parse_count(
-                "--max-handshakes",
-                &a.max_handshakes,
-                cfg::MAX_SESSIONS,
-            )?,
-            tunnel: tunnel_policy(&a.tunnel)?,
-        }),
-    })
+    let relay = Relay {
+        tunnel_listen,
+        public,
+        secret: cfg::read_secret("--secret-file", &a.secret_file)?,
+        pair_timeout: cfg::parse_duration("--pair-timeout", &a.pair_timeout)?,
+        max_waiting: cfg::parse_count("--max-waiting", &a.max_waiting, cfg::MAX_SESSIONS)?,
+        max_idle_tunnels: cfg::parse_count(
+            "--max-idle-tunnels",
+            &a.max_idle_tunnels,
+            cfg::MAX_SESSIONS,
+        )?,
+        max_handshakes: cfg::parse_count("--max-handshakes", &a.max_handshakes, cfg::MAX_SESSIONS)?,
+        tunnel: tunnel_policy(&a.tunnel)?,
+    };
+    one_listener(&a.session, Mode::Relay(relay))
 }
 
 fn agent_config(a: &AgentArgs) -> Result<Config, ConfigError> {
@@ -391,29 +427,27 @@ fn agent_config(a: &AgentArgs) -> Result<Config, ConfigError> {
         }
         services.push(s);
     }
-    Ok(Config {
-        common: common(&a.session)?,
-        mode: Mode::Agent(Agent {
-            relay: a.relay.trim().to_string(),
-            services,
-            secret: cfg::read_secret("--secret-file", &a.secret_file)?,
-            pool: cfg::parse_count("--pool", &a.pool, 1024)?,
-            exit_on_disconnect: a.exit_on_disconnect,
-            backoff_max: cfg::parse_duration("--backoff-max", &a.backoff_max)?,
-            tunnel: tunnel_policy(&a.tunnel)?,
-        }),
-    })
+    let agent = Agent {
+        relay: a.relay.trim().to_string(),
+        services,
+        secret: cfg::read_secret("--secret-file", &a.secret_file)?,
+        pool: cfg::parse_count("--pool", &a.pool, 1024)?,
+        exit_on_disconnect: a.exit_on_disconnect,
+        backoff_max: cfg::parse_duration("--backoff-max", &a.backoff_max)?,
+        tunnel: tunnel_policy(&a.tunnel)?,
+    };
+    one_listener(&a.session, Mode::Agent(agent))
 }
 
 fn run(config: Config) -> ExitCode {
     net::ignore_sigpipe();
     // Sockets besides sessions': a relay's idle tunnels and handshakes, an agent's pools.
-    let extra = match &config.mode {
+    let extra = match &config.listeners[0].mode {
         Mode::Forward(_) => 0,
         Mode::Relay(r) => r.public.len() * r.max_idle_tunnels + r.max_handshakes,
         Mode::Agent(a) => a.services.len() * a.pool,
     };
-    let max_sessions = effective_max_sessions(config.common.max_sessions, extra);
+    let max_sessions = effective_max_sessions(config.global.max_sessions, extra);
     let bound = match server::bind(&config) {
         Ok(b) => b,
         Err((addr, e)) => {
@@ -421,7 +455,7 @@ fn run(config: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let what = match &config.mode {
+    let what = match &config.listeners[0].mode {
         Mode::Forward(f) => format!(
             "forward: {} -> {}",
             join(&bound.addresses()),
@@ -442,7 +476,7 @@ fn run(config: Config) -> ExitCode {
             )
         }
     };
-    let c = &config.common;
+    let c = &config.global;
     info!(
         "{what}; max {} sessions; memory bound {} of buffers ({} x {}) + {} of session state",
         max_sessions,

@@ -38,7 +38,7 @@ pub enum ResetPolicy {
 }
 
 /// The session's timeouts and policies, from configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     /// Bound on one upstream connect attempt.
     pub connect_timeout: Duration,

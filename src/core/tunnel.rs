@@ -20,7 +20,7 @@ use crate::proto::tunnel::{
 };
 
 /// Timeouts of tunnels, from configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TunnelPolicy {
     /// Absolute bound on the handshake, from accept or connect.
     pub handshake_timeout: Duration,

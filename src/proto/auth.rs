@@ -37,7 +37,9 @@ impl Role {
 }
 
 /// The pre-shared secret. Its `Debug` never shows the bytes.
-#[derive(Clone)]
+/// Equality (for comparing configurations on reload) is not constant-time; proofs are
+/// checked with the constant-time `verify`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Vec<u8>);
 
 impl fmt::Debug for Secret {

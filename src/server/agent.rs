@@ -251,7 +251,7 @@ impl Server {
         at: Instant,
         now: Instant,
     ) {
-        let connect_timeout = self.common.policy.connect_timeout;
+        let connect_timeout = self.policy.connect_timeout;
         let Some(a) = self.agent() else { return };
         let policy = a.policy;
         let Some(t) = a.tunnels.get_mut(slot) else {
@@ -277,7 +277,7 @@ impl Server {
             TunnelStep::Attached(client) => return self.attach(slot, client, now),
             TunnelStep::Closed(end) => return self.close_agent_tunnel(slot, end, now),
         }
-        let connect_timeout = self.common.policy.connect_timeout;
+        let connect_timeout = self.policy.connect_timeout;
         let Some(a) = self.agent() else { return };
         let policy = a.policy;
         let Some(t) = a.tunnels.get_mut(slot) else {

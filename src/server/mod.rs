@@ -30,8 +30,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::config::{Common, Config, Mode};
+use crate::config::{Config, Global, Mode};
 use crate::core::pool::Pool;
+use crate::core::session::Policy;
 use crate::core::session::{Drive, Readiness};
 use crate::core::timers::Timers;
 use crate::net::Random;
@@ -86,7 +87,7 @@ impl Bound {
 
 /// Binds every listener of `cfg`. The error names the address that failed.
 pub fn bind(cfg: &Config) -> Result<Bound, (SocketAddr, io::Error)> {
-    let wanted: Vec<(Role, SocketAddr)> = match &cfg.mode {
+    let wanted: Vec<(Role, SocketAddr)> = match &cfg.listeners[0].mode {
         Mode::Forward(f) => f.listen.iter().map(|&a| (Role::Forward, a)).collect(),
         Mode::Relay(r) => std::iter::once((Role::Tunnel, r.tunnel_listen))
             .chain(
@@ -115,7 +116,8 @@ enum ModeState {
 /// The event loop and everything it owns.
 pub struct Server {
     poll: Poll,
-    common: Common,
+    global: Global,
+    policy: Policy,
     listeners: Vec<Listener>,
     sessions: Slab<Entry>,
     timers: Timers<Key>,
@@ -162,7 +164,13 @@ impl Server {
             .iter()
             .map(|l| format!("{}={}", l.role.ready_name(), l.addr))
             .collect();
-        let mode = match cfg.mode {
+        let listener = cfg
+            .listeners
+            .into_iter()
+            .next()
+            .ok_or(io::ErrorKind::InvalidInput)?;
+        let policy = listener.policy;
+        let mode = match listener.mode {
             Mode::Forward(f) => ModeState::Forward(forward::ForwardState::new(f)),
             Mode::Relay(r) => {
                 ModeState::Relay(Box::new(relay::RelayState::new(r, Random::open()?)))
@@ -174,13 +182,13 @@ impl Server {
                 ModeState::Agent(Box::new(state))
             }
         };
-        let common = cfg.common;
+        let global = cfg.global;
         Ok(Server {
             poll,
             listeners,
             sessions: Slab::with_capacity(max_sessions.min(4096)),
             timers: Timers::new(),
-            pool: Pool::new(common.buffer_size, common.pool_buffers),
+            pool: Pool::new(global.buffer_size, global.pool_buffers),
             ready: Vec::new(),
             starved: VecDeque::new(),
             closed: Vec::new(),
@@ -191,7 +199,8 @@ impl Server {
             mode,
             ready_line: Some(format!("READY {}", ready_fields.join(" "))),
             stop: None,
-            common,
+            global,
+            policy,
         })
     }
 
@@ -314,9 +323,7 @@ impl Server {
         if e.closed {
             return;
         }
-        let d = e
-            .session
-            .drive(&mut self.pool, now, &self.common.policy, BUDGET);
+        let d = e.session.drive(&mut self.pool, now, &self.policy, BUDGET);
         self.settle(slot, d, now);
     }
 
@@ -353,7 +360,7 @@ impl Server {
         let Some(e) = self.sessions.get_mut(slot) else {
             return;
         };
-        let Some(deadline) = e.session.deadline(&self.common.policy) else {
+        let Some(deadline) = e.session.deadline(&self.policy) else {
             return;
         };
         if e.armed.is_none_or(|armed| deadline < armed) {
@@ -373,7 +380,7 @@ impl Server {
                         continue; // stale: superseded, or the slot belongs to a later session
                     }
                     e.armed = None;
-                    let d = e.session.expire(&mut self.pool, now, &self.common.policy);
+                    let d = e.session.expire(&mut self.pool, now, &self.policy);
                     self.settle(slot, d, now);
                 }
                 Key::Tunnel(slot) => self.on_tunnel_deadline(slot, t.id, t.at, now),
@@ -450,11 +457,11 @@ impl Server {
             l.close(self.poll.registry());
         }
         self.drop_mode_entries();
-        self.drain_until = Some(now + self.common.drain_timeout);
+        self.drain_until = Some(now + self.global.drain_timeout);
         info!(
             "stopping: listeners closed, {} sessions draining (up to {:?})",
             self.live_sessions(),
-            self.common.drain_timeout
+            self.global.drain_timeout
         );
     }
 

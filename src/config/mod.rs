@@ -1,8 +1,10 @@
 //! Configuration: the plain structs the server runs from, and the parsers for durations,
 //! sizes and addresses with one-line errors that name the flag and the value.
 //!
-//! No clap types here: `main.rs` turns command-line strings into a [`ForwardConfig`]
-//! through these parsers, and a config file can do the same later.
+//! A [`Config`] is process-wide settings ([`Global`]) plus one or more named
+//! [`Listener`]s, each a mode with its own options. No clap types here: `main.rs` turns
+//! a command line into a one-listener `Config` through these parsers; `file.rs` turns a
+//! TOML file into one with any number of listeners.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -53,26 +55,62 @@ fn error(flag: &str, value: &str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
-/// What every mode's sessions run with.
-#[derive(Debug, Clone)]
-pub struct Common {
+/// How closed sessions and other events are logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event (the default).
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Process-wide settings: shared by every listener, fixed for the life of the process
+/// (a reload that changes them logs that a restart is needed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Global {
     /// Capacity of one ring buffer in bytes.
     pub buffer_size: usize,
-    /// Most sessions alive at once.
+    /// Most sessions alive at once, over all listeners.
     pub max_sessions: usize,
     /// Most ring buffers lent at once.
     pub pool_buffers: usize,
     /// Bound on the graceful drain after SIGINT/SIGTERM.
     pub drain_timeout: Duration,
-    /// Per-session timeouts and the reset policy.
-    pub policy: Policy,
+    /// Where the metrics endpoint listens, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Log lines per second before lines are dropped (0: no limit).
+    pub log_rate: u32,
 }
 
-impl Common {
+impl Global {
     /// Worst-case bytes of ring buffers: the pool budget.
     pub fn buffer_bound(&self) -> usize {
         self.pool_buffers.saturating_mul(self.buffer_size)
     }
+}
+
+/// Where a configuration came from (a file can be reloaded on SIGHUP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A subcommand's flags: one listener.
+    Flags,
+    /// A TOML file.
+    File(std::path::PathBuf),
+}
+
+/// One named listener: a mode, its addresses, and the options of its sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Unique in the configuration; the `listener` label of metrics.
+    pub name: String,
+    /// Per-session timeouts and the reset policy.
+    pub policy: Policy,
+    /// Most sessions of this listener alive at once (within the global limit).
+    pub max_sessions: Option<usize>,
+    /// The mode and its settings.
+    pub mode: Mode,
 }
 
 /// A named local address: a relay's public listener or an agent's local service.
@@ -85,7 +123,7 @@ pub struct Service {
 }
 
 /// `forward`: listen, dial an upstream per client.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forward {
     /// Addresses to listen on.
     pub listen: Vec<SocketAddr>,
@@ -94,7 +132,7 @@ pub struct Forward {
 }
 
 /// `relay`: the public side of NAT traversal.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relay {
     /// Where agents connect.
     pub tunnel_listen: SocketAddr,
@@ -115,7 +153,7 @@ pub struct Relay {
 }
 
 /// `agent`: the NAT side of NAT traversal.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Agent {
     /// The relay's tunnel address, `HOST:PORT`, resolved again before each reconnect.
     pub relay: String,
@@ -134,7 +172,7 @@ pub struct Agent {
 }
 
 /// What the process does.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     /// Port forwarding.
     Forward(Forward),
@@ -147,10 +185,23 @@ pub enum Mode {
 /// Everything a process runs from.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Session settings shared by every mode.
-    pub common: Common,
-    /// The mode and its settings.
-    pub mode: Mode,
+    /// Process-wide settings.
+    pub global: Global,
+    /// The listeners, in the order given.
+    pub listeners: Vec<Listener>,
+    /// Flags or a file.
+    pub source: Source,
+}
+
+impl Mode {
+    /// The mode's word: `forward`, `relay` or `agent`.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Mode::Forward(_) => "forward",
+            Mode::Relay(_) => "relay",
+            Mode::Agent(_) => "agent",
+        }
+    }
 }
 
 /// Parses `NAME=HOST:PORT` (a relay's `--public`, an agent's `--service`).
@@ -263,6 +314,27 @@ pub fn parse_reset_policy(flag: &str, text: &str) -> Result<ResetPolicy, ConfigE
         "mirror" => Ok(ResetPolicy::Mirror),
         "fin" => Ok(ResetPolicy::Fin),
         _ => Err(error(flag, text, "expected 'mirror' or 'fin'")),
+    }
+}
+
+/// Parses `human` or `json`.
+pub fn parse_log_format(flag: &str, text: &str) -> Result<LogFormat, ConfigError> {
+    match text.trim() {
+        "human" => Ok(LogFormat::Human),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(error(flag, text, "expected 'human' or 'json'")),
+    }
+}
+
+/// Parses a rate (a whole number from 0, meaning no limit, to 1,000,000).
+pub fn parse_rate(flag: &str, text: &str) -> Result<u32, ConfigError> {
+    match text.trim().parse::<u32>() {
+        Ok(n) if n <= 1_000_000 => Ok(n),
+        _ => Err(error(
+            flag,
+            text,
+            "must be a whole number from 0 (no limit) to 1000000",
+        )),
     }
 }
 
