@@ -15,6 +15,9 @@
 
 pub mod config;
 pub mod core;
+pub mod logging;
 pub mod net;
 pub mod proto;
 pub mod server;
+pub mod stats;
+pub mod systemd;

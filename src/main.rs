@@ -400,6 +400,7 @@ fn relay_config(a: &RelayArgs) -> Result<Config, ConfigError> {
         tunnel_listen,
         public,
         secret: cfg::read_secret("--secret-file", &a.secret_file)?,
+        secret_file: a.secret_file.clone(),
         pair_timeout: cfg::parse_duration("--pair-timeout", &a.pair_timeout)?,
         max_waiting: cfg::parse_count("--max-waiting", &a.max_waiting, cfg::MAX_SESSIONS)?,
         max_idle_tunnels: cfg::parse_count(
@@ -431,6 +432,7 @@ fn agent_config(a: &AgentArgs) -> Result<Config, ConfigError> {
         relay: a.relay.trim().to_string(),
         services,
         secret: cfg::read_secret("--secret-file", &a.secret_file)?,
+        secret_file: a.secret_file.clone(),
         pool: cfg::parse_count("--pool", &a.pool, 1024)?,
         exit_on_disconnect: a.exit_on_disconnect,
         backoff_max: cfg::parse_duration("--backoff-max", &a.backoff_max)?,

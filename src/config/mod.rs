@@ -15,6 +15,8 @@ use crate::core::tunnel::TunnelPolicy;
 use crate::proto::auth::Secret;
 use crate::proto::tunnel::valid_service_name;
 
+pub mod file;
+
 /// Largest accepted duration (7 days).
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Largest accepted ring buffer (16 MiB).
@@ -140,6 +142,8 @@ pub struct Relay {
     pub public: Vec<Service>,
     /// The pre-shared secret.
     pub secret: Secret,
+    /// The file it was read from (re-read on reload).
+    pub secret_file: String,
     /// How long a public client waits for an idle tunnel.
     pub pair_timeout: Duration,
     /// Most clients waiting per service.
@@ -161,6 +165,8 @@ pub struct Agent {
     pub services: Vec<Service>,
     /// The pre-shared secret.
     pub secret: Secret,
+    /// The file it was read from (re-read on reload).
+    pub secret_file: String,
     /// Idle tunnels kept per service.
     pub pool: usize,
     /// Exit when a tunnel is lost or cannot be opened (for supervisors).

@@ -2,4 +2,5 @@
 //! sockets. Today the agent–relay tunnel protocol (`docs/protocol.md`).
 
 pub mod auth;
+pub mod http;
 pub mod tunnel;

@@ -1,0 +1,1 @@
+//! Config files: TOML into a [`Config`](super::Config), with errors that name file, line and column.

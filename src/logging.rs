@@ -1,0 +1,1 @@
+//! Logging: human lines or JSON objects, rate-limited.

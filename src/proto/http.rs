@@ -1,0 +1,1 @@
+//! Bounded HTTP/1.1 requests for the metrics endpoint.

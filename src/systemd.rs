@@ -1,0 +1,1 @@
+//! systemd integration without a dependency: readiness notification and socket activation.
