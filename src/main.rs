@@ -41,6 +41,17 @@ enum Command {
     Agent(AgentArgs),
     /// Print a fresh random secret (64 hex characters) for --secret-file.
     GenSecret,
+    /// Run every listener of a config file (TOML).
+    Run(FileArgs),
+    /// Validate a config file; print the effective configuration and the memory bound.
+    Check(FileArgs),
+}
+
+#[derive(Debug, Args)]
+struct FileArgs {
+    /// The config file (TOML; see docs/examples/tcpbridge.toml).
+    #[arg(long, value_name = "FILE", required = true)]
+    config: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +281,14 @@ fn main() -> ExitCode {
     };
     let config = match cli.command {
         Command::GenSecret => return gen_secret(),
+        Command::Check(a) => return check(&a.config),
+        Command::Run(a) => match cfg::file::load(&a.config) {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
         Command::Forward(a) => forward_config(&a),
         Command::Relay(a) => relay_config(&a),
         Command::Agent(a) => agent_config(&a),
@@ -286,6 +305,30 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     run(config)
+}
+
+/// `check`: the effective configuration and the memory bound on stdout (exit 0), or the
+/// file's error on stderr (exit 2).
+fn check(path: &std::path::Path) -> ExitCode {
+    match cfg::file::load(path) {
+        Ok(config) => {
+            print!("{}", cfg::file::render(&config));
+            let g = &config.global;
+            println!(
+                "# memory bound: {} of buffers ({} x {}) + {} of session state ({} sessions)",
+                human_size(g.buffer_bound()),
+                g.pool_buffers,
+                human_size(g.buffer_size),
+                human_size(g.max_sessions.saturating_mul(Server::session_overhead())),
+                g.max_sessions,
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn gen_secret() -> ExitCode {

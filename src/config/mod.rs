@@ -26,6 +26,49 @@ pub const MAX_SESSIONS: usize = 1_000_000;
 /// How long owed bytes may take to be acknowledged before an RST is sent anyway.
 pub const RESET_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Default values as written on the command line (and in config files), one place for
+/// both: each goes through the same parser as a value the user gives.
+pub mod defaults {
+    /// `buffer_size`.
+    pub const BUFFER_SIZE: &str = "16KiB";
+    /// `max_sessions` (process-wide).
+    pub const MAX_SESSIONS: &str = "1024";
+    /// `drain_timeout`.
+    pub const DRAIN_TIMEOUT: &str = "10s";
+    /// `log_format`.
+    pub const LOG_FORMAT: &str = "human";
+    /// `log_rate`.
+    pub const LOG_RATE: &str = "100";
+    /// `connect_timeout`.
+    pub const CONNECT_TIMEOUT: &str = "5s";
+    /// `idle_timeout`.
+    pub const IDLE_TIMEOUT: &str = "5m";
+    /// `half_close_timeout`.
+    pub const HALF_CLOSE_TIMEOUT: &str = "60s";
+    /// `reset_policy`.
+    pub const RESET_POLICY: &str = "mirror";
+    /// `handshake_timeout`.
+    pub const HANDSHAKE_TIMEOUT: &str = "5s";
+    /// `heartbeat_interval`.
+    pub const HEARTBEAT_INTERVAL: &str = "20s";
+    /// `heartbeat_timeout`.
+    pub const HEARTBEAT_TIMEOUT: &str = "60s";
+    /// `pair_timeout` (relay).
+    pub const PAIR_TIMEOUT: &str = "10s";
+    /// `max_waiting` (relay).
+    pub const MAX_WAITING: &str = "64";
+    /// `max_idle_tunnels` (relay).
+    pub const MAX_IDLE_TUNNELS: &str = "64";
+    /// `max_handshakes` (relay).
+    pub const MAX_HANDSHAKES: &str = "64";
+    /// `pool` (agent).
+    pub const POOL: &str = "4";
+    /// Largest `pool` (agent).
+    pub const MAX_POOL: usize = 1024;
+    /// `backoff_max` (agent).
+    pub const BACKOFF_MAX: &str = "30s";
+}
+
 /// A usage error: which flag, which value, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
