@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use log::debug;
 
-use super::entry::{dial_failure, log_unserved, Registration, Start};
+use super::entry::{dial_failure, Registration, Start};
+use super::listener::Kind;
 use super::Server;
 use crate::config::Forward;
 use crate::core::session::{Readiness, Session};
@@ -28,9 +29,15 @@ impl ForwardState {
 
 impl Server {
     /// Starts a forward session: dials the first upstream that takes a connect.
-    pub(super) fn open_forward(&mut self, client: Conn, client_addr: SocketAddr, now: Instant) {
+    pub(super) fn open_forward(
+        &mut self,
+        l: usize,
+        client: Conn,
+        client_addr: SocketAddr,
+        now: Instant,
+    ) {
         let id = self.new_id();
-        let super::ModeState::Forward(f) = &self.mode else {
+        let Some(Kind::Forward(f)) = self.listeners.get(l).map(|l| &l.kind) else {
             return;
         };
         let mut failure = None;
@@ -51,10 +58,11 @@ impl Server {
             let reason = failure
                 .as_ref()
                 .map_or(crate::core::reason::CloseReason::ConnectError, dial_failure);
-            log_unserved(id, client_addr, now, now, reason);
+            self.unserved(l, id, client_addr, now, now, reason);
             return;
         };
         let start = Start {
+            listener: l,
             id,
             session: Session::new(client, upstream, now),
             client_addr,
