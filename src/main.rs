@@ -281,11 +281,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = simple_logger::SimpleLogger::new().with_level(level).init() {
-        eprintln!("error: cannot start logging: {e}");
-        return ExitCode::from(1);
-    }
-    run(config)
+    run(config, level)
 }
 
 fn gen_secret() -> ExitCode {
@@ -441,7 +437,16 @@ fn agent_config(a: &AgentArgs) -> Result<Config, ConfigError> {
     one_listener(&a.session, Mode::Agent(agent))
 }
 
-fn run(config: Config) -> ExitCode {
+/// Sets up logging, binds, and runs the loop until it stops.
+fn run(config: Config, level: LevelFilter) -> ExitCode {
+    let g = &config.global;
+    let log = match tcpbridge::logging::init(level, g.log_format, g.log_rate) {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("error: cannot start logging: {e}");
+            return ExitCode::from(1);
+        }
+    };
     net::ignore_sigpipe();
     // Sockets besides sessions': a relay's idle tunnels and handshakes, an agent's pools.
     let extra: usize = config
@@ -491,7 +496,7 @@ fn run(config: Config) -> ExitCode {
         human_size(c.buffer_size),
         human_size(max_sessions * Server::session_overhead()),
     );
-    let server = match Server::new(config, bound, max_sessions) {
+    let server = match Server::new(config, bound, max_sessions, Some(log)) {
         Ok(s) => s,
         Err(e) => {
             error!("cannot start the event loop: {}", net::describe(&e));

@@ -55,6 +55,29 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, in declaration order: `ALL[r.index()] == r`.
+    pub const ALL: [CloseReason; 14] = [
+        CloseReason::ClientEof,
+        CloseReason::UpstreamEof,
+        CloseReason::ClientReset,
+        CloseReason::UpstreamReset,
+        CloseReason::ClientError,
+        CloseReason::UpstreamError,
+        CloseReason::ConnectRefused,
+        CloseReason::ConnectTimeout,
+        CloseReason::ConnectError,
+        CloseReason::IdleTimeout,
+        CloseReason::HalfCloseTimeout,
+        CloseReason::PairTimeout,
+        CloseReason::Limit,
+        CloseReason::Shutdown,
+    ];
+
+    /// The reason's position in [`CloseReason::ALL`] (an index for per-reason counters).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The reason's word in logs: stable, lower case, no spaces.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -97,5 +120,18 @@ impl CloseReason {
 impl fmt::Display for CloseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_at_its_index() {
+        for (i, r) in CloseReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+            assert_eq!(CloseReason::ALL[r.index()], *r);
+        }
     }
 }

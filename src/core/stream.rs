@@ -47,6 +47,27 @@ pub enum ConnectFailure {
 }
 
 impl ConnectFailure {
+    /// Every kind, in declaration order: `ALL[f.index()] == f`.
+    pub const ALL: [ConnectFailure; 3] = [
+        ConnectFailure::Refused,
+        ConnectFailure::Timeout,
+        ConnectFailure::Error,
+    ];
+
+    /// The kind's position in [`ConnectFailure::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The kind's word in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectFailure::Refused => "refused",
+            ConnectFailure::Timeout => "timeout",
+            ConnectFailure::Error => "error",
+        }
+    }
+
     /// Sorts a connect error.
     pub fn from_error(e: &io::Error) -> ConnectFailure {
         match e.kind() {
@@ -166,5 +187,15 @@ mod tests {
             ConnectFailure::from_error(&unreachable),
             ConnectFailure::Error
         );
+    }
+
+    #[test]
+    fn every_connect_failure_is_at_its_index() {
+        for (i, f) in ConnectFailure::ALL.iter().enumerate() {
+            assert_eq!(f.index(), i);
+            assert_eq!(ConnectFailure::ALL[f.index()], *f);
+        }
+        let words: Vec<_> = ConnectFailure::ALL.iter().map(|f| f.as_str()).collect();
+        assert_eq!(words, ["refused", "timeout", "error"]);
     }
 }

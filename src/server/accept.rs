@@ -15,6 +15,7 @@ use mio::{Interest, Registry, Token};
 use super::Server;
 use crate::core::stream::retry;
 use crate::net::{accept_error_is_resource, describe, Conn};
+use crate::stats::AcceptPause;
 
 /// Accepts per listener per pass, so an accept storm cannot starve live sessions.
 const ACCEPT_BATCH: usize = 64;
@@ -65,6 +66,8 @@ pub(super) struct Port {
     pub(super) readable: bool,
     /// Paused after a resource error until this instant (or until a session closes).
     pub(super) paused_until: Option<Instant>,
+    /// At a session limit with clients waiting (counted once until the next accept).
+    limited: bool,
     last_warning: Option<Instant>,
     suppressed: u64,
 }
@@ -93,6 +96,7 @@ impl Port {
             configured,
             readable: false,
             paused_until: None,
+            limited: false,
             last_warning: None,
             suppressed: 0,
         })
@@ -183,6 +187,7 @@ impl Server {
             while taken < ACCEPT_BATCH {
                 let Some(p) = self.ports.get(n) else { break };
                 if !self.has_room(p) {
+                    self.note_limit(n);
                     break;
                 }
                 let Some(l) = self.ports.get_mut(n) else {
@@ -196,6 +201,7 @@ impl Server {
                     Ok((stream, client_addr)) => {
                         taken += 1;
                         l.paused_until = None;
+                        l.limited = false;
                         let (listener, role) = (l.listener, l.role.clone());
                         self.open(listener, role, stream, client_addr, now);
                     }
@@ -203,11 +209,29 @@ impl Server {
                     Err(e) if accept_error_is_resource(&e) => {
                         l.paused_until = Some(now + ACCEPT_PAUSE);
                         l.warn_resource(&e, now);
+                        let (listener, cause) = (l.listener, AcceptPause::of_error(&e));
+                        if let (Some(x), Some(cause)) = (self.listeners.get_mut(listener), cause) {
+                            x.counters.record_accept_pause(cause);
+                        }
                     }
                     // ECONNABORTED, EPROTO, network errors: that connection is gone; next.
                     Err(e) => debug!("accept on {}: {}", l.addr, describe(&e)),
                 }
             }
+        }
+    }
+
+    /// A ready port that may not accept (a session limit): counted once per episode.
+    fn note_limit(&mut self, n: usize) {
+        let Some(p) = self.ports.get_mut(n) else {
+            return;
+        };
+        if !p.readable || p.limited || self.drain_until.is_some() {
+            return;
+        }
+        p.limited = true;
+        if let Some(l) = self.listeners.get_mut(p.listener) {
+            l.counters.record_accept_pause(AcceptPause::Limit);
         }
     }
 

@@ -19,7 +19,7 @@ use super::token::Target;
 use super::{Key, Server, Stopped};
 use crate::config::{Agent, Service};
 use crate::core::session::{Readiness, Session};
-use crate::core::stream::Stream;
+use crate::core::stream::{ConnectFailure, Stream};
 use crate::core::tunnel::{AgentTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
 use crate::net::{describe, Conn, Random};
 use crate::proto::auth::Secret;
@@ -123,6 +123,23 @@ impl AgentState {
     /// Whether every service has authenticated tunnels.
     pub(super) fn up(&self) -> bool {
         self.pools.iter().all(|p| p.up)
+    }
+
+    /// Idle (authenticated, unpaired) tunnels per service, for metrics.
+    pub(super) fn idle_tunnels(&self) -> Vec<(&str, u64)> {
+        let mut counts = vec![0u64; self.services.len()];
+        for (_, t) in &self.tunnels {
+            if t.tunnel.is_idle() {
+                if let Some(c) = counts.get_mut(t.service) {
+                    *c += 1;
+                }
+            }
+        }
+        self.services
+            .iter()
+            .map(|s| s.name.as_str())
+            .zip(counts)
+            .collect()
     }
 
     pub(super) fn entries(&self) -> usize {
@@ -397,6 +414,7 @@ impl Server {
                 );
                 let _ = registry.deregister(tunnel.source());
                 let _ = tunnel.write_vectored(&[std::io::IoSlice::new(&[frame::REFUSED])]);
+                self.count_connect_failure(l, ConnectFailure::from_error(&e));
                 self.unserved(l, t.id, client, now, now, dial_failure(&e));
                 return;
             }
@@ -419,7 +437,12 @@ impl Server {
     }
 
     fn close_agent_tunnel(&mut self, l: usize, slot: usize, end: TunnelEnd, now: Instant) {
-        let Some((registry, a)) = self.agent_and_registry(l) else {
+        let registry = self.poll.registry();
+        let Some(listener) = self.listeners.get_mut(l) else {
+            return;
+        };
+        let counters = &mut listener.counters;
+        let Kind::Agent(a) = &mut listener.kind else {
             return;
         };
         let Some(mut t) = a.tunnels.try_remove(slot) else {
@@ -427,6 +450,9 @@ impl Server {
         };
         let _ = registry.deregister(t.tunnel.stream().source());
         a.pools[t.service].open = a.pools[t.service].open.saturating_sub(1);
+        if matches!(end, TunnelEnd::Denied | TunnelEnd::AuthFailed) {
+            counters.auth_failures += 1;
+        }
         let name = &a.services[t.service].name;
         match end {
             TunnelEnd::Denied | TunnelEnd::AuthFailed => warn!(

@@ -4,9 +4,9 @@
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use log::{debug, info, warn};
+use log::{debug, warn};
 use mio::Interest;
 
 use super::listener::Kind;
@@ -143,9 +143,10 @@ impl Server {
             "session {}: connect to {} failed ({failure:?})",
             e.id, e.upstream_addr
         );
-        let upstreams = match self.listeners.get(e.listener).map(|l| &l.kind) {
-            Some(Kind::Forward(f)) => f.upstreams.as_slice(),
-            _ => &[],
+        // A failed connect is rare: copying the list keeps the counters reachable.
+        let upstreams: Vec<SocketAddr> = match self.listeners.get(e.listener).map(|l| &l.kind) {
+            Some(Kind::Forward(f)) => f.upstreams.clone(),
+            _ => Vec::new(),
         };
         let mut last = failure;
         while let Some(next) = e
@@ -165,6 +166,9 @@ impl Server {
                         describe(&err)
                     );
                     last = ConnectFailure::from_error(&err);
+                    if let Some(listener) = self.listeners.get_mut(e.listener) {
+                        listener.counters.record_connect_failure(last);
+                    }
                     continue;
                 }
             };
@@ -181,6 +185,9 @@ impl Server {
             {
                 debug!("session {}: register failed: {}", e.id, describe(&err));
                 last = ConnectFailure::Error;
+                if let Some(listener) = self.listeners.get_mut(e.listener) {
+                    listener.counters.record_connect_failure(last);
+                }
                 continue;
             }
             let mut old = e.session.redial(conn, now);
@@ -188,6 +195,13 @@ impl Server {
             return Drive::Waiting;
         }
         e.session.fail_connect(last, &mut self.pool)
+    }
+
+    /// Counts one failed connect attempt of listener `l`.
+    pub(super) fn count_connect_failure(&mut self, l: usize, failure: ConnectFailure) {
+        if let Some(listener) = self.listeners.get_mut(l) {
+            listener.counters.record_connect_failure(failure);
+        }
     }
 
     /// Logs the close line, deregisters both sockets and queues the slot to be freed after
@@ -201,13 +215,23 @@ impl Server {
         }
         e.closed = true;
         let delivered = e.session.delivered();
+        let pauses = e.session.pauses();
         let (id, client, upstream, l) = (e.id, e.client_addr, e.upstream_addr, e.listener);
         let age = now.saturating_duration_since(e.started);
         let registry = self.poll.registry();
         let _ = registry.deregister(e.session.client().source());
         let _ = registry.deregister(e.session.upstream().source());
         self.closed.push(slot);
-        self.record_close(l, id, client, Some(upstream), delivered, age, reason);
+        self.record_close(
+            l,
+            id,
+            client,
+            Some(upstream),
+            delivered,
+            pauses,
+            age,
+            reason,
+        );
         if let Some(listener) = self.listeners.get_mut(l) {
             listener.sessions = listener.sessions.saturating_sub(1);
         }
@@ -232,48 +256,8 @@ impl Server {
         reason: CloseReason,
     ) {
         let age = now.saturating_duration_since(since);
-        self.record_close(l, id, client, None, (0, 0), age, reason);
+        self.record_close(l, id, client, None, (0, 0), (0, 0), age, reason);
     }
-
-    /// Counts a close in the listener's counters and logs its one line.
-    #[allow(clippy::too_many_arguments)]
-    fn record_close(
-        &mut self,
-        l: usize,
-        id: u64,
-        client: SocketAddr,
-        upstream: Option<SocketAddr>,
-        delivered: (u64, u64),
-        age: Duration,
-        reason: CloseReason,
-    ) {
-        let name = match self.listeners.get_mut(l) {
-            Some(listener) => {
-                listener.counters.record_close(reason, delivered, (0, 0));
-                listener.config.name.as_str()
-            }
-            None => "-",
-        };
-        log_close(id, name, client, upstream, delivered, age, reason);
-    }
-}
-
-/// The one line each session leaves: who, how many bytes each way, how long, why.
-fn log_close(
-    id: u64,
-    listener: &str,
-    client: SocketAddr,
-    upstream: Option<SocketAddr>,
-    (to_upstream, to_client): (u64, u64),
-    duration: Duration,
-    reason: CloseReason,
-) {
-    let upstream = upstream.map_or_else(|| "-".to_string(), |a| a.to_string());
-    info!(
-        "close id={id} listener={listener} client={client} upstream={upstream} \
-         to_upstream={to_upstream} to_client={to_client} duration={} reason={reason}",
-        format_duration(duration)
-    );
 }
 
 /// Sorts a dial error into a connect failure, for the close reason.
@@ -282,30 +266,5 @@ pub(super) fn dial_failure(e: &io::Error) -> CloseReason {
         ConnectFailure::Refused => CloseReason::ConnectRefused,
         ConnectFailure::Timeout => CloseReason::ConnectTimeout,
         ConnectFailure::Error => CloseReason::ConnectError,
-    }
-}
-
-/// `12ms` below ten seconds, `12.3s` below an hour, `2h05m` beyond.
-fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 10_000 {
-        format!("{ms}ms")
-    } else if ms < 3_600_000 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        let m = d.as_secs() / 60;
-        format!("{}h{:02}m", m / 60, m % 60)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_well_in_close_lines() {
-        assert_eq!(format_duration(Duration::from_millis(12)), "12ms");
-        assert_eq!(format_duration(Duration::from_millis(12_345)), "12.3s");
-        assert_eq!(format_duration(Duration::from_secs(7500)), "2h05m");
     }
 }

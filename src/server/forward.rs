@@ -11,6 +11,7 @@ use super::listener::Kind;
 use super::Server;
 use crate::config::Forward;
 use crate::core::session::{Readiness, Session};
+use crate::core::stream::ConnectFailure;
 use crate::net::{describe, Conn};
 
 /// Forward mode's own state: the upstream list.
@@ -41,6 +42,7 @@ impl Server {
             return;
         };
         let mut failure = None;
+        let mut failures = Vec::new();
         let mut dialed = None;
         for (n, &addr) in f.upstreams.iter().enumerate() {
             match Conn::dial(addr) {
@@ -51,8 +53,14 @@ impl Server {
                 Err(e) => {
                     debug!("session {id}: connect to {addr} failed: {}", describe(&e));
                     failure = Some(e);
+                    if let Some(e) = &failure {
+                        failures.push(ConnectFailure::from_error(e));
+                    }
                 }
             }
+        }
+        for f in failures {
+            self.count_connect_failure(l, f);
         }
         let Some((n, upstream_addr, upstream)) = dialed else {
             let reason = failure

@@ -17,8 +17,10 @@ mod agent;
 mod entry;
 mod forward;
 mod listener;
+mod metrics;
 mod relay;
 mod reload;
+mod report;
 mod resolver;
 pub mod token;
 
@@ -68,6 +70,7 @@ enum Key {
     Tunnel(usize, usize),
     /// (listener, slot)
     Waiting(usize, usize),
+    Scrape(usize),
 }
 
 /// The ports of a configuration, bound before the loop starts.
@@ -75,6 +78,7 @@ enum Key {
 pub struct Bound {
     /// Per listener, in configuration order.
     ports: Vec<Vec<Port>>,
+    metrics: Option<metrics::Metrics>,
 }
 
 impl Bound {
@@ -119,7 +123,11 @@ pub fn bind(
                 .collect::<Result<Vec<_>, _>>()
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Bound { ports })
+    let metrics = match cfg.global.metrics_listen {
+        Some(addr) => Some(metrics::Metrics::bind(addr).map_err(|e| (addr, e))?),
+        None => None,
+    };
+    Ok(Bound { ports, metrics })
 }
 
 /// The event loop and everything it owns.
@@ -150,6 +158,10 @@ pub struct Server {
     stop: Option<Stopped>,
     reloads: u64,
     reload_failures: u64,
+    started: Instant,
+    /// The logger's counters (dropped lines), when one was installed.
+    log: Option<crate::logging::LogHandle>,
+    metrics: Option<metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Server {
@@ -166,7 +178,12 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// Registers the bound ports and the signals with a new poller.
-    pub fn new(cfg: Config, bound: Bound, max_sessions: usize) -> io::Result<Server> {
+    pub fn new(
+        cfg: Config,
+        bound: Bound,
+        max_sessions: usize,
+        log: Option<crate::logging::LogHandle>,
+    ) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
         poll.registry()
@@ -193,8 +210,14 @@ impl Server {
             stop: None,
             reloads: 0,
             reload_failures: 0,
+            started: Instant::now(),
+            log,
+            metrics: bound.metrics,
             global,
         };
+        if let Some(m) = server.metrics.as_mut() {
+            m.register(server.poll.registry())?;
+        }
         for (listener, ports) in cfg.listeners.into_iter().zip(bound.ports) {
             let kind = server.new_kind(&listener)?;
             let l = server.listeners.insert(Listener::new(listener, kind));
@@ -251,6 +274,9 @@ impl Server {
                 fields.extend(a.ready_fields(prefix));
             }
         }
+        if let Some(m) = &self.metrics {
+            fields.push(format!("metrics={}", m.addr));
+        }
         fields
     }
 
@@ -291,7 +317,8 @@ impl Server {
                             p.readable = true;
                         }
                     }
-                    Target::Metrics | Target::Scrape(_) => {}
+                    Target::Metrics => self.on_metrics_ready(now),
+                    Target::Scrape(slot) => self.on_scrape_event(slot, now),
                     Target::Session { slot, side } => {
                         if let Some(e) = self.sessions.get_mut(slot) {
                             e.session.on_event(side, ready);
@@ -320,6 +347,9 @@ impl Server {
             // Free closed sessions' sockets first: accepting needs their descriptors.
             self.free_closed();
             self.accept_all(now);
+            if self.metrics_pending() {
+                self.on_metrics_ready(now);
+            }
             self.upkeep(now);
             if let Some(stopped) = self.stop {
                 return Ok(stopped);
@@ -340,13 +370,15 @@ impl Server {
     fn announce(&mut self) {
         if !self.announced {
             self.announced = true;
-            print_line(&format!("READY {}", self.ready_fields().join(" ")));
+            let fields = self.ready_fields().join(" ");
+            print_line(&format!("READY {fields}"));
+            notify(&format!("READY=1\nSTATUS=serving {fields}"));
         }
     }
 
     /// Zero when work is queued; else until the earliest deadline; `None` blocks.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.ready.is_empty() || self.accept_pending(now) {
+        if !self.ready.is_empty() || self.accept_pending(now) || self.metrics_pending() {
             return Some(Duration::ZERO);
         }
         let port_pauses = self.ports.iter().filter_map(|(_, p)| p.paused_until);
@@ -401,6 +433,9 @@ impl Server {
                 }
             }
             Drive::ConnectFailed(failure) => {
+                if let Some(l) = self.sessions.get(slot).map(|e| e.listener) {
+                    self.count_connect_failure(l, failure);
+                }
                 let d = self.redial(slot, failure, now);
                 return self.settle(slot, d, now);
             }
@@ -439,6 +474,7 @@ impl Server {
                 }
                 Key::Tunnel(l, slot) => self.on_tunnel_deadline(l, slot, t.id, t.at, now),
                 Key::Waiting(l, slot) => self.on_waiting_deadline(l, slot, t.id, now),
+                Key::Scrape(slot) => self.on_scrape_deadline(slot, t.id),
             }
         }
         let live = self.sessions.len() + self.mode_entries();
@@ -450,6 +486,7 @@ impl Server {
     fn compact_timers(&mut self) {
         let sessions = &self.sessions;
         let listeners = &self.listeners;
+        let metrics = &self.metrics;
         self.timers.compact(|t| match t.slot {
             Key::Session(slot) => sessions
                 .get(slot)
@@ -460,6 +497,9 @@ impl Server {
             Key::Waiting(l, slot) => listeners
                 .get(l)
                 .is_some_and(|l| l.timer_is_live(false, slot, t.id, t.at)),
+            Key::Scrape(slot) => metrics
+                .as_ref()
+                .is_some_and(|m| m.timer_is_live(slot, t.id)),
         });
     }
 
@@ -532,6 +572,9 @@ impl Server {
             p.close(self.poll.registry());
         }
         self.ports.clear();
+        if let Some(m) = self.metrics.as_mut() {
+            m.close(self.poll.registry());
+        }
         let listeners: Vec<usize> = self.listeners.iter().map(|(l, _)| l).collect();
         for l in listeners {
             self.close_listener(l, now);
@@ -578,18 +621,6 @@ impl Server {
         {
             self.listeners.remove(l);
         }
-    }
-
-    /// SIGUSR1: one line of stats.
-    fn log_snapshot(&self, _now: Instant) {
-        info!(
-            "stats: sessions={} waiting={} buffers={}/{} timers={}",
-            self.live_sessions(),
-            self.waiting_clients(),
-            self.pool.lent(),
-            self.pool.budget(),
-            self.timers.len()
-        );
     }
 
     fn close_all(&mut self, now: Instant) {

@@ -169,6 +169,22 @@ impl RelayState {
         self.policy = cfg.tunnel;
     }
 
+    /// Idle tunnels per service, for metrics.
+    pub(super) fn idle_tunnels(&self) -> Vec<(&str, u64)> {
+        let mut counts = vec![0u64; self.names.len()];
+        for (_, t) in &self.tunnels {
+            if let Some(s) = t.service.filter(|_| t.tunnel.is_idle()) {
+                counts[s] += 1;
+            }
+        }
+        self.names.iter().map(String::as_str).zip(counts).collect()
+    }
+
+    /// Tunnels in their handshake.
+    pub(super) fn handshakes(&self) -> usize {
+        self.handshakes
+    }
+
     pub(super) fn entries(&self) -> usize {
         self.tunnels.len() + self.waiting.len()
     }
@@ -398,7 +414,12 @@ impl Server {
     }
 
     fn close_relay_tunnel(&mut self, l: usize, slot: usize, end: TunnelEnd, now: Instant) {
-        let Some((registry, r)) = self.relay_and_registry(l) else {
+        let registry = self.poll.registry();
+        let Some(listener) = self.listeners.get_mut(l) else {
+            return;
+        };
+        let counters = &mut listener.counters;
+        let Kind::Relay(r) = &mut listener.kind else {
             return;
         };
         let Some(mut t) = r.tunnels.try_remove(slot) else {
@@ -421,6 +442,11 @@ impl Server {
             // Every other unfinished handshake counts against its source: a wrong proof,
             // bad bytes, a trickle cut at the deadline, a peer that hung up half-way.
             (None, _) => {
+                if end == TunnelEnd::AuthFailed {
+                    counters.auth_failures += 1;
+                } else {
+                    counters.handshake_failures += 1;
+                }
                 r.failures.record(t.peer.ip(), now);
                 if r.failures.may_warn(now) {
                     let what = if end == TunnelEnd::AuthFailed {

@@ -24,6 +24,7 @@ pub mod data;
 pub mod nat;
 pub mod net;
 pub mod procfs;
+pub mod prom;
 pub mod proxy;
 
 pub use cli::*;

@@ -1,1 +1,0 @@
-//! Logging: human lines or JSON objects, rate-limited.

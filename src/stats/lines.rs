@@ -1,0 +1,159 @@
+//! One-line renderings of the stats model: the `ss`-like session list, the SIGUSR1
+//! snapshot, and each session's close line (human `key=value` or one JSON object).
+
+use std::fmt::Write;
+
+use super::{format_duration, CloseRecord, ListenerStats, Phase, ProcessStats, SessionView};
+
+/// Appends one line per live session:
+/// `id=7 listener=web client=127.0.0.1:5000 upstream=127.0.0.1:80 phase=relaying
+/// age=12.3s idle=1000ms to_upstream=123 to_client=456` (`upstream=-` when there is none).
+pub fn render_sessions<'a>(out: &mut String, sessions: impl IntoIterator<Item = SessionView<'a>>) {
+    for s in sessions {
+        // Writing into a String cannot fail.
+        let _ = write!(
+            out,
+            "id={} listener={} client={} upstream=",
+            s.id, s.listener, s.client
+        );
+        match s.upstream {
+            Some(a) => {
+                let _ = write!(out, "{a}");
+            }
+            None => out.push('-'),
+        }
+        let _ = writeln!(
+            out,
+            " phase={} age={} idle={} to_upstream={} to_client={}",
+            s.phase.as_str(),
+            format_duration(s.age),
+            format_duration(s.idle),
+            s.to_upstream,
+            s.to_client
+        );
+    }
+}
+
+/// The SIGUSR1 snapshot, one line without a newline:
+/// `stats: uptime=3h05m sessions=12 (connecting=1 relaying=10 half_closed=1 resetting=0)
+/// draining=0 waiting=0 accepted=1234 closed=1222 to_upstream=.. to_client=..
+/// buffers=3/2048 timers=14 listeners=web:10,nat:2` (live sessions per listener;
+/// `listeners=-` when there is none).
+pub fn snapshot_line(p: &ProcessStats, listeners: &[ListenerStats<'_>]) -> String {
+    let mut phases = [0u64; Phase::ALL.len()];
+    let (mut draining, mut waiting, mut accepted, mut closed) = (0u64, 0u64, 0u64, 0u64);
+    let (mut to_upstream, mut to_client) = (0u64, 0u64);
+    for l in listeners {
+        for (sum, n) in phases.iter_mut().zip(l.live.sessions) {
+            *sum = sum.saturating_add(n);
+        }
+        draining = draining.saturating_add(l.live.draining);
+        waiting = waiting.saturating_add(l.live.waiting);
+        accepted = accepted.saturating_add(l.counters.accepted);
+        closed = closed.saturating_add(l.counters.closed_total());
+        let (up, down) = l.bytes();
+        to_upstream = to_upstream.saturating_add(up);
+        to_client = to_client.saturating_add(down);
+    }
+    let total = phases.iter().fold(0u64, |a, &n| a.saturating_add(n));
+    let mut line = String::with_capacity(256);
+    let _ = write!(
+        line,
+        "stats: uptime={} sessions={total} (",
+        format_duration(p.uptime)
+    );
+    for (i, ph) in Phase::ALL.iter().enumerate() {
+        if i > 0 {
+            line.push(' ');
+        }
+        let _ = write!(line, "{}={}", ph.as_str(), phases[ph.index()]);
+    }
+    let _ = write!(
+        line,
+        ") draining={draining} waiting={waiting} accepted={accepted} closed={closed} \
+         to_upstream={to_upstream} to_client={to_client} buffers={}/{} timers={} listeners=",
+        p.buffers_lent, p.pool_buffers, p.timers_armed
+    );
+    if listeners.is_empty() {
+        line.push('-');
+    }
+    for (i, l) in listeners.iter().enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        let _ = write!(line, "{}:{}", l.name, l.live.total());
+    }
+    line
+}
+
+/// The human close line, without a newline: `close id=N listener=NAME client=ADDR
+/// upstream=ADDR|- to_upstream=N to_client=N duration=D reason=R`.
+pub fn close_line(r: &CloseRecord<'_>) -> String {
+    let v = &r.view;
+    let mut line = String::with_capacity(160);
+    let _ = write!(
+        line,
+        "close id={} listener={} client={} upstream=",
+        v.id, v.listener, v.client
+    );
+    match v.upstream {
+        Some(a) => {
+            let _ = write!(line, "{a}");
+        }
+        None => line.push('-'),
+    }
+    let _ = write!(
+        line,
+        " to_upstream={} to_client={} duration={} reason={}",
+        v.to_upstream,
+        v.to_client,
+        format_duration(v.age),
+        r.reason
+    );
+    line
+}
+
+/// The close line as one JSON object, without a newline: `{"event":"close","id":N,
+/// "listener":"web","client":"ADDR","upstream":"ADDR"|null,"to_upstream":N,
+/// "to_client":N,"duration_ms":N,"reason":"client-eof","read_pauses":N}`.
+pub fn close_json(r: &CloseRecord<'_>) -> String {
+    let v = &r.view;
+    let mut line = String::with_capacity(224);
+    let _ = write!(line, "{{\"event\":\"close\",\"id\":{},\"listener\":", v.id);
+    json_string(&mut line, v.listener);
+    // Socket addresses print as digits, dots, colons, hex and brackets: nothing to escape.
+    let _ = write!(line, ",\"client\":\"{}\",\"upstream\":", v.client);
+    match v.upstream {
+        Some(a) => {
+            let _ = write!(line, "\"{a}\"");
+        }
+        None => line.push_str("null"),
+    }
+    let _ = write!(
+        line,
+        ",\"to_upstream\":{},\"to_client\":{},\"duration_ms\":{},\"reason\":\"{}\",\"read_pauses\":{}}}",
+        v.to_upstream,
+        v.to_client,
+        v.age.as_millis(),
+        r.reason,
+        v.read_pauses
+    );
+    line
+}
+
+/// Appends `s` as a JSON string, quotes included: `"` and `\` are escaped with a
+/// backslash, control characters (below U+0020) as `\u00XX`; everything else as is.
+pub fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
