@@ -300,11 +300,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = simple_logger::SimpleLogger::new().with_level(level).init() {
-        eprintln!("error: cannot start logging: {e}");
-        return ExitCode::from(1);
-    }
-    run(config)
+    run(config, level)
 }
 
 /// `check`: the effective configuration and the memory bound on stdout (exit 0), or the
@@ -484,53 +480,66 @@ fn agent_config(a: &AgentArgs) -> Result<Config, ConfigError> {
     one_listener(&a.session, Mode::Agent(agent))
 }
 
-fn run(config: Config) -> ExitCode {
+/// Sets up logging, binds, and runs the loop until it stops.
+fn run(config: Config, level: LevelFilter) -> ExitCode {
+    let g = &config.global;
+    let log = match tcpbridge::logging::init(level, g.log_format, g.log_rate) {
+        Ok(handle) => handle,
+        Err(e) => {
+            eprintln!("error: cannot start logging: {e}");
+            return ExitCode::from(1);
+        }
+    };
     net::ignore_sigpipe();
     // Sockets besides sessions': a relay's idle tunnels and handshakes, an agent's pools.
-    let extra = match &config.listeners[0].mode {
-        Mode::Forward(_) => 0,
-        Mode::Relay(r) => r.public.len() * r.max_idle_tunnels + r.max_handshakes,
-        Mode::Agent(a) => a.services.len() * a.pool,
-    };
+    let extra: usize = config
+        .listeners
+        .iter()
+        .map(|l| match &l.mode {
+            Mode::Forward(_) => 0,
+            Mode::Relay(r) => r.public.len() * r.max_idle_tunnels + r.max_handshakes,
+            Mode::Agent(a) => a.services.len() * a.pool,
+        })
+        .sum();
     let max_sessions = effective_max_sessions(config.global.max_sessions, extra);
-    let bound = match server::bind(&config) {
+    let mut inherited = match tcpbridge::systemd::take_listeners() {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            eprintln!("error: socket activation: {}", net::describe(&e));
+            return ExitCode::from(1);
+        }
+    };
+    let bound = match server::bind(&config, &mut inherited) {
         Ok(b) => b,
         Err((addr, e)) => {
             eprintln!("error: cannot bind {addr}: {}", net::describe(&e));
             return ExitCode::from(1);
         }
     };
-    let what = match &config.listeners[0].mode {
-        Mode::Forward(f) => format!(
-            "forward: {} -> {}",
-            join(&bound.addresses()),
-            join(&f.upstreams)
-        ),
-        Mode::Relay(_) => format!("relay: {}", bound.ready_fields().join(" ")),
-        Mode::Agent(a) => {
-            let services: Vec<String> = a
-                .services
-                .iter()
-                .map(|s| format!("{}={}", s.name, s.addr))
-                .collect();
-            format!(
-                "agent: relay {}; services {}; pool {}",
-                a.relay,
-                services.join(" "),
-                a.pool
-            )
-        }
-    };
+    for socket in inherited {
+        let addr = socket
+            .local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string());
+        warn!("inherited socket {addr} matches no configured address: closed");
+    }
+    for (n, l) in config.listeners.iter().enumerate() {
+        info!(
+            "listener {} ({}): {}",
+            l.name,
+            l.mode.word(),
+            describe(l, &bound.addresses(n))
+        );
+    }
     let c = &config.global;
     info!(
-        "{what}; max {} sessions; memory bound {} of buffers ({} x {}) + {} of session state",
+        "max {} sessions; memory bound {} of buffers ({} x {}) + {} of session state",
         max_sessions,
         human_size(c.buffer_bound()),
         c.pool_buffers,
         human_size(c.buffer_size),
         human_size(max_sessions * Server::session_overhead()),
     );
-    let server = match Server::new(config, bound, max_sessions) {
+    let server = match Server::new(config, bound, max_sessions, Some(log)) {
         Ok(s) => s,
         Err(e) => {
             error!("cannot start the event loop: {}", net::describe(&e));
@@ -543,6 +552,34 @@ fn run(config: Config) -> ExitCode {
         Err(e) => {
             error!("event loop failed: {}", net::describe(&e));
             ExitCode::from(1)
+        }
+    }
+}
+
+/// What a listener does, for the start-up log.
+fn describe(l: &Listener, bound: &[std::net::SocketAddr]) -> String {
+    match &l.mode {
+        Mode::Forward(f) => format!("{} -> {}", join(bound), join(&f.upstreams)),
+        Mode::Relay(r) => {
+            let services: Vec<String> = r.public.iter().map(|s| s.name.clone()).collect();
+            format!(
+                "tunnels and public {} on {}",
+                services.join(", "),
+                join(bound)
+            )
+        }
+        Mode::Agent(a) => {
+            let services: Vec<String> = a
+                .services
+                .iter()
+                .map(|s| format!("{}={}", s.name, s.addr))
+                .collect();
+            format!(
+                "relay {}; services {}; pool {}",
+                a.relay,
+                services.join(" "),
+                a.pool
+            )
         }
     }
 }

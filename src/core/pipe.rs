@@ -10,6 +10,10 @@
 //! Readiness is a cache kept by the session: an event sets a bit, only `WouldBlock` clears
 //! it. [`Pipe::pump`] makes at most one read, one write and one FIN per call and reports
 //! what happened; the session calls it until nothing moves.
+//!
+//! Backpressure is counted: a *read pause* is the source being readable while the pipe
+//! will not read (its ring is full, or the pool has no buffer to lend); a *resume* is the
+//! next read after a pause.
 
 use std::io::IoSlice;
 
@@ -65,6 +69,10 @@ pub struct Pipe {
     prefix: [u8; MAX_PREFIX],
     prefix_at: u8,
     prefix_len: u8,
+    /// Not reading a readable source, since the last read.
+    paused: bool,
+    pauses: u32,
+    resumes: u32,
 }
 
 impl Default for Pipe {
@@ -83,6 +91,9 @@ impl Pipe {
             prefix: [0u8; MAX_PREFIX],
             prefix_at: 0,
             prefix_len: 0,
+            paused: false,
+            pauses: 0,
+            resumes: 0,
         }
     }
 
@@ -117,6 +128,18 @@ impl Pipe {
     /// True while a pool buffer is held.
     pub fn holds_buffer(&self) -> bool {
         self.ring.is_some()
+    }
+
+    /// Read pauses and resumes so far (backpressure).
+    pub fn pauses(&self) -> (u64, u64) {
+        (u64::from(self.pauses), u64::from(self.resumes))
+    }
+
+    fn pause(&mut self) {
+        if !self.paused {
+            self.paused = true;
+            self.pauses = self.pauses.saturating_add(1);
+        }
     }
 
     /// True if the pipe would read now, given a readable source and a free buffer.
@@ -233,18 +256,29 @@ impl Pipe {
         closed: bool,
         pool: &mut Pool,
     ) -> Option<Pump> {
-        if !*ready || !self.wants_read() {
+        if !*ready || self.flow != Flow::Open {
+            return None;
+        }
+        if !self.wants_read() {
+            self.pause();
             return None;
         }
         if self.ring.is_none() {
             match pool.take() {
                 Some(buf) => self.ring = Some(Ring::new(buf)),
-                None => return Some(Pump::Starved),
+                None => {
+                    self.pause();
+                    return Some(Pump::Starved);
+                }
             }
         }
         let ring = self.ring.as_mut()?;
         let room = ring.room();
         let outcome = classify(retry(|| ring.read_from(source)));
+        if self.paused && matches!(outcome, Io::Moved(_) | Io::Eof) {
+            self.paused = false;
+            self.resumes = self.resumes.saturating_add(1);
+        }
         let result = match outcome {
             Io::Moved(n) => {
                 if n < room && !closed {
@@ -434,6 +468,41 @@ mod tests {
         b.dst_ready = true;
         assert_eq!(b.run(), Pump::Stuck);
         assert_eq!(b.dst.written, b"abcdefgh");
+    }
+
+    #[test]
+    fn a_full_ring_counts_one_pause_and_one_resume() {
+        let mut b = bench(4);
+        b.dst = Scripted::new(); // every write blocks
+        b.src.send(b"abcdefgh");
+        assert_eq!(b.run(), Pump::Stuck);
+        assert_eq!(b.run(), Pump::Stuck);
+        assert_eq!(
+            b.pipe.pauses(),
+            (1, 0),
+            "one pause however often it is pumped"
+        );
+        b.dst.accept_when_done = true;
+        b.dst_ready = true;
+        assert_eq!(b.run(), Pump::Stuck);
+        assert_eq!(b.dst.written, b"abcdefgh");
+        assert_eq!(b.pipe.pauses(), (1, 1));
+    }
+
+    #[test]
+    fn an_empty_pool_counts_as_a_pause() {
+        let mut b = bench(4);
+        b.pool = Pool::new(4, 1);
+        let held = b.pool.take();
+        b.src.send(b"ab");
+        assert_eq!(b.run(), Pump::Starved);
+        assert_eq!(b.pipe.pauses(), (1, 0));
+        if let Some(buf) = held {
+            b.pool.give(buf);
+        }
+        assert_eq!(b.run(), Pump::Stuck);
+        assert_eq!(b.dst.written, b"ab");
+        assert_eq!(b.pipe.pauses(), (1, 1));
     }
 
     #[test]

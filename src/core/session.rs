@@ -317,6 +317,18 @@ impl<S: Stream> Session<S> {
         (self.to_upstream.delivered(), self.to_client.delivered())
     }
 
+    /// Read pauses and resumes of both directions (backpressure).
+    pub fn pauses(&self) -> (u64, u64) {
+        let (a, b) = self.to_upstream.pauses();
+        let (c, d) = self.to_client.pauses();
+        (a + c, b + d)
+    }
+
+    /// When a byte last moved (the idle timeout counts from here).
+    pub fn last_progress(&self) -> Instant {
+        self.last_progress
+    }
+
     /// The phase, coarsely.
     pub fn phase_name(&self) -> PhaseName {
         match self.phase {

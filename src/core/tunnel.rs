@@ -534,6 +534,11 @@ impl<S: Stream> AgentTunnel<S> {
         &self.service
     }
 
+    /// True once authenticated and waiting for ATTACH.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, AgentState::Idle(..))
+    }
+
     /// The stream, for registration.
     pub fn stream(&mut self) -> &mut S {
         &mut self.stream

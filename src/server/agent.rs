@@ -12,13 +12,14 @@ use log::{debug, error, info, warn};
 use mio::{Interest, Registry, Waker};
 use slab::Slab;
 
-use super::entry::{dial_failure, log_unserved, Registration, Start};
+use super::entry::{dial_failure, Registration, Start};
+use super::listener::Kind;
 use super::resolver::Resolver;
 use super::token::Target;
-use super::{Key, ModeState, Server, Stopped};
+use super::{Key, Server, Stopped};
 use crate::config::{Agent, Service};
 use crate::core::session::{Readiness, Session};
-use crate::core::stream::Stream;
+use crate::core::stream::{ConnectFailure, Stream};
 use crate::core::tunnel::{AgentTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
 use crate::net::{describe, Conn, Random};
 use crate::proto::auth::Secret;
@@ -68,11 +69,15 @@ pub(super) struct AgentState {
 }
 
 impl AgentState {
-    pub(super) fn new(cfg: Agent, random: Random, waker: Waker) -> std::io::Result<AgentState> {
+    pub(super) fn new(
+        cfg: Agent,
+        random: Random,
+        waker: &Arc<Waker>,
+    ) -> std::io::Result<AgentState> {
         let literal: Option<SocketAddr> = cfg.relay.parse().ok();
         let resolver = match literal {
             Some(_) => None,
-            None => Some(Resolver::spawn(Arc::new(waker))?),
+            None => Some(Resolver::spawn(Arc::clone(waker))?),
         };
         let n = cfg.services.len();
         Ok(AgentState {
@@ -93,14 +98,47 @@ impl AgentState {
         })
     }
 
-    /// The READY line's fields.
-    pub(super) fn ready_fields(&self) -> Vec<String> {
-        std::iter::once(format!("relay={}", self.relay_name))
+    /// The READY line's fields, each after `prefix.` when given.
+    pub(super) fn ready_fields(&self, prefix: Option<&str>) -> Vec<String> {
+        let p = prefix.map_or_else(String::new, |p| format!("{p}."));
+        std::iter::once(format!("{p}relay={}", self.relay_name))
             .chain(
                 self.services
                     .iter()
-                    .map(|s| format!("service.{}={}", s.name, s.addr)),
+                    .map(|s| format!("{p}service.{}={}", s.name, s.addr)),
             )
+            .collect()
+    }
+
+    /// Takes new options (same secret, relay and service names: checked by the caller).
+    /// A smaller pool keeps its extra tunnels until they are used.
+    pub(super) fn update(&mut self, cfg: &Agent) {
+        self.services.clone_from(&cfg.services);
+        self.pool_size = cfg.pool;
+        self.exit_on_disconnect = cfg.exit_on_disconnect;
+        self.backoff_max = cfg.backoff_max;
+        self.policy = cfg.tunnel;
+    }
+
+    /// Whether every service has authenticated tunnels.
+    pub(super) fn up(&self) -> bool {
+        self.pools.iter().all(|p| p.up)
+    }
+
+    /// Idle (authenticated, unpaired) tunnels per service, for metrics.
+    pub(super) fn idle_tunnels(&self) -> Vec<(&str, u64)> {
+        let mut counts = vec![0u64; self.services.len()];
+        for (_, t) in &self.tunnels {
+            if t.tunnel.is_idle() {
+                if let Some(c) = counts.get_mut(t.service) {
+                    *c += 1;
+                }
+            }
+        }
+        self.services
+            .iter()
+            .map(|s| s.name.as_str())
+            .zip(counts)
             .collect()
     }
 
@@ -131,6 +169,25 @@ impl AgentState {
         self.pools.iter_mut().for_each(|p| p.open = 0);
     }
 
+    /// Takes the resolver's answer, if it has arrived.
+    fn take_answer(&mut self) {
+        let Some(answer) = self.resolver.as_mut().and_then(Resolver::take) else {
+            return;
+        };
+        match answer {
+            Ok(addrs) if !addrs.is_empty() => {
+                self.relay_addrs = addrs;
+                self.stale = false;
+            }
+            Ok(_) => warn!("relay {}: the name resolves to no address", self.relay_name),
+            Err(e) => warn!(
+                "relay {}: cannot resolve: {}",
+                self.relay_name,
+                describe(&e)
+            ),
+        }
+    }
+
     /// Exponential backoff with jitter (half to all of the step), capped.
     fn backoff(&mut self, failures: u32) -> Duration {
         let step = BACKOFF_BASE
@@ -143,36 +200,43 @@ impl AgentState {
 }
 
 impl Server {
-    fn agent(&mut self) -> Option<&mut AgentState> {
-        self.agent_and_registry().map(|(_, a)| a)
+    fn agent(&mut self, l: usize) -> Option<&mut AgentState> {
+        self.agent_and_registry(l).map(|(_, a)| a)
     }
 
-    fn agent_and_registry(&mut self) -> Option<(&Registry, &mut AgentState)> {
-        match &mut self.mode {
-            ModeState::Agent(a) => Some((self.poll.registry(), a)),
+    fn agent_and_registry(&mut self, l: usize) -> Option<(&Registry, &mut AgentState)> {
+        match self.listeners.get_mut(l).map(|l| &mut l.kind) {
+            Some(Kind::Agent(a)) => Some((self.poll.registry(), a)),
             _ => None,
         }
     }
 
-    /// The resolver answered.
+    /// A resolver answered: every agent takes its answer, if it has one.
     pub(super) fn on_waker(&mut self) {
-        let Some(a) = self.agent() else { return };
-        let Some(answer) = a.resolver.as_mut().and_then(Resolver::take) else {
-            return;
-        };
-        match answer {
-            Ok(addrs) if !addrs.is_empty() => {
-                a.relay_addrs = addrs;
-                a.stale = false;
+        for (_, l) in &mut self.listeners {
+            if let Kind::Agent(a) = &mut l.kind {
+                a.take_answer();
             }
-            Ok(_) => warn!("relay {}: the name resolves to no address", a.relay_name),
-            Err(e) => warn!("relay {}: cannot resolve: {}", a.relay_name, describe(&e)),
+        }
+    }
+
+    /// Keeps every agent's pools full.
+    pub(super) fn agents_upkeep(&mut self, now: Instant) {
+        for l in 0..self.listeners.capacity() {
+            if self
+                .listeners
+                .get(l)
+                .is_some_and(|l| !l.closed && matches!(l.kind, Kind::Agent(_)))
+            {
+                self.agent_upkeep(l, now);
+            }
         }
     }
 
     /// Keeps every service's pool full, within its backoff.
-    pub(super) fn agent_upkeep(&mut self, now: Instant) {
-        let Some(a) = self.agent() else { return };
+    fn agent_upkeep(&mut self, l: usize, now: Instant) {
+        let Some(a) = self.agent(l) else { return };
+
         if a.stale {
             if let Some(r) = a.resolver.as_mut() {
                 r.request(&a.relay_name);
@@ -183,12 +247,12 @@ impl Server {
         }
         for service in 0..a.services.len() {
             loop {
-                let Some(a) = self.agent() else { return };
+                let Some(a) = self.agent(l) else { return };
                 let p = &a.pools[service];
                 if p.open >= a.pool_size || p.retry_at.is_some_and(|t| now < t) {
                     break;
                 }
-                if !self.dial_tunnel(service, now) {
+                if !self.dial_tunnel(l, service, now) {
                     break;
                 }
             }
@@ -196,9 +260,9 @@ impl Server {
     }
 
     /// Opens one tunnel for `service`; false when the dial failed at once.
-    fn dial_tunnel(&mut self, service: usize, now: Instant) -> bool {
+    fn dial_tunnel(&mut self, l: usize, service: usize, now: Instant) -> bool {
         let id = self.new_id();
-        let Some((registry, a)) = self.agent_and_registry() else {
+        let Some((registry, a)) = self.agent_and_registry(l) else {
             return false;
         };
         a.next_addr = (a.next_addr + 1) % a.relay_addrs.len().max(1);
@@ -209,14 +273,15 @@ impl Server {
             Ok(pair) => pair,
             Err(e) => {
                 debug!("tunnel {id} to {relay}: {}", describe(&e));
-                self.tunnel_failed(service, now);
+                self.tunnel_failed(l, service, now);
                 return false;
             }
         };
         let entry = a.tunnels.vacant_entry();
         let slot = entry.key();
         let both = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = registry.register(conn.source(), Target::Tunnel(slot).token(), both) {
+        let token = Target::Tunnel { listener: l, slot }.token();
+        if let Err(e) = registry.register(conn.source(), token, both) {
             warn!("tunnel {id}: cannot register: {}", describe(&e));
             return false;
         }
@@ -229,30 +294,39 @@ impl Server {
             armed: None,
         });
         a.pools[service].open += 1;
-        self.agent_tunnel_step(slot, TunnelStep::Waiting, now);
+        self.agent_tunnel_step(l, slot, TunnelStep::Waiting, now);
         true
     }
 
-    pub(super) fn on_agent_tunnel_event(&mut self, slot: usize, ready: Readiness, now: Instant) {
-        let Some(a) = self.agent() else { return };
+    pub(super) fn on_agent_tunnel_event(
+        &mut self,
+        l: usize,
+        slot: usize,
+        ready: Readiness,
+        now: Instant,
+    ) {
+        let Some(a) = self.agent(l) else { return };
         let secret = &a.secret;
         let Some(t) = a.tunnels.get_mut(slot) else {
             return;
         };
         t.tunnel.on_event(ready);
         let step = t.tunnel.drive(now, secret);
-        self.agent_tunnel_step(slot, step, now);
+        self.agent_tunnel_step(l, slot, step, now);
     }
 
     pub(super) fn on_agent_tunnel_deadline(
         &mut self,
+        l: usize,
         slot: usize,
         id: u64,
         at: Instant,
         now: Instant,
     ) {
-        let connect_timeout = self.policy.connect_timeout;
-        let Some(a) = self.agent() else { return };
+        let Some(connect_timeout) = self.connect_timeout(l) else {
+            return;
+        };
+        let Some(a) = self.agent(l) else { return };
         let policy = a.policy;
         let Some(t) = a.tunnels.get_mut(slot) else {
             return;
@@ -262,23 +336,25 @@ impl Server {
         }
         t.armed = None;
         let step = t.tunnel.expire(now, &policy, connect_timeout);
-        self.agent_tunnel_step(slot, step, now);
+        self.agent_tunnel_step(l, slot, step, now);
     }
 
-    fn agent_tunnel_step(&mut self, slot: usize, step: TunnelStep, now: Instant) {
+    fn agent_tunnel_step(&mut self, l: usize, slot: usize, step: TunnelStep, now: Instant) {
         match step {
             TunnelStep::Waiting => {}
             TunnelStep::Authenticated(_) => {
-                self.tunnel_up(slot);
+                self.tunnel_up(l, slot);
                 // ATTACH may have come in the same segment as WELCOME: no new edge will
                 // announce it, so read on now.
-                return self.on_agent_tunnel_event(slot, Readiness::default(), now);
+                return self.on_agent_tunnel_event(l, slot, Readiness::default(), now);
             }
-            TunnelStep::Attached(client) => return self.attach(slot, client, now),
-            TunnelStep::Closed(end) => return self.close_agent_tunnel(slot, end, now),
+            TunnelStep::Attached(client) => return self.attach(l, slot, client, now),
+            TunnelStep::Closed(end) => return self.close_agent_tunnel(l, slot, end, now),
         }
-        let connect_timeout = self.policy.connect_timeout;
-        let Some(a) = self.agent() else { return };
+        let Some(connect_timeout) = self.connect_timeout(l) else {
+            return;
+        };
+        let Some(a) = self.agent(l) else { return };
         let policy = a.policy;
         let Some(t) = a.tunnels.get_mut(slot) else {
             return;
@@ -287,12 +363,12 @@ impl Server {
         if t.armed.is_none_or(|armed| deadline < armed) {
             t.armed = Some(deadline);
             let id = t.id;
-            self.timers.arm(deadline, Key::Tunnel(slot), id);
+            self.timers.arm(deadline, Key::Tunnel(l, slot), id);
         }
     }
 
-    fn tunnel_up(&mut self, slot: usize) {
-        let Some(a) = self.agent() else { return };
+    fn tunnel_up(&mut self, l: usize, slot: usize) {
+        let Some(a) = self.agent(l) else { return };
         let Some(t) = a.tunnels.get(slot) else {
             return;
         };
@@ -307,19 +383,24 @@ impl Server {
                 a.services[service].name, t.relay
             );
         }
-        if a.pools.iter().all(|p| p.up) {
+        if self.listeners.iter().all(|(_, l)| l.up()) {
             self.announce();
         }
     }
 
     /// The relay attached a client: dial the local service and start the session.
-    fn attach(&mut self, slot: usize, client: SocketAddr, now: Instant) {
-        let Some((registry, a)) = self.agent_and_registry() else {
+    fn attach(&mut self, l: usize, slot: usize, client: SocketAddr, now: Instant) {
+        let registry = self.poll.registry();
+        let Some(listener) = self.listeners.get_mut(l) else {
+            return;
+        };
+        let Kind::Agent(a) = &mut listener.kind else {
             return;
         };
         let Some(t) = a.tunnels.try_remove(slot) else {
             return;
         };
+        listener.counters.accepted += 1;
         a.pools[t.service].open = a.pools[t.service].open.saturating_sub(1);
         let target = a.services[t.service].addr;
         let (mut tunnel, ready) = t.tunnel.into_stream();
@@ -333,13 +414,15 @@ impl Server {
                 );
                 let _ = registry.deregister(tunnel.source());
                 let _ = tunnel.write_vectored(&[std::io::IoSlice::new(&[frame::REFUSED])]);
-                log_unserved(t.id, client, now, now, dial_failure(&e));
+                self.count_connect_failure(l, ConnectFailure::from_error(&e));
+                self.unserved(l, t.id, client, now, now, dial_failure(&e));
                 return;
             }
         };
         let mut session = Session::new(tunnel, local, now);
         session.set_replies(&[frame::READY], &[frame::REFUSED]);
         let start = Start {
+            listener: l,
             id: t.id,
             session,
             client_addr: client,
@@ -350,11 +433,16 @@ impl Server {
             client_ready: ready,
         };
         self.start_session(start, now);
-        self.agent_upkeep(now);
+        self.agent_upkeep(l, now);
     }
 
-    fn close_agent_tunnel(&mut self, slot: usize, end: TunnelEnd, now: Instant) {
-        let Some((registry, a)) = self.agent_and_registry() else {
+    fn close_agent_tunnel(&mut self, l: usize, slot: usize, end: TunnelEnd, now: Instant) {
+        let registry = self.poll.registry();
+        let Some(listener) = self.listeners.get_mut(l) else {
+            return;
+        };
+        let counters = &mut listener.counters;
+        let Kind::Agent(a) = &mut listener.kind else {
             return;
         };
         let Some(mut t) = a.tunnels.try_remove(slot) else {
@@ -362,6 +450,9 @@ impl Server {
         };
         let _ = registry.deregister(t.tunnel.stream().source());
         a.pools[t.service].open = a.pools[t.service].open.saturating_sub(1);
+        if matches!(end, TunnelEnd::Denied | TunnelEnd::AuthFailed) {
+            counters.auth_failures += 1;
+        }
         let name = &a.services[t.service].name;
         match end {
             TunnelEnd::Denied | TunnelEnd::AuthFailed => warn!(
@@ -383,14 +474,14 @@ impl Server {
             self.stop = Some(Stopped::Disconnected);
             return;
         }
-        self.tunnel_failed(t.service, now);
+        self.tunnel_failed(l, t.service, now);
     }
 
     /// Backs a service off after a failure, and looks the relay's name up again. Tunnels
     /// that fail together (a pool dialed at once) count as one failed round: the backoff
     /// grows per round, not per tunnel.
-    fn tunnel_failed(&mut self, service: usize, now: Instant) {
-        let Some(a) = self.agent() else { return };
+    fn tunnel_failed(&mut self, l: usize, service: usize, now: Instant) {
+        let Some(a) = self.agent(l) else { return };
         a.stale = a.resolver.is_some();
         if a.pools[service].retry_at.is_some_and(|t| now < t) {
             a.pools[service].up = false;

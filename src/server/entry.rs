@@ -3,15 +3,17 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::rc::Rc;
+use std::time::Instant;
 
-use log::{debug, info, warn};
+use log::{debug, warn};
 use mio::Interest;
 
+use super::listener::Kind;
 use super::token::Target;
-use super::{ModeState, Server};
+use super::Server;
 use crate::core::reason::{CloseReason, Side};
-use crate::core::session::{Drive, Readiness, Session};
+use crate::core::session::{Drive, Policy, Readiness, Session};
 use crate::core::stream::ConnectFailure;
 use crate::net::{describe, Conn};
 
@@ -19,6 +21,10 @@ use crate::net::{describe, Conn};
 #[derive(Debug)]
 pub(super) struct Entry {
     pub(super) id: u64,
+    /// The listener's slot.
+    pub(super) listener: usize,
+    /// The options the session started with (a reload does not change them).
+    pub(super) policy: Rc<Policy>,
     pub(super) session: Session<Conn>,
     pub(super) client_addr: SocketAddr,
     /// The upstream connected to, or tried last.
@@ -44,6 +50,8 @@ pub(super) enum Registration {
 /// Everything needed to start a session.
 #[derive(Debug)]
 pub(super) struct Start {
+    /// The listener's slot.
+    pub(super) listener: usize,
     pub(super) id: u64,
     pub(super) session: Session<Conn>,
     pub(super) client_addr: SocketAddr,
@@ -66,6 +74,7 @@ impl Server {
     /// Registers a new session's sockets, inserts it, drives it once and arms its deadline.
     pub(super) fn start_session(&mut self, start: Start, now: Instant) {
         let Start {
+            listener,
             id,
             mut session,
             client_addr,
@@ -90,11 +99,26 @@ impl Server {
             warn!("session {id}: cannot register sockets: {}", describe(&e));
             let _ = registry.deregister(session.client().source());
             let _ = registry.deregister(session.upstream().source());
+            self.unserved(
+                listener,
+                id,
+                client_addr,
+                now,
+                now,
+                CloseReason::ClientError,
+            );
             return;
         }
+        let Some(l) = self.listeners.get_mut(listener) else {
+            return;
+        };
+        l.sessions += 1;
+        let policy = Rc::clone(&l.policy);
         session.on_event(Side::Client, client_ready);
         entry.insert(Entry {
             id,
+            listener,
+            policy,
             session,
             client_addr,
             upstream_addr,
@@ -119,9 +143,10 @@ impl Server {
             "session {}: connect to {} failed ({failure:?})",
             e.id, e.upstream_addr
         );
-        let upstreams = match &self.mode {
-            ModeState::Forward(f) => f.upstreams.as_slice(),
-            _ => &[],
+        // A failed connect is rare: copying the list keeps the counters reachable.
+        let upstreams: Vec<SocketAddr> = match self.listeners.get(e.listener).map(|l| &l.kind) {
+            Some(Kind::Forward(f)) => f.upstreams.clone(),
+            _ => Vec::new(),
         };
         let mut last = failure;
         while let Some(next) = e
@@ -141,6 +166,9 @@ impl Server {
                         describe(&err)
                     );
                     last = ConnectFailure::from_error(&err);
+                    if let Some(listener) = self.listeners.get_mut(e.listener) {
+                        listener.counters.record_connect_failure(last);
+                    }
                     continue;
                 }
             };
@@ -157,6 +185,9 @@ impl Server {
             {
                 debug!("session {}: register failed: {}", e.id, describe(&err));
                 last = ConnectFailure::Error;
+                if let Some(listener) = self.listeners.get_mut(e.listener) {
+                    listener.counters.record_connect_failure(last);
+                }
                 continue;
             }
             let mut old = e.session.redial(conn, now);
@@ -164,6 +195,13 @@ impl Server {
             return Drive::Waiting;
         }
         e.session.fail_connect(last, &mut self.pool)
+    }
+
+    /// Counts one failed connect attempt of listener `l`.
+    pub(super) fn count_connect_failure(&mut self, l: usize, failure: ConnectFailure) {
+        if let Some(listener) = self.listeners.get_mut(l) {
+            listener.counters.record_connect_failure(failure);
+        }
     }
 
     /// Logs the close line, deregisters both sockets and queues the slot to be freed after
@@ -176,60 +214,50 @@ impl Server {
             return;
         }
         e.closed = true;
-        log_close(
-            e.id,
-            e.client_addr,
-            Some(e.upstream_addr),
-            e.session.delivered(),
-            now.saturating_duration_since(e.started),
-            reason,
-        );
+        let delivered = e.session.delivered();
+        let pauses = e.session.pauses();
+        let (id, client, upstream, l) = (e.id, e.client_addr, e.upstream_addr, e.listener);
+        let age = now.saturating_duration_since(e.started);
         let registry = self.poll.registry();
         let _ = registry.deregister(e.session.client().source());
         let _ = registry.deregister(e.session.upstream().source());
         self.closed.push(slot);
-        // Descriptors and a session slot are free again: a listener paused for either
-        // may try at once.
-        for l in &mut self.listeners {
-            l.paused_until = None;
+        self.record_close(
+            l,
+            id,
+            client,
+            Some(upstream),
+            delivered,
+            pauses,
+            age,
+            reason,
+        );
+        if let Some(listener) = self.listeners.get_mut(l) {
+            listener.sessions = listener.sessions.saturating_sub(1);
+        }
+        self.forget_listener_if_done(l);
+        // Descriptors and a session slot are free again: a port paused for either may
+        // try at once.
+        for (_, p) in &mut self.ports {
+            p.paused_until = None;
         }
     }
-}
 
-/// The one line each session leaves: who, how many bytes each way, how long, why.
-pub(super) fn log_close(
-    id: u64,
-    client: SocketAddr,
-    upstream: Option<SocketAddr>,
-    (to_upstream, to_client): (u64, u64),
-    duration: Duration,
-    reason: CloseReason,
-) {
-    let upstream = upstream.map_or_else(|| "-".to_string(), |a| a.to_string());
-    info!(
-        "close id={id} client={client} upstream={upstream} to_upstream={to_upstream} \
-         to_client={to_client} duration={} reason={reason}",
-        format_duration(duration)
-    );
-}
-
-/// The close line of a client that never became a relayed session (refused at a limit,
-/// timed out waiting for a tunnel, gone while waiting, or no upstream could be dialed).
-pub(super) fn log_unserved(
-    id: u64,
-    client: SocketAddr,
-    since: Instant,
-    now: Instant,
-    reason: CloseReason,
-) {
-    log_close(
-        id,
-        client,
-        None,
-        (0, 0),
-        now.saturating_duration_since(since),
-        reason,
-    );
+    /// The close of a client that never became a relayed session (refused at a limit,
+    /// timed out waiting for a tunnel, gone while waiting, or no upstream could be
+    /// dialed): counted and logged like a session's.
+    pub(super) fn unserved(
+        &mut self,
+        l: usize,
+        id: u64,
+        client: SocketAddr,
+        since: Instant,
+        now: Instant,
+        reason: CloseReason,
+    ) {
+        let age = now.saturating_duration_since(since);
+        self.record_close(l, id, client, None, (0, 0), (0, 0), age, reason);
+    }
 }
 
 /// Sorts a dial error into a connect failure, for the close reason.
@@ -238,30 +266,5 @@ pub(super) fn dial_failure(e: &io::Error) -> CloseReason {
         ConnectFailure::Refused => CloseReason::ConnectRefused,
         ConnectFailure::Timeout => CloseReason::ConnectTimeout,
         ConnectFailure::Error => CloseReason::ConnectError,
-    }
-}
-
-/// `12ms` below ten seconds, `12.3s` below an hour, `2h05m` beyond.
-fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 10_000 {
-        format!("{ms}ms")
-    } else if ms < 3_600_000 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        let m = d.as_secs() / 60;
-        format!("{}h{:02}m", m / 60, m % 60)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_well_in_close_lines() {
-        assert_eq!(format_duration(Duration::from_millis(12)), "12ms");
-        assert_eq!(format_duration(Duration::from_millis(12_345)), "12.3s");
-        assert_eq!(format_duration(Duration::from_secs(7500)), "2h05m");
     }
 }

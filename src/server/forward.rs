@@ -6,10 +6,12 @@ use std::time::Instant;
 
 use log::debug;
 
-use super::entry::{dial_failure, log_unserved, Registration, Start};
+use super::entry::{dial_failure, Registration, Start};
+use super::listener::Kind;
 use super::Server;
 use crate::config::Forward;
 use crate::core::session::{Readiness, Session};
+use crate::core::stream::ConnectFailure;
 use crate::net::{describe, Conn};
 
 /// Forward mode's own state: the upstream list.
@@ -28,12 +30,19 @@ impl ForwardState {
 
 impl Server {
     /// Starts a forward session: dials the first upstream that takes a connect.
-    pub(super) fn open_forward(&mut self, client: Conn, client_addr: SocketAddr, now: Instant) {
+    pub(super) fn open_forward(
+        &mut self,
+        l: usize,
+        client: Conn,
+        client_addr: SocketAddr,
+        now: Instant,
+    ) {
         let id = self.new_id();
-        let super::ModeState::Forward(f) = &self.mode else {
+        let Some(Kind::Forward(f)) = self.listeners.get(l).map(|l| &l.kind) else {
             return;
         };
         let mut failure = None;
+        let mut failures = Vec::new();
         let mut dialed = None;
         for (n, &addr) in f.upstreams.iter().enumerate() {
             match Conn::dial(addr) {
@@ -44,17 +53,24 @@ impl Server {
                 Err(e) => {
                     debug!("session {id}: connect to {addr} failed: {}", describe(&e));
                     failure = Some(e);
+                    if let Some(e) = &failure {
+                        failures.push(ConnectFailure::from_error(e));
+                    }
                 }
             }
+        }
+        for f in failures {
+            self.count_connect_failure(l, f);
         }
         let Some((n, upstream_addr, upstream)) = dialed else {
             let reason = failure
                 .as_ref()
                 .map_or(crate::core::reason::CloseReason::ConnectError, dial_failure);
-            log_unserved(id, client_addr, now, now, reason);
+            self.unserved(l, id, client_addr, now, now, reason);
             return;
         };
         let start = Start {
+            listener: l,
             id,
             session: Session::new(client, upstream, now),
             client_addr,

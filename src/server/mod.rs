@@ -8,36 +8,42 @@
 //! slots (and sockets) of sessions closed in this pass, accept a bounded batch per
 //! listener, and let the mode do its upkeep (the agent refills its tunnel pools).
 //!
-//! Mode-specific handling lives in `forward.rs`, `relay.rs` and `agent.rs`; sessions are
-//! the same in every mode.
+//! A process runs any number of named listeners, each of any mode; mode-specific
+//! handling lives in `forward.rs`, `relay.rs` and `agent.rs`, and sessions are the same
+//! in every mode. `reload.rs` applies a new configuration file on SIGHUP.
 
 mod accept;
 mod agent;
 mod entry;
 mod forward;
+mod listener;
+mod metrics;
 mod relay;
+mod reload;
+mod report;
 mod resolver;
 pub mod token;
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 use mio::{Events, Interest, Poll, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::config::{Config, Global, Mode};
+use crate::config::{self, Config, Global, Mode, Source};
 use crate::core::pool::Pool;
-use crate::core::session::Policy;
 use crate::core::session::{Drive, Readiness};
 use crate::core::timers::Timers;
 use crate::net::Random;
-use accept::{Listener, Role};
+use accept::{Port, Role};
 use entry::Entry;
+use listener::{Kind, Listener};
 use token::Target;
 
 /// Bytes one session may write per pass before others get a turn.
@@ -60,34 +66,34 @@ pub enum Stopped {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Key {
     Session(usize),
-    Tunnel(usize),
-    Waiting(usize),
+    /// (listener, slot)
+    Tunnel(usize, usize),
+    /// (listener, slot)
+    Waiting(usize, usize),
+    Scrape(usize),
 }
 
-/// The listeners of a configuration, bound before the loop starts.
+/// The ports of a configuration, bound before the loop starts.
 #[derive(Debug)]
 pub struct Bound {
-    listeners: Vec<Listener>,
+    /// Per listener, in configuration order.
+    ports: Vec<Vec<Port>>,
+    metrics: Option<metrics::Metrics>,
 }
 
 impl Bound {
-    /// `name=IP:PORT` for each listener, in configuration order (port 0 resolved).
-    pub fn ready_fields(&self) -> Vec<String> {
-        self.listeners
-            .iter()
-            .map(|l| format!("{}={}", l.role.ready_name(), l.addr))
-            .collect()
-    }
-
-    /// The bound addresses.
-    pub fn addresses(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|l| l.addr).collect()
+    /// The bound addresses of listener `n` (port 0 resolved).
+    pub fn addresses(&self, n: usize) -> Vec<SocketAddr> {
+        self.ports
+            .get(n)
+            .map(|ports| ports.iter().map(|p| p.addr).collect())
+            .unwrap_or_default()
     }
 }
 
-/// Binds every listener of `cfg`. The error names the address that failed.
-pub fn bind(cfg: &Config) -> Result<Bound, (SocketAddr, io::Error)> {
-    let wanted: Vec<(Role, SocketAddr)> = match &cfg.listeners[0].mode {
+/// The (role, address) pairs a listener listens on.
+fn wanted(listener: &config::Listener) -> Vec<(Role, SocketAddr)> {
+    match &listener.mode {
         Mode::Forward(f) => f.listen.iter().map(|&a| (Role::Forward, a)).collect(),
         Mode::Relay(r) => std::iter::once((Role::Tunnel, r.tunnel_listen))
             .chain(
@@ -98,27 +104,40 @@ pub fn bind(cfg: &Config) -> Result<Bound, (SocketAddr, io::Error)> {
             )
             .collect(),
         Mode::Agent(_) => Vec::new(),
-    };
-    let listeners = wanted
-        .into_iter()
-        .map(|(role, addr)| Listener::bind(role, addr).map_err(|e| (addr, e)))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Bound { listeners })
+    }
 }
 
-/// Mode-specific state.
-enum ModeState {
-    Forward(forward::ForwardState),
-    Relay(Box<relay::RelayState>),
-    Agent(Box<agent::AgentState>),
+/// Binds every port of `cfg`, adopting inherited sockets (socket activation) whose
+/// address matches. The error names the address that failed.
+pub fn bind(
+    cfg: &Config,
+    inherited: &mut Vec<std::net::TcpListener>,
+) -> Result<Bound, (SocketAddr, io::Error)> {
+    let ports = cfg
+        .listeners
+        .iter()
+        .map(|l| {
+            wanted(l)
+                .into_iter()
+                .map(|(role, addr)| Port::bind(role, addr, inherited).map_err(|e| (addr, e)))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let metrics = match cfg.global.metrics_listen {
+        Some(addr) => Some(metrics::Metrics::bind(addr).map_err(|e| (addr, e))?),
+        None => None,
+    };
+    Ok(Bound { ports, metrics })
 }
 
 /// The event loop and everything it owns.
 pub struct Server {
     poll: Poll,
     global: Global,
-    policy: Policy,
-    listeners: Vec<Listener>,
+    /// Where the configuration came from (a file is reloaded on SIGHUP).
+    source: Source,
+    listeners: Slab<Listener>,
+    ports: Slab<Port>,
     sessions: Slab<Entry>,
     timers: Timers<Key>,
     pool: Pool,
@@ -129,19 +148,27 @@ pub struct Server {
     /// Slots of sessions closed in this pass, freed after it.
     closed: Vec<usize>,
     signals: Signals,
+    /// Wakes the loop when an agent's name resolver has an answer.
+    waker: Arc<Waker>,
     next_id: u64,
     max_sessions: usize,
     drain_until: Option<Instant>,
-    mode: ModeState,
-    /// The READY line, until printed.
-    ready_line: Option<String>,
+    /// Whether the READY line has been printed.
+    announced: bool,
     stop: Option<Stopped>,
+    reloads: u64,
+    reload_failures: u64,
+    started: Instant,
+    /// The logger's counters (dropped lines), when one was installed.
+    log: Option<crate::logging::LogHandle>,
+    metrics: Option<metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("listeners", &self.listeners)
+            .field("listeners", &self.listeners.len())
+            .field("ports", &self.ports.len())
             .field("sessions", &self.sessions.len())
             .field("buffers_lent", &self.pool.lent())
             .field("draining", &self.drain_until.is_some())
@@ -150,42 +177,24 @@ impl std::fmt::Debug for Server {
 }
 
 impl Server {
-    /// Registers the bound listeners and the signals with a new poller.
-    pub fn new(cfg: Config, bound: Bound, max_sessions: usize) -> io::Result<Server> {
+    /// Registers the bound ports and the signals with a new poller.
+    pub fn new(
+        cfg: Config,
+        bound: Bound,
+        max_sessions: usize,
+        log: Option<crate::logging::LogHandle>,
+    ) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
         poll.registry()
             .register(&mut signals, Target::Signals.token(), Interest::READABLE)?;
-        let mut listeners = bound.listeners;
-        for (n, l) in listeners.iter_mut().enumerate() {
-            l.register(poll.registry(), Target::Listener(n).token())?;
-        }
-        let mut ready_fields: Vec<String> = listeners
-            .iter()
-            .map(|l| format!("{}={}", l.role.ready_name(), l.addr))
-            .collect();
-        let listener = cfg
-            .listeners
-            .into_iter()
-            .next()
-            .ok_or(io::ErrorKind::InvalidInput)?;
-        let policy = listener.policy;
-        let mode = match listener.mode {
-            Mode::Forward(f) => ModeState::Forward(forward::ForwardState::new(f)),
-            Mode::Relay(r) => {
-                ModeState::Relay(Box::new(relay::RelayState::new(r, Random::open()?)))
-            }
-            Mode::Agent(a) => {
-                let waker = Waker::new(poll.registry(), Target::Waker.token())?;
-                let state = agent::AgentState::new(a, Random::open()?, waker)?;
-                ready_fields = state.ready_fields();
-                ModeState::Agent(Box::new(state))
-            }
-        };
+        let waker = Arc::new(Waker::new(poll.registry(), Target::Waker.token())?);
         let global = cfg.global;
-        Ok(Server {
+        let mut server = Server {
             poll,
-            listeners,
+            source: cfg.source,
+            listeners: Slab::new(),
+            ports: Slab::new(),
             sessions: Slab::with_capacity(max_sessions.min(4096)),
             timers: Timers::new(),
             pool: Pool::new(global.buffer_size, global.pool_buffers),
@@ -193,15 +202,82 @@ impl Server {
             starved: VecDeque::new(),
             closed: Vec::new(),
             signals,
+            waker,
             next_id: 1,
             max_sessions,
             drain_until: None,
-            mode,
-            ready_line: Some(format!("READY {}", ready_fields.join(" "))),
+            announced: false,
             stop: None,
+            reloads: 0,
+            reload_failures: 0,
+            started: Instant::now(),
+            log,
+            metrics: bound.metrics,
             global,
-            policy,
+        };
+        if let Some(m) = server.metrics.as_mut() {
+            m.register(server.poll.registry())?;
+        }
+        for (listener, ports) in cfg.listeners.into_iter().zip(bound.ports) {
+            let kind = server.new_kind(&listener)?;
+            let l = server.listeners.insert(Listener::new(listener, kind));
+            for port in ports {
+                server.add_port(l, port)?;
+            }
+        }
+        Ok(server)
+    }
+
+    /// A mode's fresh state for `listener`.
+    fn new_kind(&self, listener: &config::Listener) -> io::Result<Kind> {
+        Ok(match &listener.mode {
+            Mode::Forward(f) => Kind::Forward(forward::ForwardState::new(f.clone())),
+            Mode::Relay(r) => {
+                Kind::Relay(Box::new(relay::RelayState::new(r.clone(), Random::open()?)))
+            }
+            Mode::Agent(a) => Kind::Agent(Box::new(agent::AgentState::new(
+                a.clone(),
+                Random::open()?,
+                &self.waker,
+            )?)),
         })
+    }
+
+    /// Registers a bound port as listener `l`'s.
+    fn add_port(&mut self, l: usize, mut port: Port) -> io::Result<()> {
+        if self.ports.len() >= token::MAX_PORTS {
+            return Err(io::Error::other("too many listening ports"));
+        }
+        port.listener = l;
+        let entry = self.ports.vacant_entry();
+        port.register(self.poll.registry(), Target::Port(entry.key()).token())?;
+        entry.insert(port);
+        Ok(())
+    }
+
+    /// The READY line's fields: every port and agent, as `name=address`; listeners from
+    /// a file put their name and a dot first.
+    fn ready_fields(&self) -> Vec<String> {
+        let mut fields = Vec::new();
+        for (l, listener) in self.listeners.iter().filter(|(_, l)| !l.closed) {
+            let prefix = match self.source {
+                Source::File(_) => Some(listener.name()),
+                Source::Flags => None,
+            };
+            fields.extend(
+                self.ports
+                    .iter()
+                    .filter(|(_, p)| p.listener == l)
+                    .map(|(_, p)| p.ready_field(prefix)),
+            );
+            if let Kind::Agent(a) = &listener.kind {
+                fields.extend(a.ready_fields(prefix));
+            }
+        }
+        if let Some(m) = &self.metrics {
+            fields.push(format!("metrics={}", m.addr));
+        }
+        fields
     }
 
     /// Bytes of state one session costs besides its buffers (slab entry, heap entry).
@@ -215,7 +291,7 @@ impl Server {
     pub fn run(mut self) -> io::Result<Stopped> {
         let mut events = Events::with_capacity(EVENT_CAPACITY);
         let mut now = Instant::now();
-        if !matches!(self.mode, ModeState::Agent(_)) {
+        if self.listeners.iter().all(|(_, l)| l.up()) {
             self.announce();
         }
         self.upkeep(now);
@@ -236,19 +312,25 @@ impl Server {
                 match Target::of(event.token()) {
                     Target::Signals => self.on_signals(now),
                     Target::Waker => self.on_waker(),
-                    Target::Listener(n) => {
-                        if let Some(l) = self.listeners.get_mut(n) {
-                            l.readable = true;
+                    Target::Port(n) => {
+                        if let Some(p) = self.ports.get_mut(n) {
+                            p.readable = true;
                         }
                     }
+                    Target::Metrics => self.on_metrics_ready(now),
+                    Target::Scrape(slot) => self.on_scrape_event(slot, now),
                     Target::Session { slot, side } => {
                         if let Some(e) = self.sessions.get_mut(slot) {
                             e.session.on_event(side, ready);
                             self.drive(slot, now);
                         }
                     }
-                    Target::Tunnel(slot) => self.on_tunnel_event(slot, ready, now),
-                    Target::Waiting(slot) => self.on_waiting_event(slot, now),
+                    Target::Tunnel { listener, slot } => {
+                        self.on_tunnel_event(listener, slot, ready, now);
+                    }
+                    Target::Waiting { listener, slot } => {
+                        self.on_waiting_event(listener, slot, now);
+                    }
                 }
                 if let Some(stopped) = self.stop {
                     return Ok(stopped);
@@ -265,6 +347,9 @@ impl Server {
             // Free closed sessions' sockets first: accepting needs their descriptors.
             self.free_closed();
             self.accept_all(now);
+            if self.metrics_pending() {
+                self.on_metrics_ready(now);
+            }
             self.upkeep(now);
             if let Some(stopped) = self.stop {
                 return Ok(stopped);
@@ -283,32 +368,33 @@ impl Server {
 
     /// Prints the READY line once, on stdout.
     fn announce(&mut self) {
-        if let Some(line) = self.ready_line.take() {
-            let mut stdout = io::stdout().lock();
-            if writeln!(stdout, "{line}")
-                .and_then(|()| stdout.flush())
-                .is_err()
-            {
-                warn!("cannot write the READY line to stdout");
-            }
+        if !self.announced {
+            self.announced = true;
+            let fields = self.ready_fields().join(" ");
+            print_line(&format!("READY {fields}"));
+            notify(&format!("READY=1\nSTATUS=serving {fields}"));
         }
     }
 
     /// Zero when work is queued; else until the earliest deadline; `None` blocks.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.ready.is_empty() || self.accept_pending(now) {
+        if !self.ready.is_empty() || self.accept_pending(now) || self.metrics_pending() {
             return Some(Duration::ZERO);
         }
-        let listener_pauses = self.listeners.iter().filter_map(|l| l.paused_until);
-        let mode_wake = match &self.mode {
-            ModeState::Agent(a) => a.next_wake(),
-            _ => None,
-        };
+        let port_pauses = self.ports.iter().filter_map(|(_, p)| p.paused_until);
+        let mode_wake = self
+            .listeners
+            .iter()
+            .filter_map(|(_, l)| match &l.kind {
+                Kind::Agent(a) if !l.closed => a.next_wake(),
+                _ => None,
+            })
+            .min();
         let next = self
             .timers
             .next()
             .into_iter()
-            .chain(listener_pauses)
+            .chain(port_pauses)
             .chain(self.drain_until)
             .chain(mode_wake)
             .min();
@@ -323,7 +409,7 @@ impl Server {
         if e.closed {
             return;
         }
-        let d = e.session.drive(&mut self.pool, now, &self.policy, BUDGET);
+        let d = e.session.drive(&mut self.pool, now, &e.policy, BUDGET);
         self.settle(slot, d, now);
     }
 
@@ -347,6 +433,9 @@ impl Server {
                 }
             }
             Drive::ConnectFailed(failure) => {
+                if let Some(l) = self.sessions.get(slot).map(|e| e.listener) {
+                    self.count_connect_failure(l, failure);
+                }
                 let d = self.redial(slot, failure, now);
                 return self.settle(slot, d, now);
             }
@@ -360,7 +449,7 @@ impl Server {
         let Some(e) = self.sessions.get_mut(slot) else {
             return;
         };
-        let Some(deadline) = e.session.deadline(&self.policy) else {
+        let Some(deadline) = e.session.deadline(&e.policy) else {
             return;
         };
         if e.armed.is_none_or(|armed| deadline < armed) {
@@ -380,11 +469,12 @@ impl Server {
                         continue; // stale: superseded, or the slot belongs to a later session
                     }
                     e.armed = None;
-                    let d = e.session.expire(&mut self.pool, now, &self.policy);
+                    let d = e.session.expire(&mut self.pool, now, &e.policy);
                     self.settle(slot, d, now);
                 }
-                Key::Tunnel(slot) => self.on_tunnel_deadline(slot, t.id, t.at, now),
-                Key::Waiting(slot) => self.on_waiting_deadline(slot, t.id, t.at, now),
+                Key::Tunnel(l, slot) => self.on_tunnel_deadline(l, slot, t.id, t.at, now),
+                Key::Waiting(l, slot) => self.on_waiting_deadline(l, slot, t.id, now),
+                Key::Scrape(slot) => self.on_scrape_deadline(slot, t.id),
             }
         }
         let live = self.sessions.len() + self.mode_entries();
@@ -395,27 +485,37 @@ impl Server {
 
     fn compact_timers(&mut self) {
         let sessions = &self.sessions;
-        let mode = &self.mode;
+        let listeners = &self.listeners;
+        let metrics = &self.metrics;
         self.timers.compact(|t| match t.slot {
             Key::Session(slot) => sessions
                 .get(slot)
                 .is_some_and(|e| e.id == t.id && e.armed == Some(t.at)),
-            Key::Tunnel(slot) | Key::Waiting(slot) => match mode {
-                ModeState::Relay(r) => {
-                    r.timer_is_live(t.slot == Key::Tunnel(slot), slot, t.id, t.at)
-                }
-                ModeState::Agent(a) => a.timer_is_live(slot, t.id, t.at),
-                ModeState::Forward(_) => false,
-            },
+            Key::Tunnel(l, slot) => listeners
+                .get(l)
+                .is_some_and(|l| l.timer_is_live(true, slot, t.id, t.at)),
+            Key::Waiting(l, slot) => listeners
+                .get(l)
+                .is_some_and(|l| l.timer_is_live(false, slot, t.id, t.at)),
+            Key::Scrape(slot) => metrics
+                .as_ref()
+                .is_some_and(|m| m.timer_is_live(slot, t.id)),
         });
     }
 
+    /// Tunnels and waiting clients of every listener.
     fn mode_entries(&self) -> usize {
-        match &self.mode {
-            ModeState::Forward(_) => 0,
-            ModeState::Relay(r) => r.entries(),
-            ModeState::Agent(a) => a.entries(),
-        }
+        self.listeners.iter().map(|(_, l)| l.entries()).sum()
+    }
+
+    /// Public clients waiting for a tunnel (they count against `max_sessions`).
+    fn waiting_clients(&self) -> usize {
+        self.listeners.iter().map(|(_, l)| l.waiting()).sum()
+    }
+
+    /// The connect timeout of listener `l`'s new sessions.
+    fn connect_timeout(&self, l: usize) -> Option<Duration> {
+        self.listeners.get(l).map(|l| l.policy.connect_timeout)
     }
 
     /// Gives buffers that came back to sessions waiting for one, oldest first.
@@ -441,11 +541,25 @@ impl Server {
     }
 
     fn on_signals(&mut self, now: Instant) {
-        let count = self.signals.pending().count();
-        if count == 0 {
+        let mut stops = 0;
+        let (mut reload, mut snapshot) = (false, false);
+        for signal in self.signals.pending() {
+            match signal {
+                SIGHUP => reload = true,
+                SIGUSR1 => snapshot = true,
+                _ => stops += 1,
+            }
+        }
+        if snapshot {
+            self.log_snapshot(now);
+        }
+        if stops == 0 {
+            if reload && self.drain_until.is_none() {
+                self.reload(now);
+            }
             return;
         }
-        if self.drain_until.is_some() || count > 1 {
+        if self.drain_until.is_some() || stops > 1 {
             warn!(
                 "second signal: exiting now, {} sessions cut",
                 self.live_sessions()
@@ -453,16 +567,60 @@ impl Server {
             self.stop = Some(Stopped::Forced);
             return;
         }
-        for l in &mut self.listeners {
-            l.close(self.poll.registry());
+        notify("STOPPING=1");
+        for (_, p) in &mut self.ports {
+            p.close(self.poll.registry());
         }
-        self.drop_mode_entries();
+        self.ports.clear();
+        if let Some(m) = self.metrics.as_mut() {
+            m.close(self.poll.registry());
+        }
+        let listeners: Vec<usize> = self.listeners.iter().map(|(l, _)| l).collect();
+        for l in listeners {
+            self.close_listener(l, now);
+        }
         self.drain_until = Some(now + self.global.drain_timeout);
         info!(
             "stopping: listeners closed, {} sessions draining (up to {:?})",
             self.live_sessions(),
             self.global.drain_timeout
         );
+    }
+
+    /// Closes listener `l`: its tunnels and waiting clients go at once, its sessions
+    /// finish (draining), and it is forgotten after the last one. Its ports must be gone.
+    fn close_listener(&mut self, l: usize, now: Instant) {
+        let registry = self.poll.registry();
+        let Some(listener) = self.listeners.get_mut(l) else {
+            return;
+        };
+        listener.closed = true;
+        let gone = match &mut listener.kind {
+            Kind::Forward(_) => Vec::new(),
+            Kind::Relay(r) => r.drop_all(registry),
+            Kind::Agent(a) => {
+                a.drop_all(registry);
+                Vec::new()
+            }
+        };
+        for (id, addr, since) in gone {
+            let reason = crate::core::reason::CloseReason::Shutdown;
+            self.unserved(l, id, addr, since, now, reason);
+        }
+        self.forget_listener_if_done(l);
+    }
+
+    /// Removes a closed listener once nothing refers to it any more (while stopping, it
+    /// stays to the end: its counters are still reported).
+    fn forget_listener_if_done(&mut self, l: usize) {
+        if self.drain_until.is_none()
+            && self
+                .listeners
+                .get(l)
+                .is_some_and(|x| x.closed && x.sessions == 0 && x.entries() == 0)
+        {
+            self.listeners.remove(l);
+        }
     }
 
     fn close_all(&mut self, now: Instant) {
@@ -485,20 +643,31 @@ impl Server {
         self.sessions.len() - self.closed.len()
     }
 
-    /// Per-pass upkeep of the mode (the agent keeps its tunnel pools full).
+    /// Per-pass upkeep of the modes (agents keep their tunnel pools full).
     fn upkeep(&mut self, now: Instant) {
-        if matches!(self.mode, ModeState::Agent(_)) && self.drain_until.is_none() {
-            self.agent_upkeep(now);
+        if self.drain_until.is_none() {
+            self.agents_upkeep(now);
         }
     }
+}
 
-    /// Stopping: tunnels and waiting clients are not sessions; they go at once.
-    fn drop_mode_entries(&mut self) {
-        let registry = self.poll.registry();
-        match &mut self.mode {
-            ModeState::Forward(_) => {}
-            ModeState::Relay(r) => r.drop_all(registry),
-            ModeState::Agent(a) => a.drop_all(registry),
-        }
+/// Writes one line to stdout (READY, RELOADED...) and flushes it.
+fn print_line(line: &str) {
+    let mut stdout = io::stdout().lock();
+    if writeln!(stdout, "{line}")
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        warn!("cannot write to stdout: {line}");
+    }
+}
+
+/// Tells the service manager (systemd) about a state change, when it is listening.
+fn notify(state: &str) {
+    if let Err(e) = crate::systemd::notify(state) {
+        log::debug!(
+            "cannot notify the service manager: {}",
+            crate::net::describe(&e)
+        );
     }
 }

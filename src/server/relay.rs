@@ -15,9 +15,10 @@ use log::{debug, info, warn};
 use mio::{Interest, Registry};
 use slab::Slab;
 
-use super::entry::{log_unserved, Registration, Start};
+use super::entry::{Registration, Start};
+use super::listener::Kind;
 use super::token::Target;
-use super::{Key, ModeState, Server};
+use super::{Key, Server};
 use crate::config::Relay;
 use crate::core::reason::CloseReason;
 use crate::core::session::{Readiness, Session};
@@ -159,6 +160,31 @@ impl RelayState {
         }
     }
 
+    /// Takes new limits and timeouts (same secret and services: checked by the caller).
+    pub(super) fn update(&mut self, cfg: &Relay) {
+        self.pair_timeout = cfg.pair_timeout;
+        self.max_waiting = cfg.max_waiting;
+        self.max_idle_tunnels = cfg.max_idle_tunnels;
+        self.max_handshakes = cfg.max_handshakes;
+        self.policy = cfg.tunnel;
+    }
+
+    /// Idle tunnels per service, for metrics.
+    pub(super) fn idle_tunnels(&self) -> Vec<(&str, u64)> {
+        let mut counts = vec![0u64; self.names.len()];
+        for (_, t) in &self.tunnels {
+            if let Some(s) = t.service.filter(|_| t.tunnel.is_idle()) {
+                counts[s] += 1;
+            }
+        }
+        self.names.iter().map(String::as_str).zip(counts).collect()
+    }
+
+    /// Tunnels in their handshake.
+    pub(super) fn handshakes(&self) -> usize {
+        self.handshakes
+    }
+
     pub(super) fn entries(&self) -> usize {
         self.tunnels.len() + self.waiting.len()
     }
@@ -177,19 +203,21 @@ impl RelayState {
         }
     }
 
-    /// Stopping: idle tunnels and waiting clients go at once.
-    pub(super) fn drop_all(&mut self, registry: &Registry) {
+    /// Stopping: idle tunnels and waiting clients go at once. Returns the clients that
+    /// were waiting, as (id, address, since), for their close lines.
+    pub(super) fn drop_all(&mut self, registry: &Registry) -> Vec<(u64, SocketAddr, Instant)> {
         for mut t in self.tunnels.drain() {
             let _ = registry.deregister(t.tunnel.stream().source());
         }
-        let now = Instant::now();
+        let mut gone = Vec::with_capacity(self.waiting.len());
         for mut w in self.waiting.drain() {
             let _ = registry.deregister(w.conn.source());
-            log_unserved(w.id, w.addr, w.since, now, CloseReason::Shutdown);
+            gone.push((w.id, w.addr, w.since));
         }
         self.idle.iter_mut().for_each(VecDeque::clear);
         self.queue.iter_mut().for_each(VecDeque::clear);
         self.handshakes = 0;
+        gone
     }
 
     /// Pops the oldest idle tunnel of `service` that is still there and ready to pair.
@@ -219,29 +247,21 @@ impl RelayState {
 }
 
 impl Server {
-    fn relay(&mut self) -> Option<&mut RelayState> {
-        self.relay_and_registry().map(|(_, r)| r)
+    fn relay(&mut self, l: usize) -> Option<&mut RelayState> {
+        self.relay_and_registry(l).map(|(_, r)| r)
     }
 
-    fn relay_and_registry(&mut self) -> Option<(&Registry, &mut RelayState)> {
-        match &mut self.mode {
-            ModeState::Relay(r) => Some((self.poll.registry(), r)),
+    fn relay_and_registry(&mut self, l: usize) -> Option<(&Registry, &mut RelayState)> {
+        match self.listeners.get_mut(l).map(|l| &mut l.kind) {
+            Some(Kind::Relay(r)) => Some((self.poll.registry(), r)),
             _ => None,
         }
     }
 
-    /// Public clients waiting for a tunnel (they count against `--max-sessions`).
-    pub(super) fn waiting_clients(&self) -> usize {
-        match &self.mode {
-            ModeState::Relay(r) => r.waiting_clients(),
-            _ => 0,
-        }
-    }
-
     /// An agent connected to the tunnel listener: start its handshake.
-    pub(super) fn open_tunnel(&mut self, mut conn: Conn, peer: SocketAddr, now: Instant) {
+    pub(super) fn open_tunnel(&mut self, l: usize, mut conn: Conn, peer: SocketAddr, now: Instant) {
         let id = self.new_id();
-        let Some((registry, r)) = self.relay_and_registry() else {
+        let Some((registry, r)) = self.relay_and_registry(l) else {
             return;
         };
         if r.failures.blocked(peer.ip(), now) {
@@ -267,7 +287,8 @@ impl Server {
         let entry = r.tunnels.vacant_entry();
         let slot = entry.key();
         let both = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = registry.register(conn.source(), Target::Tunnel(slot).token(), both) {
+        let token = Target::Tunnel { listener: l, slot }.token();
+        if let Err(e) = registry.register(conn.source(), token, both) {
             warn!("tunnel {id}: cannot register: {}", describe(&e));
             return;
         }
@@ -280,27 +301,40 @@ impl Server {
             armed: None,
         });
         r.handshakes += 1;
-        self.drive_relay_tunnel(slot, now);
+        self.drive_relay_tunnel(l, slot, now);
     }
 
     /// An event on a tunnel's socket (relay or agent).
-    pub(super) fn on_tunnel_event(&mut self, slot: usize, ready: Readiness, now: Instant) {
-        match &mut self.mode {
-            ModeState::Relay(r) => {
+    pub(super) fn on_tunnel_event(
+        &mut self,
+        l: usize,
+        slot: usize,
+        ready: Readiness,
+        now: Instant,
+    ) {
+        match self.listeners.get_mut(l).map(|l| &mut l.kind) {
+            Some(Kind::Relay(r)) => {
                 if let Some(t) = r.tunnels.get_mut(slot) {
                     t.tunnel.on_event(ready);
-                    self.drive_relay_tunnel(slot, now);
+                    self.drive_relay_tunnel(l, slot, now);
                 }
             }
-            ModeState::Agent(_) => self.on_agent_tunnel_event(slot, ready, now),
-            ModeState::Forward(_) => {}
+            Some(Kind::Agent(_)) => self.on_agent_tunnel_event(l, slot, ready, now),
+            _ => {}
         }
     }
 
     /// A tunnel's deadline fired (relay or agent).
-    pub(super) fn on_tunnel_deadline(&mut self, slot: usize, id: u64, at: Instant, now: Instant) {
-        match &mut self.mode {
-            ModeState::Relay(r) => {
+    pub(super) fn on_tunnel_deadline(
+        &mut self,
+        l: usize,
+        slot: usize,
+        id: u64,
+        at: Instant,
+        now: Instant,
+    ) {
+        match self.listeners.get_mut(l).map(|l| &mut l.kind) {
+            Some(Kind::Relay(r)) => {
                 let policy = r.policy;
                 let Some(t) = r.tunnels.get_mut(slot) else {
                     return;
@@ -310,30 +344,30 @@ impl Server {
                 }
                 t.armed = None;
                 let step = t.tunnel.expire(now, &policy);
-                self.relay_tunnel_step(slot, step, now);
+                self.relay_tunnel_step(l, slot, step, now);
             }
-            ModeState::Agent(_) => self.on_agent_tunnel_deadline(slot, id, at, now),
-            ModeState::Forward(_) => {}
+            Some(Kind::Agent(_)) => self.on_agent_tunnel_deadline(l, slot, id, at, now),
+            _ => {}
         }
     }
 
-    fn drive_relay_tunnel(&mut self, slot: usize, now: Instant) {
-        let Some(r) = self.relay() else { return };
+    fn drive_relay_tunnel(&mut self, l: usize, slot: usize, now: Instant) {
+        let Some(r) = self.relay(l) else { return };
         let (secret, names) = (&r.secret, &r.names);
         let Some(t) = r.tunnels.get_mut(slot) else {
             return;
         };
         let step = t.tunnel.drive(now, secret, names);
-        self.relay_tunnel_step(slot, step, now);
+        self.relay_tunnel_step(l, slot, step, now);
     }
 
-    fn relay_tunnel_step(&mut self, slot: usize, step: TunnelStep, now: Instant) {
+    fn relay_tunnel_step(&mut self, l: usize, slot: usize, step: TunnelStep, now: Instant) {
         match step {
             TunnelStep::Waiting | TunnelStep::Attached(_) => {}
-            TunnelStep::Authenticated(name) => return self.admit_tunnel(slot, &name, now),
-            TunnelStep::Closed(end) => return self.close_relay_tunnel(slot, end, now),
+            TunnelStep::Authenticated(name) => return self.admit_tunnel(l, slot, &name, now),
+            TunnelStep::Closed(end) => return self.close_relay_tunnel(l, slot, end, now),
         }
-        let Some(r) = self.relay() else { return };
+        let Some(r) = self.relay(l) else { return };
         let policy = r.policy;
         let Some(t) = r.tunnels.get_mut(slot) else {
             return;
@@ -342,12 +376,12 @@ impl Server {
         if t.armed.is_none_or(|armed| deadline < armed) {
             t.armed = Some(deadline);
             let id = t.id;
-            self.timers.arm(deadline, Key::Tunnel(slot), id);
+            self.timers.arm(deadline, Key::Tunnel(l, slot), id);
         }
     }
 
-    fn admit_tunnel(&mut self, slot: usize, name: &str, now: Instant) {
-        let Some(r) = self.relay() else { return };
+    fn admit_tunnel(&mut self, l: usize, slot: usize, name: &str, now: Instant) {
+        let Some(r) = self.relay(l) else { return };
         if let Some(t) = r.tunnels.get_mut(slot) {
             t.handshaking = false;
             r.handshakes = r.handshakes.saturating_sub(1);
@@ -368,19 +402,24 @@ impl Server {
                 t.id, t.peer
             );
             let step = t.tunnel.deny(TunnelEnd::Denied);
-            return self.relay_tunnel_step(slot, step, now);
+            return self.relay_tunnel_step(l, slot, step, now);
         }
         t.tunnel.admit(now, &r.secret);
         t.service = Some(service);
         debug!("tunnel {} from {} for {name}: idle", t.id, t.peer);
         r.idle[service].push_back((slot, t.id));
         // Bytes that came with the hello (a heartbeat) raise no new edge: read on now.
-        self.drive_relay_tunnel(slot, now);
-        self.pair_waiting(service, now);
+        self.drive_relay_tunnel(l, slot, now);
+        self.pair_waiting(l, service, now);
     }
 
-    fn close_relay_tunnel(&mut self, slot: usize, end: TunnelEnd, now: Instant) {
-        let Some((registry, r)) = self.relay_and_registry() else {
+    fn close_relay_tunnel(&mut self, l: usize, slot: usize, end: TunnelEnd, now: Instant) {
+        let registry = self.poll.registry();
+        let Some(listener) = self.listeners.get_mut(l) else {
+            return;
+        };
+        let counters = &mut listener.counters;
+        let Kind::Relay(r) = &mut listener.kind else {
             return;
         };
         let Some(mut t) = r.tunnels.try_remove(slot) else {
@@ -403,6 +442,11 @@ impl Server {
             // Every other unfinished handshake counts against its source: a wrong proof,
             // bad bytes, a trickle cut at the deadline, a peer that hung up half-way.
             (None, _) => {
+                if end == TunnelEnd::AuthFailed {
+                    counters.auth_failures += 1;
+                } else {
+                    counters.handshake_failures += 1;
+                }
                 r.failures.record(t.peer.ip(), now);
                 if r.failures.may_warn(now) {
                     let what = if end == TunnelEnd::AuthFailed {
@@ -419,13 +463,14 @@ impl Server {
     /// A public client of `service` arrived: pair it at once, or let it wait.
     pub(super) fn open_public(
         &mut self,
+        l: usize,
         service: usize,
         mut conn: Conn,
         addr: SocketAddr,
         now: Instant,
     ) {
         let id = self.new_id();
-        let Some((registry, r)) = self.relay_and_registry() else {
+        let Some((registry, r)) = self.relay_and_registry(l) else {
             return;
         };
         if let Some(tunnel) = r.pop_idle(service) {
@@ -436,24 +481,25 @@ impl Server {
                 service,
                 since: now,
             };
-            return self.pair(client, Registration::New, tunnel, now);
+            return self.pair(l, client, Registration::New, tunnel, now);
         }
         // Forget clients that left or timed out, so the queue stays bounded.
         let waiting = &r.waiting;
         r.queue[service].retain(|&(s, wid)| waiting.get(s).is_some_and(|w| w.id == wid));
         let queued = r.queue[service].len();
         if queued >= r.max_waiting {
-            log_unserved(id, addr, now, now, CloseReason::Limit);
+            self.unserved(l, id, addr, now, now, CloseReason::Limit);
             return;
         }
         let entry = r.waiting.vacant_entry();
         let slot = entry.key();
         if let Err(e) = registry.register(
             conn.source(),
-            Target::Waiting(slot).token(),
+            Target::Waiting { listener: l, slot }.token(),
             Interest::READABLE,
         ) {
             warn!("session {id}: cannot register: {}", describe(&e));
+            self.unserved(l, id, addr, now, now, CloseReason::ClientError);
             return;
         }
         entry.insert(WaitingEntry {
@@ -465,13 +511,13 @@ impl Server {
         });
         r.queue[service].push_back((slot, id));
         let deadline = now + r.pair_timeout;
-        self.timers.arm(deadline, Key::Waiting(slot), id);
+        self.timers.arm(deadline, Key::Waiting(l, slot), id);
     }
 
     /// Pairs waiting clients of `service` with its idle tunnels, oldest first.
-    fn pair_waiting(&mut self, service: usize, now: Instant) {
+    fn pair_waiting(&mut self, l: usize, service: usize, now: Instant) {
         loop {
-            let Some(r) = self.relay() else { return };
+            let Some(r) = self.relay(l) else { return };
             let Some(tunnel) = r.pop_idle(service) else {
                 return;
             };
@@ -481,19 +527,20 @@ impl Server {
                 r.idle[service].push_front((tunnel, id));
                 return;
             };
-            self.pair(client, Registration::Moved, tunnel, now);
+            self.pair(l, client, Registration::Moved, tunnel, now);
         }
     }
 
     /// Makes a session of a client and an idle tunnel: ATTACH goes first.
     fn pair(
         &mut self,
+        l: usize,
         client: WaitingEntry,
         registered: Registration,
         tunnel_slot: usize,
         now: Instant,
     ) {
-        let Some(r) = self.relay() else { return };
+        let Some(r) = self.relay(l) else { return };
         let Some(t) = r.tunnels.try_remove(tunnel_slot) else {
             return;
         };
@@ -504,6 +551,7 @@ impl Server {
             client.id, t.id, t.peer
         );
         let start = Start {
+            listener: l,
             id: client.id,
             session,
             client_addr: client.addr,
@@ -517,8 +565,8 @@ impl Server {
     }
 
     /// A waiting client's socket changed: if it went away, forget it.
-    pub(super) fn on_waiting_event(&mut self, slot: usize, now: Instant) {
-        let Some((registry, r)) = self.relay_and_registry() else {
+    pub(super) fn on_waiting_event(&mut self, l: usize, slot: usize, now: Instant) {
+        let Some((registry, r)) = self.relay_and_registry(l) else {
             return;
         };
         let Some(w) = r.waiting.get_mut(slot) else {
@@ -536,13 +584,13 @@ impl Server {
         if let Some(reason) = gone {
             let mut w = r.waiting.remove(slot);
             let _ = registry.deregister(w.conn.source());
-            log_unserved(w.id, w.addr, w.since, now, reason);
+            self.unserved(l, w.id, w.addr, w.since, now, reason);
         }
     }
 
     /// A waiting client's pair timeout fired.
-    pub(super) fn on_waiting_deadline(&mut self, slot: usize, id: u64, _at: Instant, now: Instant) {
-        let Some((registry, r)) = self.relay_and_registry() else {
+    pub(super) fn on_waiting_deadline(&mut self, l: usize, slot: usize, id: u64, now: Instant) {
+        let Some((registry, r)) = self.relay_and_registry(l) else {
             return;
         };
         if r.waiting.get(slot).is_none_or(|w| w.id != id) {
@@ -554,6 +602,6 @@ impl Server {
             "session {}: no tunnel for {} in time",
             w.id, r.names[w.service]
         );
-        log_unserved(w.id, w.addr, w.since, now, CloseReason::PairTimeout);
+        self.unserved(l, w.id, w.addr, w.since, now, CloseReason::PairTimeout);
     }
 }

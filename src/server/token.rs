@@ -1,30 +1,42 @@
-//! What a mio `Token` names: the signal pipe, a listener, or one side of a session.
+//! What a mio `Token` names: the signal pipe, the waker, a listening port, or one socket
+//! held in a slab.
 //!
-//! Other tokens are `SLOT_BASE + (slot << 2 | kind)`: the slab slot and what it holds
-//! (a session's client or upstream socket, a tunnel before pairing, a waiting client) in
-//! one number, so one slab entry serves both sockets of a session. A session's slot is
-//! freed only after the event batch that closed it, and a closed entry ignores events.
-//! Events carry no meaning beyond "look at this socket" (readiness is a cache; syscalls
-//! decide), so an event reaching a new owner of a reused slot is harmless.
+//! Tokens from [`SLOT_BASE`] up are `SLOT_BASE + (index << 3 | kind)`: what the socket is
+//! (a session's client or upstream, a tunnel before pairing, a waiting client, a metrics
+//! connection) in the low three bits, and where it lives above them. Sessions and metrics
+//! connections live in slabs of their own; tunnels and waiting clients live in their
+//! listener's slabs, so their index is `slot << 8 | listener`. The layout fits 32-bit
+//! targets: 2^21 tunnel slots per listener, 2^26 session slots.
+//!
+//! A session's slot is freed only after the event batch that closed it, and a closed
+//! entry ignores events. Events carry no meaning beyond "look at this socket" (readiness
+//! is a cache; syscalls decide), so an event reaching a new owner of a reused slot is
+//! harmless.
 
 use mio::Token;
 
 use crate::core::reason::Side;
 
-/// Listeners get tokens below this; slab entries at and above.
+/// Ports get tokens below this; slab entries at and above.
 const SLOT_BASE: usize = 1 << 16;
-/// The most listeners one process may have.
-pub const MAX_LISTENERS: usize = SLOT_BASE - 3;
+/// Listening ports one process may have at once.
+pub const MAX_PORTS: usize = SLOT_BASE - FIRST_PORT;
+/// Listeners one process may have (their slot fits in eight bits).
+pub const MAX_LISTENERS: usize = 256;
+/// Tokens below this are fixed.
+const FIRST_PORT: usize = 3;
 
 /// What a token stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     /// The signal pipe.
     Signals,
-    /// The waker (the agent's name resolver has an answer).
+    /// The waker (an agent's name resolver has an answer).
     Waker,
-    /// Listener number `n`.
-    Listener(usize),
+    /// The metrics endpoint's listening socket.
+    Metrics,
+    /// Listening port in slot `n`.
+    Port(usize),
     /// One side of the session in slab slot `slot`.
     Session {
         /// The slab slot.
@@ -32,28 +44,47 @@ pub enum Target {
         /// Which socket.
         side: Side,
     },
-    /// A tunnel before pairing, in its slab slot.
-    Tunnel(usize),
-    /// A relay's public client waiting for a tunnel, in its slab slot.
-    Waiting(usize),
+    /// A tunnel before pairing, in its listener's slab.
+    Tunnel {
+        /// The listener's slot.
+        listener: usize,
+        /// The tunnel's slot.
+        slot: usize,
+    },
+    /// A relay's public client waiting for a tunnel, in its listener's slab.
+    Waiting {
+        /// The listener's slot.
+        listener: usize,
+        /// The client's slot.
+        slot: usize,
+    },
+    /// A connection to the metrics endpoint, in its slab slot.
+    Scrape(usize),
 }
+
+const CLIENT: usize = 0;
+const UPSTREAM: usize = 1;
+const TUNNEL: usize = 2;
+const WAITING: usize = 3;
+const SCRAPE: usize = 4;
 
 impl Target {
     /// The token for this target.
     pub fn token(self) -> Token {
+        let slotted = |index: usize, kind: usize| Token(SLOT_BASE + (index << 3 | kind));
+        let owned = |listener: usize, slot: usize| slot << 8 | (listener & 0xff);
         match self {
             Target::Signals => Token(0),
             Target::Waker => Token(1),
-            Target::Listener(n) => Token(2 + n),
-            Target::Session { slot, side } => {
-                let kind = match side {
-                    Side::Client => 0,
-                    Side::Upstream => 1,
-                };
-                Token(SLOT_BASE + (slot << 2 | kind))
-            }
-            Target::Tunnel(slot) => Token(SLOT_BASE + (slot << 2 | 2)),
-            Target::Waiting(slot) => Token(SLOT_BASE + (slot << 2 | 3)),
+            Target::Metrics => Token(2),
+            Target::Port(n) => Token(FIRST_PORT + n),
+            Target::Session { slot, side } => match side {
+                Side::Client => slotted(slot, CLIENT),
+                Side::Upstream => slotted(slot, UPSTREAM),
+            },
+            Target::Tunnel { listener, slot } => slotted(owned(listener, slot), TUNNEL),
+            Target::Waiting { listener, slot } => slotted(owned(listener, slot), WAITING),
+            Target::Scrape(slot) => slotted(slot, SCRAPE),
         }
     }
 
@@ -62,21 +93,24 @@ impl Target {
         match token.0 {
             0 => Target::Signals,
             1 => Target::Waker,
-            n if n < SLOT_BASE => Target::Listener(n - 2),
+            2 => Target::Metrics,
+            n if n < SLOT_BASE => Target::Port(n - FIRST_PORT),
             n => {
                 let k = n - SLOT_BASE;
-                let slot = k >> 2;
-                match k & 3 {
-                    0 => Target::Session {
-                        slot,
+                let index = k >> 3;
+                let (listener, slot) = (index & 0xff, index >> 8);
+                match k & 7 {
+                    CLIENT => Target::Session {
+                        slot: index,
                         side: Side::Client,
                     },
-                    1 => Target::Session {
-                        slot,
+                    UPSTREAM => Target::Session {
+                        slot: index,
                         side: Side::Upstream,
                     },
-                    2 => Target::Tunnel(slot),
-                    _ => Target::Waiting(slot),
+                    TUNNEL => Target::Tunnel { listener, slot },
+                    WAITING => Target::Waiting { listener, slot },
+                    _ => Target::Scrape(index),
                 }
             }
         }
@@ -92,10 +126,26 @@ mod tests {
         for t in [
             Target::Signals,
             Target::Waker,
-            Target::Tunnel(7),
-            Target::Waiting(0),
-            Target::Listener(0),
-            Target::Listener(MAX_LISTENERS - 1),
+            Target::Metrics,
+            Target::Tunnel {
+                listener: 3,
+                slot: 7,
+            },
+            Target::Tunnel {
+                listener: MAX_LISTENERS - 1,
+                slot: 0,
+            },
+            Target::Waiting {
+                listener: 0,
+                slot: 0,
+            },
+            Target::Waiting {
+                listener: 200,
+                slot: 99_999,
+            },
+            Target::Port(0),
+            Target::Port(MAX_PORTS - 1),
+            Target::Scrape(15),
             Target::Session {
                 slot: 0,
                 side: Side::Client,

@@ -33,6 +33,8 @@ pub struct Proxy {
     /// modes print `tunnel=`, `public.NAME=`, `relay=`, `service.NAME=`).
     pub ready: Vec<(String, String)>,
     stderr: Arc<Mutex<String>>,
+    /// Every stdout line after the first (RELOADED, RELOAD-FAILED...).
+    stdout: Arc<Mutex<Vec<String>>>,
     status: Option<ExitStatus>,
 }
 
@@ -71,11 +73,45 @@ impl Proxy {
     /// receiver yields the first stdout line when (if ever) it comes. Pass it
     /// to [`Proxy::await_ready`], or use it to check that no READY comes.
     pub fn launch(args: &[&str]) -> (Proxy, mpsc::Receiver<String>) {
-        Self::launch_inner(args, None)
+        Self::launch_inner(BIN, args, None, |_| {})
+    }
+
+    /// Spawns `tcpbridge ARGS...` after `configure` has set up the command (environment,
+    /// descriptors), and waits for its READY line.
+    pub fn spawn_configured(args: &[&str], configure: impl FnOnce(&mut Command)) -> Proxy {
+        Self::spawn_program(BIN, args, configure)
+    }
+
+    /// Like [`Proxy::spawn_configured`], running `program` (e.g. a shell that sets up
+    /// the environment and execs the binary, keeping its PID).
+    pub fn spawn_program(
+        program: &str,
+        args: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Proxy {
+        let (mut proxy, line_rx) = Self::launch_inner(program, args, None, configure);
+        if let Err(why) = proxy.await_ready(&line_rx, READY_TIMEOUT) {
+            panic!("tcpbridge {args:?}: {why}");
+        }
+        proxy
+    }
+
+    /// Waits up to `within` for a stdout line after READY that starts with `prefix`
+    /// and was not returned before; returns it.
+    pub fn wait_stdout(&self, prefix: &str, within: Duration) -> Option<String> {
+        let mut found = None;
+        wait_for(within, || {
+            let mut lines = self.stdout.lock().expect("stdout lines");
+            if let Some(n) = lines.iter().position(|l| l.starts_with(prefix)) {
+                found = Some(lines.remove(n));
+            }
+            found.is_some()
+        });
+        found
     }
 
     fn spawn_inner(args: &[&str], nofile: Option<u64>) -> Proxy {
-        let (mut proxy, line_rx) = Self::launch_inner(args, nofile);
+        let (mut proxy, line_rx) = Self::launch_inner(BIN, args, nofile, |_| {});
         if let Err(why) = proxy.await_ready(&line_rx, READY_TIMEOUT) {
             panic!("tcpbridge {args:?}: {why}");
         }
@@ -156,13 +192,19 @@ impl Proxy {
             .unwrap_or_else(|e| panic!("READY `{key}={v}` is not an address: {e}"))
     }
 
-    fn launch_inner(args: &[&str], nofile: Option<u64>) -> (Proxy, mpsc::Receiver<String>) {
-        let mut cmd = Command::new(BIN);
+    fn launch_inner(
+        program: &str,
+        args: &[&str],
+        nofile: Option<u64>,
+        configure: impl FnOnce(&mut Command),
+    ) -> (Proxy, mpsc::Receiver<String>) {
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         no_inherited_fds(&mut cmd);
+        configure(&mut cmd);
         if let Some(n) = nofile {
             // SAFETY: only async-signal-safe calls (setrlimit) run between fork and exec.
             unsafe {
@@ -192,16 +234,22 @@ impl Proxy {
         let err_buf = Arc::clone(&stderr);
         thread::spawn(move || drain_into(err_pipe, err_buf));
 
-        // stdout: the first line is handed over, the rest is drained and dropped
-        // so the child can never block on a full pipe.
+        // stdout: the first line is handed over, the rest is kept for `wait_stdout`
+        // (the child never blocks on a full pipe).
         let out_pipe = child.stdout.take().expect("stdout is piped");
         let (line_tx, line_rx) = mpsc::channel::<String>();
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let later = Arc::clone(&stdout);
         thread::spawn(move || {
             let mut lines = BufReader::new(out_pipe).lines();
             if let Some(Ok(first)) = lines.next() {
                 let _ = line_tx.send(first);
             }
-            for _ in lines {}
+            for line in lines.map_while(Result::ok) {
+                if let Ok(mut kept) = later.lock() {
+                    kept.push(line);
+                }
+            }
         });
 
         let proxy = Proxy {
@@ -210,6 +258,7 @@ impl Proxy {
             listen: Vec::new(),
             ready: Vec::new(),
             stderr,
+            stdout,
             status: None,
         };
         (proxy, line_rx)

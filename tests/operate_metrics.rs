@@ -1,0 +1,262 @@
+//! The metrics endpoint, scraped the way an operator would: `/metrics` parses as
+//! Prometheus text and its counters balance against what the test did, `/sessions`
+//! lists a live session with the right fields, `/healthz` answers, and garbage, a
+//! trickle or a crowd on the metrics port never disturbs a relayed session.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+use support::prom::{self, Sample};
+use support::*;
+
+/// `GET path` over a fresh connection; (status, body).
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = connect(addr);
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").expect("send request");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("read reply");
+    let status = reply
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {reply:?}"));
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn scrape(addr: SocketAddr) -> Vec<Sample> {
+    let (status, body) = get(addr, "/metrics");
+    assert_eq!(status, 200, "/metrics answered {status}: {body}");
+    prom::parse(&body).unwrap_or_else(|e| panic!("/metrics is not Prometheus text: {e}\n{body}"))
+}
+
+fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    prom::sum(samples, name, labels)
+}
+
+fn forward_with_metrics(up: SocketAddr) -> (Proxy, SocketAddr) {
+    let proxy = Proxy::forward(&[up], &["--metrics-listen", "127.0.0.1:0"]);
+    let metrics = proxy.field_addr("metrics");
+    (proxy, metrics)
+}
+
+/// Counters balance during traffic: accepted = closed + live, bytes equal what was
+/// sent, close reasons are counted, and `/sessions` shows the live ones.
+#[test]
+fn counters_balance_during_traffic() {
+    watchdog(|| {
+        let up = echo_server();
+        let (mut proxy, metrics) = forward_with_metrics(up.addr);
+        let baseline = proxy.baseline();
+        let l = [("listener", "forward")];
+
+        // Three sessions that end with the client's FIN, 1000 bytes each way.
+        for i in 0..3 {
+            let mut c = connect(proxy.addr());
+            echo_roundtrip(&mut c, &pattern(i, 1000));
+            c.shutdown(Shutdown::Write).expect("shutdown");
+            assert!(matches!(read_end(&mut c), End::Eof));
+        }
+        // Two live sessions, 500 bytes each way so far.
+        let mut live: Vec<TcpStream> = (0..2)
+            .map(|i| {
+                let mut c = connect(proxy.addr());
+                echo_roundtrip(&mut c, &pattern(10 + i, 500));
+                c
+            })
+            .collect();
+        let closed_seen = wait_for(Duration::from_secs(10), || {
+            metric(&scrape(metrics), "tcpbridge_sessions_closed_total", &l) == 3.0
+        });
+        assert!(closed_seen, "three closes counted:\n{}", proxy.stderr());
+
+        let s = scrape(metrics);
+        let accepted = metric(&s, "tcpbridge_sessions_accepted_total", &l);
+        let closed = metric(&s, "tcpbridge_sessions_closed_total", &l);
+        let sessions = metric(&s, "tcpbridge_sessions", &l);
+        assert_eq!(accepted, 5.0);
+        assert_eq!(accepted, closed + sessions, "accepted = closed + live");
+        assert_eq!(
+            metric(
+                &s,
+                "tcpbridge_sessions",
+                &[("listener", "forward"), ("phase", "relaying")]
+            ),
+            2.0
+        );
+        let reason = [("listener", "forward"), ("reason", "client-eof")];
+        assert_eq!(metric(&s, "tcpbridge_sessions_closed_total", &reason), 3.0);
+        for direction in ["to_upstream", "to_client"] {
+            let d = [("listener", "forward"), ("direction", direction)];
+            assert_eq!(
+                metric(&s, "tcpbridge_bytes_total", &d),
+                4000.0,
+                "{direction}"
+            );
+        }
+        assert_eq!(metric(&s, "tcpbridge_connect_failures_total", &l), 0.0);
+        assert!(metric(&s, "tcpbridge_pool_buffers", &[]) > 0.0);
+        assert!(metric(&s, "tcpbridge_memory_bound_bytes", &[]) > 0.0);
+
+        // The `ss` view: one line per live session, with its addresses and bytes.
+        let (status, body) = get(metrics, "/sessions");
+        assert_eq!(status, 200);
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(lines.len(), 2, "{body}");
+        let mine = live[0].local_addr().expect("local addr").to_string();
+        let line = lines
+            .iter()
+            .find(|l| l.contains(&format!("client={mine} ")))
+            .unwrap_or_else(|| panic!("no line for client {mine}: {body}"));
+        for field in [
+            "listener=forward",
+            &format!("upstream={}", up.addr),
+            "phase=relaying",
+            "to_upstream=500",
+            "to_client=500",
+        ] {
+            assert!(line.contains(field), "{field} missing from {line}");
+        }
+        assert!(line.starts_with("id=") && line.contains(" age=") && line.contains(" idle="));
+
+        let (status, body) = get(metrics, "/healthz");
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+        let (status, _) = get(metrics, "/nope");
+        assert_eq!(status, 404);
+
+        for c in live.drain(..) {
+            c.shutdown(Shutdown::Write).expect("shutdown");
+            let mut c = c;
+            assert!(matches!(read_end(&mut c), End::Eof));
+        }
+        proxy.assert_quiescent(baseline, Duration::from_secs(10));
+        let s = scrape(metrics);
+        assert_eq!(metric(&s, "tcpbridge_sessions", &l), 0.0);
+        assert_eq!(metric(&s, "tcpbridge_buffers_lent", &[]), 0.0);
+    });
+}
+
+/// A refused upstream is counted as a connect failure and as a close reason.
+#[test]
+fn refused_upstream_is_counted() {
+    watchdog(|| {
+        let (proxy, metrics) = forward_with_metrics(closed_port());
+        let mut c = connect(proxy.addr());
+        assert!(
+            matches!(read_end(&mut c), End::Eof | End::Reset),
+            "the client is closed"
+        );
+        let counted = wait_for(Duration::from_secs(10), || {
+            let s = scrape(metrics);
+            let refused = [("listener", "forward"), ("kind", "refused")];
+            metric(&s, "tcpbridge_connect_failures_total", &refused) == 1.0
+                && metric(
+                    &s,
+                    "tcpbridge_sessions_closed_total",
+                    &[("reason", "connect-refused")],
+                ) == 1.0
+        });
+        assert!(counted, "{}", proxy.stderr());
+    });
+}
+
+/// Garbage, an oversized head, a trickle and a crowd on the metrics port: each is
+/// answered or closed within its deadline, and a session streaming meanwhile stays
+/// byte-exact.
+#[test]
+fn bad_metrics_clients_do_not_disturb_sessions() {
+    watchdog(|| {
+        let up = echo_server();
+        let (mut proxy, metrics) = forward_with_metrics(up.addr);
+        let baseline = proxy.baseline();
+        let session = std::thread::spawn({
+            let addr = proxy.addr();
+            move || exchange(connect(addr), 7, 8 * 1024 * 1024, 64 * 1024)
+        });
+
+        // Garbage gets 400 and a close.
+        let mut g = connect(metrics);
+        g.write_all(b"\x16\x03\x01\x02\x00garbage\r\n\r\n")
+            .expect("send garbage");
+        let mut reply = String::new();
+        let _ = g.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 400"), "{reply:?}");
+
+        // An endless header gets 413 once it passes the head limit.
+        let mut big = connect(metrics);
+        let _ = big.write_all(b"GET /metrics HTTP/1.1\r\nX: ");
+        let _ = big.write_all(&[b'a'; 8192]);
+        let mut reply = String::new();
+        let _ = big.read_to_string(&mut reply);
+        assert!(reply.starts_with("HTTP/1.1 413"), "{reply:?}");
+
+        // A trickle is cut at the absolute deadline (5 s), however it dribbles.
+        let mut t = connect(metrics);
+        let started = Instant::now();
+        let mut cut = false;
+        for b in b"GET /metrics HTTP/1.1\r\nX-Slow: "
+            .iter()
+            .cycle()
+            .take(200)
+        {
+            if t.write_all(&[*b]).is_err() {
+                cut = true;
+                break;
+            }
+            let mut probe = [0u8; 1];
+            t.set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("timeout");
+            match t.read(&mut probe) {
+                Ok(0) | Err(_) if started.elapsed() > Duration::from_secs(4) => {
+                    cut = true;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        assert!(cut, "a trickling request was not cut");
+        assert!(started.elapsed() < Duration::from_secs(20));
+
+        // A crowd: 20 idle connections; the metrics endpoint serves 16 at once and
+        // closes the rest, and answers again once they are gone.
+        let crowd: Vec<TcpStream> = (0..20).map(|_| connect(metrics)).collect();
+        let refused = wait_for(Duration::from_secs(10), || {
+            crowd.iter().filter(|c| peer_closed(c)).count() >= 4
+        });
+        assert!(refused, "connections over the limit are closed");
+        drop(crowd);
+
+        let flow = session.join().expect("session thread");
+        assert!(flow.send_error.is_none(), "{:?}", flow.send_error);
+        assert_eq!(flow.received, flow.sent);
+        assert_eq!(
+            flow.received_hash, flow.sent_hash,
+            "the session is byte-exact"
+        );
+        assert!(matches!(flow.end, End::Eof));
+        let answered = wait_for(Duration::from_secs(10), || {
+            metric(&scrape(metrics), "tcpbridge_metrics_rejected_total", &[]) >= 5.0
+        });
+        assert!(answered, "rejections are counted");
+        proxy.assert_quiescent(baseline, Duration::from_secs(10));
+        proxy.assert_no_panic();
+    });
+}
+
+/// True when the peer has closed this connection (read returns 0 or an error at once).
+fn peer_closed(c: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    let _ = c.set_nonblocking(true);
+    let closed = match (&*c).read(&mut probe) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    let _ = c.set_nonblocking(false);
+    closed
+}
