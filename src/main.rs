@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use log::{error, info, warn, LevelFilter};
 
+use tcpbridge::config::defaults;
 use tcpbridge::config::{
     self as cfg, human_size, Agent, Config, ConfigError, Forward, Global, Listener, Mode, Relay,
     Source,
@@ -81,7 +82,7 @@ struct RelayArgs {
     #[arg(
         long,
         value_name = "DURATION",
-        default_value = "10s",
+        default_value = defaults::PAIR_TIMEOUT,
         allow_hyphen_values = true
     )]
     pair_timeout: String,
@@ -89,7 +90,7 @@ struct RelayArgs {
     #[arg(
         long,
         value_name = "N",
-        default_value = "64",
+        default_value = defaults::MAX_WAITING,
         allow_hyphen_values = true
     )]
     max_waiting: String,
@@ -97,7 +98,7 @@ struct RelayArgs {
     #[arg(
         long,
         value_name = "N",
-        default_value = "64",
+        default_value = defaults::MAX_IDLE_TUNNELS,
         allow_hyphen_values = true
     )]
     max_idle_tunnels: String,
@@ -105,7 +106,7 @@ struct RelayArgs {
     #[arg(
         long,
         value_name = "N",
-        default_value = "64",
+        default_value = defaults::MAX_HANDSHAKES,
         allow_hyphen_values = true
     )]
     max_handshakes: String,
@@ -130,7 +131,7 @@ struct AgentArgs {
     #[arg(
         long,
         value_name = "N",
-        default_value = "4",
+        default_value = defaults::POOL,
         allow_hyphen_values = true
     )]
     pool: String,
@@ -141,7 +142,7 @@ struct AgentArgs {
     #[arg(
         long,
         value_name = "DURATION",
-        default_value = "30s",
+        default_value = defaults::BACKOFF_MAX,
         allow_hyphen_values = true
     )]
     backoff_max: String,
@@ -157,7 +158,7 @@ struct TunnelArgs {
     #[arg(
         long,
         value_name = "DURATION",
-        default_value = "5s",
+        default_value = defaults::HANDSHAKE_TIMEOUT,
         allow_hyphen_values = true
     )]
     handshake_timeout: String,
@@ -165,7 +166,7 @@ struct TunnelArgs {
     #[arg(
         long,
         value_name = "DURATION",
-        default_value = "20s",
+        default_value = defaults::HEARTBEAT_INTERVAL,
         allow_hyphen_values = true
     )]
     heartbeat_interval: String,
@@ -173,7 +174,7 @@ struct TunnelArgs {
     #[arg(
         long,
         value_name = "DURATION",
-        default_value = "60s",
+        default_value = defaults::HEARTBEAT_TIMEOUT,
         allow_hyphen_values = true
     )]
     heartbeat_timeout: String,
@@ -185,7 +186,7 @@ struct SessionArgs {
     #[arg(
         long,
         value_name = "SIZE",
-        default_value = "16KiB",
+        default_value = defaults::BUFFER_SIZE,
         allow_hyphen_values = true
     )]
     buffer_size: String,
@@ -193,7 +194,7 @@ struct SessionArgs {
     #[arg(
         long,
         value_name = "N",
-        default_value = "1024",
+        default_value = defaults::MAX_SESSIONS,
         allow_hyphen_values = true
     )]
     max_sessions: String,
@@ -204,7 +205,7 @@ struct SessionArgs {
     #[arg(
         long,
         value_name = "DURATION",
-        default_value = "5s",
+        default_value = defaults::CONNECT_TIMEOUT,
         allow_hyphen_values = true
     )]
     connect_timeout: String,
@@ -212,7 +213,7 @@ struct SessionArgs {
     #[arg(
         long,
         value_name = "DURATION",
-        default_value = "5m",
+        default_value = defaults::IDLE_TIMEOUT,
         allow_hyphen_values = true
     )]
     idle_timeout: String,
@@ -220,7 +221,7 @@ struct SessionArgs {
     #[arg(
         long,
         value_name = "DURATION",
-        default_value = "60s",
+        default_value = defaults::HALF_CLOSE_TIMEOUT,
         allow_hyphen_values = true
     )]
     half_close_timeout: String,
@@ -228,7 +229,7 @@ struct SessionArgs {
     #[arg(
         long,
         value_name = "DURATION",
-        default_value = "10s",
+        default_value = defaults::DRAIN_TIMEOUT,
         allow_hyphen_values = true
     )]
     drain_timeout: String,
@@ -236,7 +237,7 @@ struct SessionArgs {
     #[arg(
         long,
         value_name = "POLICY",
-        default_value = "mirror",
+        default_value = defaults::RESET_POLICY,
         allow_hyphen_values = true
     )]
     reset_policy: String,
@@ -247,7 +248,7 @@ struct SessionArgs {
     #[arg(
         long,
         value_name = "FORMAT",
-        default_value = "human",
+        default_value = defaults::LOG_FORMAT,
         allow_hyphen_values = true
     )]
     log_format: String,
@@ -255,7 +256,7 @@ struct SessionArgs {
     #[arg(
         long,
         value_name = "N",
-        default_value = "100",
+        default_value = defaults::LOG_RATE,
         allow_hyphen_values = true
     )]
     log_rate: String,

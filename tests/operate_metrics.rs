@@ -260,3 +260,99 @@ fn peer_closed(c: &TcpStream) -> bool {
     let _ = c.set_nonblocking(false);
     closed
 }
+
+/// Relay and agent report their idle tunnels per service, sessions through the tunnel,
+/// and a wrong secret as an authentication failure on the relay.
+#[test]
+fn relay_and_agent_report_tunnels_and_auth_failures() {
+    watchdog(|| {
+        let up = echo_server();
+        let metrics_flag = ["--metrics-listen", "127.0.0.1:0"];
+        let mut chain = Chain::builder(up.addr)
+            .pool(2)
+            .relay(&metrics_flag)
+            .agent(&metrics_flag)
+            .start();
+        let relay_metrics = chain.relay.field_addr("metrics");
+        let agent_metrics = chain.agent.field_addr("metrics");
+        let service = [("listener", "relay"), ("service", SERVICE)];
+        let idle = wait_for(Duration::from_secs(10), || {
+            metric(&scrape(relay_metrics), "tcpbridge_idle_tunnels", &service) == 2.0
+        });
+        assert!(idle, "the relay sees the agent's two idle tunnels");
+        let agent_service = [("listener", "agent"), ("service", SERVICE)];
+        assert_eq!(
+            metric(
+                &scrape(agent_metrics),
+                "tcpbridge_idle_tunnels",
+                &agent_service
+            ),
+            2.0
+        );
+
+        let mut c = connect(chain.public);
+        echo_roundtrip(&mut c, b"through the tunnel");
+        c.shutdown(Shutdown::Write).expect("shutdown");
+        assert!(matches!(read_end(&mut c), End::Eof));
+        let counted = wait_for(Duration::from_secs(10), || {
+            let r = scrape(relay_metrics);
+            let a = scrape(agent_metrics);
+            let bytes = [("direction", "to_upstream")];
+            metric(&r, "tcpbridge_sessions_closed_total", &[]) == 1.0
+                && metric(&a, "tcpbridge_sessions_closed_total", &[]) == 1.0
+                && metric(&r, "tcpbridge_sessions_accepted_total", &[]) == 1.0
+                && metric(&a, "tcpbridge_sessions_accepted_total", &[]) == 1.0
+                && metric(&a, "tcpbridge_bytes_total", &bytes) == 18.0
+        });
+        assert!(counted, "one session on each side, 18 bytes each way");
+
+        // An agent with the wrong secret: the relay counts authentication failures.
+        let bad = chain
+            .dir
+            .file("bad", format!("{OTHER_SECRET}\n").as_bytes());
+        let _wrong = Proxy::launch(
+            &agent_args(chain.tunnel, up.addr, &bad, &owned(&["--pool", "1"]))
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        );
+        let failed = wait_for(Duration::from_secs(10), || {
+            metric(&scrape(relay_metrics), "tcpbridge_auth_failures_total", &[]) >= 1.0
+        });
+        assert!(failed, "{}", chain.relay.stderr());
+        chain.relay.assert_alive();
+    });
+}
+
+/// Under a storm of refused connections with `--log-rate 5`, most close lines are
+/// dropped and counted, and one summary line says how many.
+#[test]
+fn log_lines_are_rate_limited_and_counted() {
+    watchdog(|| {
+        let proxy = Proxy::forward(
+            &[closed_port()],
+            &["--log-rate", "5", "--metrics-listen", "127.0.0.1:0"],
+        );
+        let metrics = proxy.field_addr("metrics");
+        for _ in 0..200 {
+            let mut c = connect(proxy.addr());
+            let _ = read_end(&mut c);
+        }
+        let dropped_seen = wait_for(Duration::from_secs(10), || {
+            metric(&scrape(metrics), "tcpbridge_log_lines_dropped_total", &[]) >= 100.0
+        });
+        assert!(dropped_seen, "dropped lines are counted");
+        let logged = proxy.stderr().matches("close id=").count();
+        assert!(
+            logged <= 100,
+            "{logged} close lines of 200 got through a 5/s limit"
+        );
+        // The summary comes with the next line that passes: keep closing sessions.
+        let summarised = wait_for(Duration::from_secs(20), || {
+            let mut c = connect(proxy.addr());
+            let _ = read_end(&mut c);
+            proxy.stderr().contains("log rate limit: ")
+        });
+        assert!(summarised, "{}", proxy.stderr());
+    });
+}

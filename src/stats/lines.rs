@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use crate::logging::push_json_string;
+
 use super::{format_duration, CloseRecord, ListenerStats, Phase, ProcessStats, SessionView};
 
 /// Appends one line per live session:
@@ -120,7 +122,7 @@ pub fn close_json(r: &CloseRecord<'_>) -> String {
     let v = &r.view;
     let mut line = String::with_capacity(224);
     let _ = write!(line, "{{\"event\":\"close\",\"id\":{},\"listener\":", v.id);
-    json_string(&mut line, v.listener);
+    push_json_string(&mut line, v.listener);
     // Socket addresses print as digits, dots, colons, hex and brackets: nothing to escape.
     let _ = write!(line, ",\"client\":\"{}\",\"upstream\":", v.client);
     match v.upstream {
@@ -139,21 +141,4 @@ pub fn close_json(r: &CloseRecord<'_>) -> String {
         v.read_pauses
     );
     line
-}
-
-/// Appends `s` as a JSON string, quotes included: `"` and `\` are escaped with a
-/// backslash, control characters (below U+0020) as `\u00XX`; everything else as is.
-pub fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }

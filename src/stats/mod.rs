@@ -26,7 +26,7 @@ mod render;
 #[cfg(test)]
 mod tests;
 
-pub use lines::{close_json, close_line, json_string, render_sessions, snapshot_line};
+pub use lines::{close_json, close_line, render_sessions, snapshot_line};
 pub use render::render_metrics;
 
 /// The phase of a live session (a closed session is not live).
