@@ -138,6 +138,7 @@ fn counters_balance_during_traffic() {
         let s = scrape(metrics);
         assert_eq!(metric(&s, "tcpbridge_sessions", &l), 0.0);
         assert_eq!(metric(&s, "tcpbridge_buffers_lent", &[]), 0.0);
+        assert_eq!(metric(&s, "tcpbridge_timers_armed", &[]), 0.0);
     });
 }
 

@@ -66,6 +66,12 @@ impl<K: Ord + Copy> Timers<K> {
         self.heap.len()
     }
 
+    /// Entries for which `live` holds (stale entries wait in the heap until they fire or
+    /// are compacted away; this counts the ones that still matter).
+    pub fn count(&self, mut live: impl FnMut(&Entry<K>) -> bool) -> usize {
+        self.heap.iter().filter(|e| live(&e.0)).count()
+    }
+
     /// True when nothing is armed.
     pub fn is_empty(&self) -> bool {
         self.heap.is_empty()

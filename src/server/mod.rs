@@ -484,23 +484,18 @@ impl Server {
     }
 
     fn compact_timers(&mut self) {
-        let sessions = &self.sessions;
-        let listeners = &self.listeners;
-        let metrics = &self.metrics;
-        self.timers.compact(|t| match t.slot {
-            Key::Session(slot) => sessions
-                .get(slot)
-                .is_some_and(|e| e.id == t.id && e.armed == Some(t.at)),
-            Key::Tunnel(l, slot) => listeners
-                .get(l)
-                .is_some_and(|l| l.timer_is_live(true, slot, t.id, t.at)),
-            Key::Waiting(l, slot) => listeners
-                .get(l)
-                .is_some_and(|l| l.timer_is_live(false, slot, t.id, t.at)),
-            Key::Scrape(slot) => metrics
-                .as_ref()
-                .is_some_and(|m| m.timer_is_live(slot, t.id)),
-        });
+        let (sessions, listeners, metrics) = (&self.sessions, &self.listeners, &self.metrics);
+        self.timers
+            .compact(|t| timer_is_live(sessions, listeners, metrics.as_ref(), t));
+    }
+
+    /// Deadlines armed for live sessions, tunnels and waiting clients (not the metrics
+    /// requests', so a scrape of a quiet process reads 0).
+    fn live_timers(&self) -> usize {
+        self.timers.count(|t| {
+            !matches!(t.slot, Key::Scrape(_))
+                && timer_is_live(&self.sessions, &self.listeners, None, t)
+        })
     }
 
     /// Tunnels and waiting clients of every listener.
@@ -669,5 +664,26 @@ fn notify(state: &str) {
             "cannot notify the service manager: {}",
             crate::net::describe(&e)
         );
+    }
+}
+
+/// Whether a heap entry is still its owner's current deadline.
+fn timer_is_live(
+    sessions: &Slab<Entry>,
+    listeners: &Slab<Listener>,
+    metrics: Option<&metrics::Metrics>,
+    t: &crate::core::timers::Entry<Key>,
+) -> bool {
+    match t.slot {
+        Key::Session(slot) => sessions
+            .get(slot)
+            .is_some_and(|e| !e.closed && e.id == t.id && e.armed == Some(t.at)),
+        Key::Tunnel(l, slot) => listeners
+            .get(l)
+            .is_some_and(|l| l.timer_is_live(true, slot, t.id, t.at)),
+        Key::Waiting(l, slot) => listeners
+            .get(l)
+            .is_some_and(|l| l.timer_is_live(false, slot, t.id, t.at)),
+        Key::Scrape(slot) => metrics.is_some_and(|m| m.timer_is_live(slot, t.id)),
     }
 }

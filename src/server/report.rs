@@ -85,7 +85,7 @@ impl Server {
             buffers_lent: self.pool.lent() as u64,
             pool_buffers: self.pool.budget() as u64,
             buffer_size: self.global.buffer_size as u64,
-            timers_armed: self.timers.len() as u64,
+            timers_armed: self.live_timers() as u64,
             stopping: self.drain_until.is_some(),
             reloads: self.reloads,
             reload_failures: self.reload_failures,

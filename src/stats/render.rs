@@ -254,7 +254,7 @@ pub fn render_metrics(out: &mut String, p: &ProcessStats, listeners: &[ListenerS
     w.single(
         "tcpbridge_timers_armed",
         Gauge,
-        "Deadlines armed.",
+        "Deadlines armed for live sessions, tunnels and waiting clients.",
         p.timers_armed,
     );
     w.single(
