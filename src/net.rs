@@ -1,9 +1,10 @@
 //! The operating-system layer: TCP sockets as core [`Stream`]s, dialing, and the few
 //! process-wide settings (SIGPIPE, the open-files limit).
 //!
-//! This is the only module with `unsafe` code: three libc calls that neither std nor
-//! socket2 offer (ignoring SIGPIPE, raising RLIMIT_NOFILE, reading SIOCOUTQ). Each has a
-//! `SAFETY:` note. Everything else goes through mio and socket2.
+//! With `systemd.rs` (inherited descriptors, the monotonic clock), this is one of the two
+//! modules with `unsafe` code: three libc calls that neither std nor socket2 offer
+//! (ignoring SIGPIPE, raising RLIMIT_NOFILE, reading SIOCOUTQ). Each has a `SAFETY:`
+//! note. Everything else goes through mio and socket2.
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, SocketAddr};
