@@ -357,3 +357,28 @@ fn log_lines_are_rate_limited_and_counted() {
         assert!(summarised, "{}", proxy.stderr());
     });
 }
+
+/// During the drain after SIGTERM the metrics endpoint still answers: `/healthz` says
+/// 503 and `/metrics` shows the draining session, until the last session ends.
+#[test]
+fn healthz_turns_503_during_the_drain() {
+    watchdog(|| {
+        let up = echo_server();
+        let (mut proxy, metrics) = forward_with_metrics(up.addr);
+        let mut c = connect(proxy.addr());
+        echo_roundtrip(&mut c, b"before the signal");
+        assert_eq!(get(metrics, "/healthz"), (200, "ok\n".to_string()));
+        proxy.send_signal(libc::SIGTERM);
+        let stopping = wait_for(Duration::from_secs(10), || {
+            get(metrics, "/healthz").0 == 503
+        });
+        assert!(stopping, "{}", proxy.stderr());
+        let s = scrape(metrics);
+        assert_eq!(metric(&s, "tcpbridge_stopping", &[]), 1.0);
+        assert_eq!(metric(&s, "tcpbridge_sessions_draining", &[]), 1.0);
+        echo_roundtrip(&mut c, b"during the drain");
+        c.shutdown(Shutdown::Write).expect("shutdown");
+        assert!(matches!(read_end(&mut c), End::Eof));
+        assert!(proxy.wait_exit(Duration::from_secs(10)).success());
+    });
+}

@@ -78,16 +78,6 @@ impl Metrics {
         }
     }
 
-    /// Stopping: the endpoint closes with the listeners.
-    pub(super) fn close(&mut self, registry: &Registry) {
-        if let Some(mut s) = self.socket.take() {
-            let _ = registry.deregister(&mut s);
-        }
-        for mut s in self.scrapes.drain() {
-            let _ = registry.deregister(&mut s.conn);
-        }
-    }
-
     pub(super) fn timer_is_live(&self, slot: usize, id: u64) -> bool {
         self.scrapes.get(slot).is_some_and(|s| s.id == id)
     }

@@ -567,9 +567,7 @@ impl Server {
             p.close(self.poll.registry());
         }
         self.ports.clear();
-        if let Some(m) = self.metrics.as_mut() {
-            m.close(self.poll.registry());
-        }
+        // The metrics endpoint stays open: the drain can be watched, and /healthz says 503.
         let listeners: Vec<usize> = self.listeners.iter().map(|(l, _)| l).collect();
         for l in listeners {
             self.close_listener(l, now);
