@@ -13,5 +13,5 @@ pub mod stream;
 pub mod timers;
 pub mod tunnel;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod scripted;
