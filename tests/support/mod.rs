@@ -9,6 +9,8 @@
 //! - [`cli`]: runs of the binary that should exit by themselves;
 //! - [`nat`]: relay and agent processes, the relay -> agent [`Chain`], raw
 //!   tunnel handshakes and settle checks for processes holding idle tunnels;
+//! - [`chaos`] and [`fault`]: the chaos relay and the fault-injection proxy
+//!   with its invariant checks, iptables, `ss -K` and strace injection;
 //! - here: [`wait_until`], the per-test [`watchdog`], [`Gate`] and
 //!   [`enter_private_netns`].
 //!
@@ -19,16 +21,20 @@
 
 #![allow(dead_code, unused_imports)]
 
+pub mod chaos;
 pub mod cli;
 pub mod data;
+pub mod fault;
 pub mod nat;
 pub mod net;
 pub mod procfs;
 pub mod prom;
 pub mod proxy;
 
+pub use chaos::*;
 pub use cli::*;
 pub use data::*;
+pub use fault::*;
 pub use nat::*;
 pub use net::*;
 pub use procfs::*;
