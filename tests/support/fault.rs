@@ -295,8 +295,16 @@ impl Strace {
     /// attached to every thread. `None` (after a skip line) when strace is
     /// unavailable and `CI` is not `true`.
     pub fn attach(pid: u32, inject: &str) -> Option<Strace> {
+        Self::attach_to(pid, inject, std::path::Path::new("/dev/null"))
+    }
+
+    /// [`Strace::attach`] writing the trace to `out`, so a test can count the
+    /// `(INJECTED)` lines and prove the fault was injected.
+    pub fn attach_to(pid: u32, inject: &str, out: &std::path::Path) -> Option<Strace> {
         let spawned = Command::new("strace")
-            .args(["-f", "-o", "/dev/null", "-e"])
+            .args(["-f", "-o"])
+            .arg(out)
+            .arg("-e")
             .arg(format!("inject={inject}"))
             .args(["-p", &pid.to_string()])
             .stdin(Stdio::null())
