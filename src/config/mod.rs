@@ -279,9 +279,30 @@ pub fn parse_service(
     })
 }
 
-/// Reads and checks a secret file. The error names the flag and the file.
+/// Largest secret file accepted (a secret is at least 32 bytes; 64 hex digits is usual).
+pub const MAX_SECRET_FILE: u64 = 4096;
+
+/// Reads and checks a secret file: a regular file of at most [`MAX_SECRET_FILE`] bytes
+/// (so `/dev/zero` or a FIFO cannot exhaust memory or hang a start or a reload). The error
+/// names the flag and the file.
 pub fn read_secret(flag: &str, path: &str) -> Result<Secret, ConfigError> {
-    let bytes = std::fs::read(path).map_err(|e| error(flag, path, format!("cannot read: {e}")))?;
+    use std::io::Read;
+    let cannot = |e: std::io::Error| error(flag, path, format!("cannot read: {e}"));
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    if !file.metadata().map_err(cannot)?.is_file() {
+        return Err(error(flag, path, "not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(error(
+            flag,
+            path,
+            format!("larger than {MAX_SECRET_FILE} bytes"),
+        ));
+    }
     Secret::from_file_contents(&bytes).map_err(|e| error(flag, path, e.to_string()))
 }
 
@@ -561,6 +582,24 @@ mod tests {
         assert!(parse_service("--public", "ssh", true).is_err());
         assert!(parse_service("--public", "a b=127.0.0.1:1", true).is_err());
         assert!(parse_service("--service", "ssh=127.0.0.1:0", false).is_err());
+    }
+
+    #[test]
+    fn secret_files_must_be_small_regular_files() {
+        let problem = |p| read_secret("--secret-file", p).map_err(|e| e.problem);
+        assert_eq!(problem("/dev/zero"), Err("not a regular file".into()));
+        assert_eq!(problem("/"), Err("not a regular file".into()));
+        let dir = std::env::temp_dir().join(format!("tcpbridge-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let big = dir.join("big");
+        std::fs::write(&big, vec![b'a'; 5000]).expect("write");
+        let good = dir.join("good");
+        std::fs::write(&good, b"0123456789abcdef0123456789abcdef\n").expect("write");
+        let big_problem = problem(big.to_str().expect("utf-8"));
+        let good_secret = read_secret("--secret-file", good.to_str().expect("utf-8"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(big_problem, Err("larger than 4096 bytes".into()));
+        assert!(good_secret.is_ok());
     }
 
     #[test]
