@@ -22,6 +22,8 @@
 
 mod backend;
 mod baselines;
+#[path = "../common/child.rs"]
+mod child;
 mod crosscheck;
 mod external;
 #[path = "../common/host.rs"]
@@ -153,29 +155,13 @@ fn exit_with(outcome: Result<(), String>) -> ! {
     }
 }
 
-/// `<target>/release/tcpbridge` next to `<target>/release/deps/compare-HASH`,
-/// unless `TCPBRIDGE_BIN` names another binary.
-fn locate_tcpbridge(exe: &Path) -> PathBuf {
-    if let Some(path) = env::var_os("TCPBRIDGE_BIN") {
-        return PathBuf::from(path);
-    }
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|profile_dir| profile_dir.join("tcpbridge"))
-        .unwrap_or_default()
-}
-
 fn run(options: Options) -> Result<(), String> {
     let started = Instant::now();
     let (busy_at_start, steal_at_start) = host::machine_busy_and_steal();
     let ours_at_start = procstat::self_cpu() + procstat::reaped_children_cpu();
     let nofile = host::raise_nofile_limit();
     let exe = env::current_exe().map_err(|e| e.to_string())?;
-    let target_dir = exe
-        .ancestors()
-        .nth(3)
-        .ok_or("cannot find the target directory")?
-        .to_path_buf();
+    let target_dir = child::target_dir(&exe)?;
     let out_dir = options
         .out
         .clone()
@@ -185,7 +171,7 @@ fn run(options: Options) -> Result<(), String> {
     fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
     let ctx = Context {
         scratch: scratch.clone(),
-        tcpbridge: locate_tcpbridge(&exe),
+        tcpbridge: child::tcpbridge_binary(&exe),
         tcpbridge_max_sessions: MAX_SESSIONS,
         max_sessions: MAX_SESSIONS.min(nofile.saturating_sub(FD_RESERVE) / 2),
     };

@@ -239,17 +239,9 @@ fn signal(pid: u32, sig: libc::c_int) {
 
 impl Drop for Process {
     fn drop(&mut self) {
+        // A frozen process must run again to handle SIGTERM.
         signal(self.pid(), libc::SIGCONT);
-        signal(self.pid(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::child::stop(&mut self.child);
     }
 }
 

@@ -19,6 +19,8 @@
 
 mod backend;
 mod chains;
+#[path = "../common/child.rs"]
+mod child;
 #[path = "../common/host.rs"]
 mod host;
 mod load;
@@ -113,18 +115,6 @@ fn main() {
     }
 }
 
-/// `<target>/release/tcpbridge` next to `<target>/release/deps/nat-HASH`,
-/// unless `TCPBRIDGE_BIN` names another binary.
-fn locate_tcpbridge(exe: &Path) -> PathBuf {
-    if let Some(path) = env::var_os("TCPBRIDGE_BIN") {
-        return PathBuf::from(path);
-    }
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|profile_dir| profile_dir.join("tcpbridge"))
-        .unwrap_or_default()
-}
-
 /// `$VAR`, else `/opt/peers/bin/NAME`, else `NAME` on `PATH`.
 fn locate_peer(var: &str, name: &str) -> Option<PathBuf> {
     if let Some(path) = env::var_os(var) {
@@ -146,11 +136,7 @@ fn run(options: Options) -> Result<(), String> {
     let own_at_start = procfs::own_cpu();
     let nofile = host::raise_nofile_limit();
     let exe = env::current_exe().map_err(|e| e.to_string())?;
-    let target_dir = exe
-        .ancestors()
-        .nth(3)
-        .ok_or("cannot find the target directory")?
-        .to_path_buf();
+    let target_dir = child::target_dir(&exe)?;
     let out_dir = options
         .out
         .clone()
@@ -158,7 +144,7 @@ fn run(options: Options) -> Result<(), String> {
     let scratch = env::temp_dir().join(format!("tcpbridge-nat-bench-{}", process::id()));
     fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
-    let tcpbridge = locate_tcpbridge(&exe);
+    let tcpbridge = child::tcpbridge_binary(&exe);
     if !tcpbridge.is_file() {
         return Err(format!("no tcpbridge binary at {}", tcpbridge.display()));
     }

@@ -13,6 +13,8 @@
 //! nothing. tcpbridge itself: `TCPBRIDGE_BIN` when set, otherwise `tcpbridge` in
 //! the profile directory above this executable, as for the `compare` bench.
 
+#[path = "../common/child.rs"]
+mod child;
 mod scenarios;
 mod targets;
 
@@ -24,16 +26,6 @@ use std::process;
 
 use scenarios::{Scenario, Upstream};
 use targets::Target;
-
-fn locate_tcpbridge(exe: &Path) -> PathBuf {
-    if let Some(path) = env::var_os("TCPBRIDGE_BIN") {
-        return PathBuf::from(path);
-    }
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|profile_dir| profile_dir.join("tcpbridge"))
-        .unwrap_or_default()
-}
 
 fn main() {
     let mut out = None;
@@ -56,13 +48,10 @@ fn main() {
 
 fn run(out: Option<PathBuf>) -> Result<(), String> {
     let exe = env::current_exe().map_err(|e| e.to_string())?;
-    let target_dir = exe
-        .ancestors()
-        .nth(3)
-        .ok_or("cannot find the target directory")?;
+    let target_dir = child::target_dir(&exe)?;
     let out = out.unwrap_or_else(|| target_dir.join("bench-oracle"));
     fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let tcpbridge = locate_tcpbridge(&exe);
+    let tcpbridge = child::tcpbridge_binary(&exe);
     let scratch = env::temp_dir().join(format!("tcpbridge-oracle-{}", process::id()));
 
     let mut columns = Vec::new();

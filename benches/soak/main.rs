@@ -23,6 +23,8 @@
 //! baseline. tcpbridge itself: `TCPBRIDGE_BIN` when set, otherwise `tcpbridge`
 //! in the profile directory above this executable, as for the `compare` bench.
 
+#[path = "../common/child.rs"]
+mod child;
 #[path = "../common/host.rs"]
 #[allow(dead_code)] // shared with the other benches
 mod host;
@@ -35,7 +37,7 @@ mod tally;
 use std::env;
 use std::fs;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -111,17 +113,6 @@ fn main() {
     }
 }
 
-/// Same rule as the `compare` bench.
-fn locate_tcpbridge(exe: &Path) -> PathBuf {
-    if let Some(path) = env::var_os("TCPBRIDGE_BIN") {
-        return PathBuf::from(path);
-    }
-    exe.parent()
-        .and_then(Path::parent)
-        .map(|profile_dir| profile_dir.join("tcpbridge"))
-        .unwrap_or_default()
-}
-
 /// Accepts upstream connections on `threads` threads, one session at a time each.
 fn start_upstream(
     threads: usize,
@@ -146,17 +137,13 @@ fn start_upstream(
 fn run(options: &Options) -> Result<bool, String> {
     let nofile = host::raise_nofile_limit();
     let exe = env::current_exe().map_err(|e| e.to_string())?;
-    let target_dir = exe
-        .ancestors()
-        .nth(3)
-        .ok_or("cannot find the target directory")?
-        .to_path_buf();
+    let target_dir = child::target_dir(&exe)?;
     let out = options
         .out
         .clone()
         .unwrap_or_else(|| target_dir.join("bench-soak"));
     fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let binary = locate_tcpbridge(&exe);
+    let binary = child::tcpbridge_binary(&exe);
     let pool = Arc::new(plan::pool(options.seed));
     let tally = Arc::new(Tally::default());
     let upstream = start_upstream(options.concurrency + 16, options.seed, &pool, &tally)?;
