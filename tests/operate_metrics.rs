@@ -11,30 +11,6 @@ use std::time::{Duration, Instant};
 use support::prom::{self, Sample};
 use support::*;
 
-/// `GET path` over a fresh connection; (status, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = connect(addr);
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").expect("send request");
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).expect("read reply");
-    let status = reply
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {reply:?}"));
-    let body = reply
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn scrape(addr: SocketAddr) -> Vec<Sample> {
-    let (status, body) = get(addr, "/metrics");
-    assert_eq!(status, 200, "/metrics answered {status}: {body}");
-    prom::parse(&body).unwrap_or_else(|e| panic!("/metrics is not Prometheus text: {e}\n{body}"))
-}
-
 fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     prom::sum(samples, name, labels)
 }
@@ -71,11 +47,15 @@ fn counters_balance_during_traffic() {
             })
             .collect();
         let closed_seen = wait_for(Duration::from_secs(10), || {
-            metric(&scrape(metrics), "tcpbridge_sessions_closed_total", &l) == 3.0
+            metric(
+                &scrape_metrics(metrics),
+                "tcpbridge_sessions_closed_total",
+                &l,
+            ) == 3.0
         });
         assert!(closed_seen, "three closes counted:\n{}", proxy.stderr());
 
-        let s = scrape(metrics);
+        let s = scrape_metrics(metrics);
         let accepted = metric(&s, "tcpbridge_sessions_accepted_total", &l);
         let closed = metric(&s, "tcpbridge_sessions_closed_total", &l);
         let sessions = metric(&s, "tcpbridge_sessions", &l);
@@ -104,7 +84,7 @@ fn counters_balance_during_traffic() {
         assert!(metric(&s, "tcpbridge_memory_bound_bytes", &[]) > 0.0);
 
         // The `ss` view: one line per live session, with its addresses and bytes.
-        let (status, body) = get(metrics, "/sessions");
+        let (status, body) = http_get(metrics, "/sessions");
         assert_eq!(status, 200);
         let lines: Vec<&str> = body.lines().collect();
         assert_eq!(lines.len(), 2, "{body}");
@@ -124,9 +104,9 @@ fn counters_balance_during_traffic() {
         }
         assert!(line.starts_with("id=") && line.contains(" age=") && line.contains(" idle="));
 
-        let (status, body) = get(metrics, "/healthz");
+        let (status, body) = http_get(metrics, "/healthz");
         assert_eq!((status, body.as_str()), (200, "ok\n"));
-        let (status, _) = get(metrics, "/nope");
+        let (status, _) = http_get(metrics, "/nope");
         assert_eq!(status, 404);
 
         for c in live.drain(..) {
@@ -135,7 +115,7 @@ fn counters_balance_during_traffic() {
             assert!(matches!(read_end(&mut c), End::Eof));
         }
         proxy.assert_quiescent(baseline, Duration::from_secs(10));
-        let s = scrape(metrics);
+        let s = scrape_metrics(metrics);
         assert_eq!(metric(&s, "tcpbridge_sessions", &l), 0.0);
         assert_eq!(metric(&s, "tcpbridge_buffers_lent", &[]), 0.0);
         assert_eq!(metric(&s, "tcpbridge_timers_armed", &[]), 0.0);
@@ -153,7 +133,7 @@ fn refused_upstream_is_counted() {
             "the client is closed"
         );
         let counted = wait_for(Duration::from_secs(10), || {
-            let s = scrape(metrics);
+            let s = scrape_metrics(metrics);
             let refused = [("listener", "forward"), ("kind", "refused")];
             metric(&s, "tcpbridge_connect_failures_total", &refused) == 1.0
                 && metric(
@@ -241,7 +221,11 @@ fn bad_metrics_clients_do_not_disturb_sessions() {
         );
         assert!(matches!(flow.end, End::Eof));
         let answered = wait_for(Duration::from_secs(10), || {
-            metric(&scrape(metrics), "tcpbridge_metrics_rejected_total", &[]) >= 5.0
+            metric(
+                &scrape_metrics(metrics),
+                "tcpbridge_metrics_rejected_total",
+                &[],
+            ) >= 5.0
         });
         assert!(answered, "rejections are counted");
         proxy.assert_quiescent(baseline, Duration::from_secs(10));
@@ -278,13 +262,17 @@ fn relay_and_agent_report_tunnels_and_auth_failures() {
         let agent_metrics = chain.agent.field_addr("metrics");
         let service = [("listener", "relay"), ("service", SERVICE)];
         let idle = wait_for(Duration::from_secs(10), || {
-            metric(&scrape(relay_metrics), "tcpbridge_idle_tunnels", &service) == 2.0
+            metric(
+                &scrape_metrics(relay_metrics),
+                "tcpbridge_idle_tunnels",
+                &service,
+            ) == 2.0
         });
         assert!(idle, "the relay sees the agent's two idle tunnels");
         let agent_service = [("listener", "agent"), ("service", SERVICE)];
         assert_eq!(
             metric(
-                &scrape(agent_metrics),
+                &scrape_metrics(agent_metrics),
                 "tcpbridge_idle_tunnels",
                 &agent_service
             ),
@@ -296,8 +284,8 @@ fn relay_and_agent_report_tunnels_and_auth_failures() {
         c.shutdown(Shutdown::Write).expect("shutdown");
         assert!(matches!(read_end(&mut c), End::Eof));
         let counted = wait_for(Duration::from_secs(10), || {
-            let r = scrape(relay_metrics);
-            let a = scrape(agent_metrics);
+            let r = scrape_metrics(relay_metrics);
+            let a = scrape_metrics(agent_metrics);
             let bytes = [("direction", "to_upstream")];
             metric(&r, "tcpbridge_sessions_closed_total", &[]) == 1.0
                 && metric(&a, "tcpbridge_sessions_closed_total", &[]) == 1.0
@@ -318,7 +306,11 @@ fn relay_and_agent_report_tunnels_and_auth_failures() {
                 .collect::<Vec<_>>(),
         );
         let failed = wait_for(Duration::from_secs(10), || {
-            metric(&scrape(relay_metrics), "tcpbridge_auth_failures_total", &[]) >= 1.0
+            metric(
+                &scrape_metrics(relay_metrics),
+                "tcpbridge_auth_failures_total",
+                &[],
+            ) >= 1.0
         });
         assert!(failed, "{}", chain.relay.stderr());
         chain.relay.assert_alive();
@@ -340,7 +332,11 @@ fn log_lines_are_rate_limited_and_counted() {
             let _ = read_end(&mut c);
         }
         let dropped_seen = wait_for(Duration::from_secs(10), || {
-            metric(&scrape(metrics), "tcpbridge_log_lines_dropped_total", &[]) >= 100.0
+            metric(
+                &scrape_metrics(metrics),
+                "tcpbridge_log_lines_dropped_total",
+                &[],
+            ) >= 100.0
         });
         assert!(dropped_seen, "dropped lines are counted");
         let logged = proxy.stderr().matches("close id=").count();
@@ -367,13 +363,13 @@ fn healthz_turns_503_during_the_drain() {
         let (mut proxy, metrics) = forward_with_metrics(up.addr);
         let mut c = connect(proxy.addr());
         echo_roundtrip(&mut c, b"before the signal");
-        assert_eq!(get(metrics, "/healthz"), (200, "ok\n".to_string()));
+        assert_eq!(http_get(metrics, "/healthz"), (200, "ok\n".to_string()));
         proxy.send_signal(libc::SIGTERM);
         let stopping = wait_for(Duration::from_secs(10), || {
-            get(metrics, "/healthz").0 == 503
+            http_get(metrics, "/healthz").0 == 503
         });
         assert!(stopping, "{}", proxy.stderr());
-        let s = scrape(metrics);
+        let s = scrape_metrics(metrics);
         assert_eq!(metric(&s, "tcpbridge_stopping", &[]), 1.0);
         assert_eq!(metric(&s, "tcpbridge_sessions_draining", &[]), 1.0);
         echo_roundtrip(&mut c, b"during the drain");

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
@@ -20,19 +19,9 @@ fn relay_file(secret: &Path, pair_timeout: &str) -> String {
     )
 }
 
-fn scrape(addr: SocketAddr) -> Vec<prom::Sample> {
-    let mut s = connect(addr);
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
-        .expect("request");
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).expect("reply");
-    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    prom::parse(body).unwrap_or_else(|e| panic!("{e}\n{body}"))
-}
-
 fn idle_tunnels(metrics: SocketAddr) -> f64 {
     prom::sum(
-        &scrape(metrics),
+        &scrape_metrics(metrics),
         "tcpbridge_idle_tunnels",
         &[("listener", "edge")],
     )
@@ -82,7 +71,7 @@ fn relay_reload_keeps_tunnels_unless_the_secret_changes() {
             .wait_stdout("RELOADED ", Duration::from_secs(10))
             .is_some());
         let refused = wait_for(Duration::from_secs(15), || {
-            let s = scrape(metrics);
+            let s = scrape_metrics(metrics);
             prom::sum(&s, "tcpbridge_auth_failures_total", &[]) >= 1.0
                 && prom::sum(&s, "tcpbridge_idle_tunnels", &[]) == 0.0
         });

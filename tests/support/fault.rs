@@ -7,7 +7,9 @@
 //! scenarios drive: iptables and `ss -K` inside a private network namespace,
 //! and strace syscall fault injection attached to the running proxy.
 
-use super::{connect, echo_once, echo_server, prom, wait_for, Proxy, SecretDir, Upstream};
+use super::{
+    connect, echo_once, echo_server, http_get, prom, wait_for, Proxy, SecretDir, Upstream,
+};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -239,19 +241,9 @@ fn quiet_metrics(s: &[prom::Sample]) -> Result<(), String> {
 
 /// `GET /metrics` from `addr`, parsed.
 pub fn scrape_metrics(addr: SocketAddr) -> Vec<prom::Sample> {
-    let mut s = connect(addr);
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
-        .expect("metrics: send request");
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).expect("metrics: read reply");
-    let (head, body) = reply
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("metrics: no header end in {reply:?}"));
-    assert!(
-        head.starts_with("HTTP/1.1 200"),
-        "metrics answered {head:?}"
-    );
-    prom::parse(body).unwrap_or_else(|e| panic!("/metrics is not Prometheus text: {e}\n{body}"))
+    let (status, body) = http_get(addr, "/metrics");
+    assert_eq!(status, 200, "/metrics answered {status}: {body}");
+    prom::parse(&body).unwrap_or_else(|e| panic!("/metrics is not Prometheus text: {e}\n{body}"))
 }
 
 /// Whether the environment demands that capability-gated tests fail.

@@ -332,3 +332,21 @@ pub fn dispatch_echo_once(addr: SocketAddr) {
         other => panic!("dispatch_echo_once: expected EOF after half-close, got {other:?}"),
     }
 }
+
+/// `GET path` over a fresh connection to an HTTP endpoint (the proxy's metrics);
+/// (status, body). The server closes after its one answer.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = connect(addr);
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").expect("http: send request");
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("http: read reply");
+    let (head, body) = reply
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("http: no header end in {reply:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("http: no status line in {reply:?}"));
+    (status, body.to_string())
+}
