@@ -164,6 +164,23 @@ fn upstream_sees_closed(s: &mut TcpStream) -> bool {
     !matches!(read_end(s), End::TimedOut)
 }
 
+/// From now, the client reads EOF after about the configured 1 s (not before
+/// [`NOT_BEFORE`], by [`BY`]), and the upstream's socket is closed too.
+fn assert_timed_out_both_ways(c: &mut TcpStream, u: &mut TcpStream) {
+    let t0 = Instant::now();
+    let end = read_end(c);
+    let took = t0.elapsed();
+    assert!(matches!(end, End::Eof), "client: {end:?}, want EOF");
+    assert!(
+        took >= NOT_BEFORE && took < BY,
+        "closed after {took:?}, want about 1 s"
+    );
+    assert!(
+        upstream_sees_closed(u),
+        "the upstream's socket is still open"
+    );
+}
+
 /// B4 (a): both sides silent: the client gets FIN after 0.8 s to 5 s
 /// (`idle_timeout = "1s"`), the upstream finds its peer gone, the close is
 /// `idle-timeout`.
@@ -177,18 +194,7 @@ fn silent_session_is_closed_on_both_sides_at_idle_timeout() {
         let mut fp = FaultProxy::forward(&[up.addr], MATRIX);
         let mut c = connect(fp.main);
         let mut u = rx.recv_timeout(IO_TIMEOUT).expect("upstream accepted");
-        let t0 = Instant::now();
-        let end = read_end(&mut c);
-        let took = t0.elapsed();
-        assert!(matches!(end, End::Eof), "client: {end:?}, want EOF");
-        assert!(
-            took >= NOT_BEFORE && took < BY,
-            "closed after {took:?}, want about 1 s"
-        );
-        assert!(
-            upstream_sees_closed(&mut u),
-            "the upstream's socket is still open"
-        );
+        assert_timed_out_both_ways(&mut c, &mut u);
         fp.expect_closed("idle-timeout", 1.0, SETTLE);
         fp.assert_invariants(SETTLE);
     });
@@ -302,18 +308,7 @@ fn half_closed_then_silent_session_is_reaped() {
             matches!(up_end, End::Eof),
             "upstream: {up_end:?}, want the client's FIN"
         );
-        let t0 = Instant::now();
-        let end = read_end(&mut c);
-        let took = t0.elapsed();
-        assert!(matches!(end, End::Eof), "client: {end:?}, want EOF");
-        assert!(
-            took >= NOT_BEFORE && took < BY,
-            "reaped after {took:?}, want about 1 s"
-        );
-        assert!(
-            upstream_sees_closed(&mut u),
-            "the upstream's socket is still open"
-        );
+        assert_timed_out_both_ways(&mut c, &mut u);
         fp.expect_closed("half-close-timeout", 1.0, SETTLE);
         fp.assert_invariants(SETTLE);
     });
