@@ -17,60 +17,6 @@ use support::*;
 
 const SETTLE: Duration = Duration::from_secs(5);
 
-/// Sets the proxy's soft RLIMIT_NOFILE to `soft`, keeping its hard limit, so
-/// it can be raised again later (raising the hard limit needs privileges).
-fn set_soft_nofile(pid: u32, soft: u64) {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    let rc = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            std::ptr::null(),
-            &mut old,
-        )
-    };
-    assert_eq!(rc, 0, "prlimit get: {}", std::io::Error::last_os_error());
-    let new = libc::rlimit {
-        rlim_cur: soft as libc::rlim_t,
-        rlim_max: old.rlim_max,
-    };
-    let rc = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            &new,
-            std::ptr::null_mut(),
-        )
-    };
-    assert_eq!(
-        rc,
-        0,
-        "prlimit set {soft}: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
-/// The soft RLIMIT_NOFILE of `pid`.
-fn soft_nofile(pid: u32) -> u64 {
-    let mut old = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    let rc = unsafe {
-        libc::prlimit(
-            pid as libc::pid_t,
-            libc::RLIMIT_NOFILE,
-            std::ptr::null(),
-            &mut old,
-        )
-    };
-    assert_eq!(rc, 0, "prlimit get: {}", std::io::Error::last_os_error());
-    old.rlim_cur
-}
-
 /// The limit that leaves exactly `free` unused descriptor numbers.
 fn limit_leaving_free_fds(proxy: &Proxy, free: usize) -> u64 {
     let used: std::collections::HashSet<u64> = proxy
@@ -223,9 +169,10 @@ fn emfile_on_upstream_socket_closes_client_cleanly() {
     watchdog(|| {
         let up = echo_server();
         let mut fp = FaultProxy::forward(&[up.addr], &[]);
-        let before = soft_nofile(fp.pid());
+        let (before, _) = fp.proxy.nofile();
         let failures0 = fp.metric("tcpbridge_connect_failures_total", &[("listener", "main")]);
-        set_soft_nofile(fp.pid(), limit_leaving_free_fds(&fp.proxy, 1));
+        fp.proxy
+            .set_soft_nofile(limit_leaving_free_fds(&fp.proxy, 1));
 
         let mut c = connect(fp.main);
         c.set_read_timeout(Some(Duration::from_secs(5)))
@@ -239,7 +186,7 @@ fn emfile_on_upstream_socket_closes_client_cleanly() {
         );
         drop(c);
         fp.proxy.assert_alive();
-        set_soft_nofile(fp.pid(), before);
+        fp.proxy.set_soft_nofile(before);
 
         let failures = fp.metric("tcpbridge_connect_failures_total", &[("listener", "main")]);
         assert!(

@@ -299,25 +299,50 @@ impl Proxy {
     /// Lowers RLIMIT_NOFILE of the running child (soft = hard = `n`), as
     /// `prlimit --pid PID --nofile=n:n` does.
     pub fn set_nofile(&self, n: u64) {
-        let lim = libc::rlimit {
-            rlim_cur: n as libc::rlim_t,
-            rlim_max: n as libc::rlim_t,
+        self.prlimit_nofile(Some((n, n)));
+    }
+
+    /// The child's RLIMIT_NOFILE as (soft, hard).
+    pub fn nofile(&self) -> (u64, u64) {
+        self.prlimit_nofile(None)
+    }
+
+    /// Sets only the soft RLIMIT_NOFILE, so it can be raised again later (raising
+    /// the hard limit needs privileges).
+    pub fn set_soft_nofile(&self, soft: u64) {
+        let (_, hard) = self.nofile();
+        self.prlimit_nofile(Some((soft, hard)));
+    }
+
+    /// prlimit(2) on the child's RLIMIT_NOFILE: sets (soft, hard) when given;
+    /// returns the limits from before.
+    fn prlimit_nofile(&self, new: Option<(u64, u64)>) -> (u64, u64) {
+        let new = new.map(|(soft, hard)| libc::rlimit {
+            rlim_cur: soft as libc::rlim_t,
+            rlim_max: hard as libc::rlim_t,
+        });
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
         };
+        let new_ptr = new.as_ref().map_or(std::ptr::null(), |l| l as *const _);
+        // SAFETY: both pointers are valid for the call (or null); the pid is our child's.
         let rc = unsafe {
             libc::prlimit(
                 self.pid as libc::pid_t,
                 libc::RLIMIT_NOFILE,
-                &lim,
-                std::ptr::null_mut(),
+                new_ptr,
+                &mut old,
             )
         };
         assert_eq!(
             rc,
             0,
-            "prlimit({}, NOFILE, {n}): {}",
+            "prlimit({}, NOFILE, {new:?}): {}",
             self.pid,
             std::io::Error::last_os_error()
         );
+        (old.rlim_cur, old.rlim_max)
     }
 
     /// The exit status if the child has exited (reaps it).
