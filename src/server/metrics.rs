@@ -235,7 +235,8 @@ impl Server {
     }
 }
 
-/// Reads what has arrived (bounded) and parses it. `Err` when the peer left or broke.
+/// Reads what has arrived (bounded), parsing after each read. `Err` when the peer left
+/// or broke before a complete head.
 fn read_head(s: &mut Scrape) -> Result<Parsed, ()> {
     let mut buf = [0u8; 1024];
     loop {
@@ -245,20 +246,17 @@ fn read_head(s: &mut Scrape) -> Result<Parsed, ()> {
         }
         let want = room.min(buf.len());
         match retry(|| s.conn.read(&mut buf[..want])) {
-            Ok(0) => {
-                // The peer finished sending: answer a complete request, else give up.
-                return match http::parse(&s.head) {
-                    Parsed::Incomplete => Err(()),
-                    parsed => Ok(parsed),
-                };
-            }
+            // Every byte so far was parsed as it came: the head is incomplete and the
+            // peer has stopped sending.
+            Ok(0) => return Err(()),
             Ok(n) => {
                 s.head.extend_from_slice(&buf[..n]);
-                if !matches!(http::parse(&s.head), Parsed::Incomplete) {
-                    return Ok(http::parse(&s.head));
+                match http::parse(&s.head) {
+                    Parsed::Incomplete => {}
+                    parsed => return Ok(parsed),
                 }
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(http::parse(&s.head)),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Parsed::Incomplete),
             Err(_) => return Err(()),
         }
     }
