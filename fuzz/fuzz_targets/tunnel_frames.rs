@@ -37,7 +37,9 @@ trait Reader {
     /// Feeds; `Some(Ok(encoded))` for a complete message.
     fn feed(&mut self, bytes: &[u8]) -> Option<Result<Vec<u8>, ProtocolError>>;
     /// The reader goes on after a message (idle-tunnel frames) or stops (one-shot).
-    fn repeats(&self) -> bool;
+    fn repeats(&self) -> bool {
+        false
+    }
     /// Longest message.
     fn max(&self) -> usize;
 }
@@ -71,9 +73,6 @@ impl Reader for Hello {
             }
         }
     }
-    fn repeats(&self) -> bool {
-        false
-    }
     fn max(&self) -> usize {
         MAX_HELLO
     }
@@ -89,9 +88,6 @@ impl Reader for Challenge {
             Err(e) => Some(Err(e)),
             Ok(Some(nonce)) => Some(Ok(challenge(&nonce).to_vec())),
         }
-    }
-    fn repeats(&self) -> bool {
-        false
     }
     fn max(&self) -> usize {
         CHALLENGE_LEN
@@ -113,9 +109,6 @@ impl Reader for VerdictR {
                 Some(Ok(out))
             }
         }
-    }
-    fn repeats(&self) -> bool {
-        false
     }
     fn max(&self) -> usize {
         1 + PROOF_LEN
