@@ -17,25 +17,6 @@ use support::*;
 
 const SETTLE: Duration = Duration::from_secs(5);
 
-/// The limit that leaves exactly `free` unused descriptor numbers.
-fn limit_leaving_free_fds(proxy: &Proxy, free: usize) -> u64 {
-    let used: std::collections::HashSet<u64> = proxy
-        .fd_list()
-        .iter()
-        .filter_map(|l| l.split(' ').next()?.parse().ok())
-        .collect();
-    let (mut left, mut fd) = (free, 0u64);
-    loop {
-        if !used.contains(&fd) {
-            left -= 1;
-            if left == 0 {
-                return fd + 1;
-            }
-        }
-        fd += 1;
-    }
-}
-
 /// Live-state gauges and counters that must be back at rest: the §4.0 SLAB
 /// check for a proxy started without `FaultProxy`.
 fn assert_metrics_quiet(metrics: SocketAddr, within: Duration) {
@@ -171,8 +152,7 @@ fn emfile_on_upstream_socket_closes_client_cleanly() {
         let mut fp = FaultProxy::forward(&[up.addr], &[]);
         let (before, _) = fp.proxy.nofile();
         let failures0 = fp.metric("tcpbridge_connect_failures_total", &[("listener", "main")]);
-        fp.proxy
-            .set_soft_nofile(limit_leaving_free_fds(&fp.proxy, 1));
+        fp.proxy.set_soft_nofile(fp.proxy.limit_leaving_free_fds(1));
 
         let mut c = connect(fp.main);
         c.set_read_timeout(Some(Duration::from_secs(5)))

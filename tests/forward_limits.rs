@@ -185,28 +185,6 @@ fn fd_exhaustion_neither_spins_nor_stalls_waiting_clients() {
     });
 }
 
-/// The RLIMIT_NOFILE value that leaves exactly `free` descriptor numbers
-/// available to the proxy (the limit bounds fd *numbers*, and the table may
-/// have holes, e.g. inherited descriptors with high numbers).
-fn limit_leaving_free_fds(proxy: &Proxy, free: usize) -> u64 {
-    let used: std::collections::HashSet<u64> = proxy
-        .fd_list()
-        .iter()
-        .filter_map(|l| l.split(' ').next()?.parse().ok())
-        .collect();
-    let mut left = free;
-    let mut fd = 0u64;
-    loop {
-        if !used.contains(&fd) {
-            left -= 1;
-            if left == 0 {
-                return fd + 1;
-            }
-        }
-        fd += 1;
-    }
-}
-
 /// The fd limit is lowered *after* start-up (prlimit on the running proxy),
 /// so `--max-sessions` (default 1024) does not stop accepting first and
 /// `accept` itself fails with EMFILE once 5 sessions are open. The listener
@@ -219,7 +197,7 @@ fn accept_emfile_pauses_and_retries_without_spinning() {
         echo_once(proxy.addr());
         let baseline = proxy.baseline();
         // Room for exactly 5 sessions of 2 fds each above the baseline.
-        proxy.set_nofile(limit_leaving_free_fds(&proxy, 10));
+        proxy.set_nofile(proxy.limit_leaving_free_fds(10));
 
         let held = held_clients_are_all_served_without_spin(&mut proxy, 20);
         assert!(

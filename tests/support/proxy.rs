@@ -302,6 +302,28 @@ impl Proxy {
         self.prlimit_nofile(Some((n, n)));
     }
 
+    /// The RLIMIT_NOFILE value that leaves exactly `free` descriptor numbers
+    /// available to the proxy (the limit bounds fd *numbers*, and the table may
+    /// have holes, e.g. inherited descriptors with high numbers).
+    pub fn limit_leaving_free_fds(&self, free: usize) -> u64 {
+        let used: std::collections::HashSet<u64> = self
+            .fd_list()
+            .iter()
+            .filter_map(|l| l.split(' ').next()?.parse().ok())
+            .collect();
+        let mut left = free;
+        let mut fd = 0u64;
+        loop {
+            if !used.contains(&fd) {
+                left -= 1;
+                if left == 0 {
+                    return fd + 1;
+                }
+            }
+            fd += 1;
+        }
+    }
+
     /// The child's RLIMIT_NOFILE as (soft, hard).
     pub fn nofile(&self) -> (u64, u64) {
         self.prlimit_nofile(None)
