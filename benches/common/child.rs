@@ -1,10 +1,13 @@
 //! What every bench does with the binary under test and its child processes: find
-//! `tcpbridge` and the target directory from the bench's own path, and stop a child
-//! (SIGTERM, then SIGKILL after a bound).
+//! `tcpbridge` and the target directory from the bench's own path, read a child's READY
+//! line, and stop a child (SIGTERM, then SIGKILL after a bound).
 
 use std::env;
+use std::io::{self, BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -46,4 +49,27 @@ pub fn stop(child: &mut Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The child's first stdout line (its READY line), waiting up to `within`; the rest of
+/// stdout is drained in the background so the child never blocks on a full pipe.
+/// `None` when stdout is not piped or no line came in time.
+pub fn first_line(child: &mut Child, within: Duration) -> Option<String> {
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+        let _ = io::copy(&mut reader, &mut io::sink());
+    });
+    rx.recv_timeout(within).ok()
+}
+
+/// The address of `key=` (e.g. `listen=`) in a READY line.
+pub fn ready_field(line: &str, key: &str) -> Option<SocketAddr> {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(key))
+        .and_then(|addr| addr.parse().ok())
 }

@@ -11,12 +11,11 @@
 //! its stderr goes to a log file in the scratch directory (quoted when it fails).
 
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -157,26 +156,14 @@ impl Process {
     /// Waits for the `READY listen=IP:PORT` line and returns the address.
     /// The rest of stdout is drained in the background.
     fn ready_line(&mut self) -> Result<SocketAddr, String> {
-        let stdout = self.child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            let _ = io::copy(&mut reader, &mut io::sink());
-        });
-        let line = rx.recv_timeout(START_TIMEOUT).map_err(|_| {
+        let line = crate::child::first_line(&mut self.child, START_TIMEOUT).ok_or_else(|| {
             self.exited()
                 .unwrap_or_else(|| format!("no READY line within {START_TIMEOUT:?}"))
         })?;
-        line.split_whitespace()
-            .find_map(|word| word.strip_prefix("listen="))
-            .and_then(|addr| addr.parse().ok())
-            .ok_or_else(|| match self.exited() {
-                Some(why) => why,
-                None => format!("unexpected first line {:?}", line.trim()),
-            })
+        crate::child::ready_field(&line, "listen=").ok_or_else(|| match self.exited() {
+            Some(why) => why,
+            None => format!("unexpected first line {:?}", line.trim()),
+        })
     }
 
     /// Waits until `addr` accepts connections.

@@ -9,12 +9,11 @@
 //! child gets `PR_SET_PDEATHSIG` and is stopped (SIGTERM, then SIGKILL) when dropped.
 
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -201,21 +200,9 @@ stream {{
 }
 
 fn ready_line(child: &mut Child) -> Result<SocketAddr, String> {
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = reader.read_line(&mut line);
-        let _ = tx.send(line);
-        let _ = io::copy(&mut reader, &mut io::sink());
-    });
-    let line = rx
-        .recv_timeout(Duration::from_secs(10))
-        .map_err(|_| "no READY line within 10 s".to_string())?;
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix("listen="))
-        .and_then(|addr| addr.parse().ok())
+    let line = crate::child::first_line(child, Duration::from_secs(10))
+        .ok_or("no READY line within 10 s")?;
+    crate::child::ready_field(&line, "listen=")
         .ok_or(format!("unexpected first line {:?}", line.trim()))
 }
 

@@ -3,12 +3,11 @@
 //! RSS, CPU) and its `/metrics` endpoint (live sessions, accepted and closed).
 
 use std::fs::{self, File};
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -58,22 +57,10 @@ impl Proxy {
         let mut child = command
             .spawn()
             .map_err(|e| format!("{}: {e}", binary.display()))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            let _ = io::copy(&mut reader, &mut io::sink());
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|_| "tcpbridge printed no READY line within 10 s".to_string())?;
+        let line = crate::child::first_line(&mut child, Duration::from_secs(10))
+            .ok_or("tcpbridge printed no READY line within 10 s")?;
         let field = |key: &str| -> Result<SocketAddr, String> {
-            line.split_whitespace()
-                .find_map(|word| word.strip_prefix(key))
-                .and_then(|addr| addr.parse().ok())
+            crate::child::ready_field(&line, key)
                 .ok_or(format!("READY line without {key}: {:?}", line.trim()))
         };
         Ok(Proxy {
