@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use tcpbridge::core::pipe::Pipe;
 use tcpbridge::core::pool::Pool;
 use tcpbridge::core::ring::Ring;
-use tcpbridge::core::stream::{ConnectStatus, Stream};
+use tcpbridge::core::stream::{ConnectStatus, Peer, Stream};
 
 /// An endless source of bytes handing out at most `chunk` per read, and a sink that
 /// takes at most `chunk` per write: the shape of a busy socket, without the kernel.
@@ -105,21 +105,13 @@ fn pipe(c: &mut Criterion) {
             b.iter(|| {
                 let mut pool = Pool::new(16 << 10, 2);
                 let mut p = Pipe::new();
-                let mut source = Memory { chunk, moved: 0 };
-                let mut sink = Memory { chunk, moved: 0 };
-                let (mut readable, mut writable) = (true, true);
-                while sink.moved < TOTAL {
-                    p.pump(
-                        &mut source,
-                        &mut readable,
-                        true,
-                        &mut sink,
-                        &mut writable,
-                        true,
-                        &mut pool,
-                    );
-                    readable = true;
-                    writable = true;
+                let mut source = Peer::new(Memory { chunk, moved: 0 });
+                let mut sink = Peer::new(Memory { chunk, moved: 0 });
+                source.ready.read_closed = true;
+                while sink.stream.moved < TOTAL {
+                    source.ready.readable = true;
+                    sink.ready.writable = true;
+                    p.pump(&mut source, &mut sink, true, &mut pool);
                 }
                 black_box(p.delivered())
             });

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use support::prom::{self, Sample};
 use tcpbridge::core::reason::CloseReason;
-use tcpbridge::core::stream::ConnectFailure;
-use tcpbridge::stats::{
-    render_metrics, AcceptPause, Counters, ListenerStats, Live, Phase, ProcessStats, SessionView,
-};
+use tcpbridge::core::session::Phase;
+use tcpbridge::core::stream::{AcceptPause, ConnectFailure};
+use tcpbridge::stats::{render_metrics, Counters, ListenerStats, Live, ProcessStats, SessionView};
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("test address")

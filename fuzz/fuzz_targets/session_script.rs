@@ -33,8 +33,11 @@ use check::{check, Ending, Peer};
 use tcpbridge::core::pool::Pool;
 use tcpbridge::core::reason::{CloseReason, Side};
 use tcpbridge::core::scripted::{ReadStep, Scripted, WriteStep};
-use tcpbridge::core::session::{Drive, PhaseName, Policy, Readiness, ResetPolicy, Session};
-use tcpbridge::core::stream::{ConnectFailure, ConnectStatus};
+use tcpbridge::core::handover::ResetPolicy;
+use tcpbridge::core::pipe::Bytes;
+use tcpbridge::core::session::{Drive, Phase, Policy, Preamble, Session};
+use tcpbridge::core::stream::{ConnectFailure, ConnectStatus, Readiness};
+use tcpbridge::core::tunnel::ready_reply;
 use tcpbridge::proto::tunnel::{agent_frame, frame, AgentFrame};
 
 /// The ATTACH stand-in a paired session writes first.
@@ -68,8 +71,8 @@ struct Case {
 impl Case {
     fn stream(&mut self, side: Side) -> &mut Scripted {
         match side {
-            Side::Client => self.s.client(),
-            Side::Upstream => self.s.upstream(),
+            Side::Client => self.s.stream(Side::Client),
+            Side::Upstream => self.s.stream(Side::Upstream),
         }
     }
 
@@ -113,7 +116,7 @@ impl Case {
         if !self.paired || self.status_ready.is_some() || self.upstream.ending != Ending::Open {
             return;
         }
-        self.s.upstream().send(&[byte]);
+        self.s.stream(Side::Upstream).send(&[byte]);
         self.status_len += 1;
         match agent_frame(byte) {
             Ok(AgentFrame::Heartbeat) => {}
@@ -123,17 +126,14 @@ impl Case {
     }
 
     fn handle(&mut self, d: Drive, pick: u8) {
-        if !matches!(
-            self.s.phase_name(),
-            PhaseName::Connecting | PhaseName::Closed
-        ) {
+        if !matches!(self.s.phase(), Some(Phase::Connecting) | None) {
             self.connected_seen = true;
         }
         match d {
             Drive::ConnectFailed(f) if !self.paired && self.redials > 0 && pick & 1 == 0 => {
                 self.redials -= 1;
                 let mut fresh = Scripted::new();
-                let old = self.s.upstream();
+                let old = self.s.stream(Side::Upstream);
                 fresh.reads = std::mem::take(&mut old.reads);
                 fresh.writes = std::mem::take(&mut old.writes);
                 fresh.connect = std::mem::take(&mut old.connect);
@@ -252,7 +252,7 @@ impl Case {
                 1 | 2 => frame::READY,
                 _ => arg,
             }),
-            13 if !self.paired => self.s.upstream().connect.push_back(match arg % 4 {
+            13 if !self.paired => self.s.stream(Side::Upstream).connect.push_back(match arg % 4 {
                 0 => ConnectStatus::Pending,
                 1 => ConnectStatus::Failed(ConnectFailure::Refused),
                 2 => ConnectStatus::Failed(ConnectFailure::Timeout),
@@ -331,15 +331,22 @@ fuzz_target!(|data: &[u8]| {
     };
     let now = Instant::now();
     let (client, upstream) = (Scripted::new(), Scripted::new());
-    let mut s = if paired {
-        Session::paired(client, upstream, ATTACH, now)
+    let replies = !paired && flags & 4 != 0;
+    let s = if paired {
+        Session::established(client, upstream, now).with_preamble(Preamble {
+            to_upstream: Some(Bytes::Borrowed(ATTACH)),
+            reply: Some(ready_reply),
+            ..Preamble::default()
+        })
+    } else if replies {
+        Session::new(client, upstream, now).with_preamble(Preamble {
+            to_client: Some(Bytes::Borrowed(READY)),
+            on_failure: Some(Bytes::Borrowed(REFUSED)),
+            ..Preamble::default()
+        })
     } else {
         Session::new(client, upstream, now)
     };
-    let replies = !paired && flags & 4 != 0;
-    if replies {
-        s.set_replies(READY, REFUSED);
-    }
     let mut c = Case {
         s,
         pool: Pool::new(ring, 1 + usize::from(budget % 3)),

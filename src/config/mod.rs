@@ -10,7 +10,8 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::core::session::{Policy, ResetPolicy};
+use crate::core::handover::ResetPolicy;
+use crate::core::session::Policy;
 use crate::core::tunnel::TunnelPolicy;
 use crate::proto::auth::Secret;
 use crate::proto::tunnel::valid_service_name;

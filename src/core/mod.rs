@@ -4,6 +4,7 @@
 //! trait, time is an argument. Every byte-moving and close decision is therefore
 //! unit-tested with scripted in-memory streams and virtual time.
 
+pub mod handover;
 pub mod pipe;
 pub mod pool;
 pub mod reason;

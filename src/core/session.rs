@@ -1,46 +1,38 @@
 //! A session: one client's life, from accept to close, with its two pipes.
 //!
-//! The session is the relay core's state machine. It owns both streams and the readiness
-//! cache of each, and decides every byte move and every close; it never reads the clock
+//! The session is the relay core's state machine. It owns both peers (stream and
+//! readiness cache) and decides every byte move and every close; it never reads the clock
 //! (time is passed in) and never touches the poller. The event loop feeds it events, calls
 //! [`Session::drive`] until it reports [`Drive::Waiting`], and arms a timer at
 //! [`Session::deadline`].
 //!
-//! Phases: `Connecting` (upstream handshake in flight; client bytes are read ahead into
-//! the ring), `Relaying` (both pipes run), `Resetting` (one side broke: the bytes read from
-//! it are handed to the other side, then that side is aborted or given a FIN, by policy),
-//! and `Closed` with exactly one [`CloseReason`].
+//! A mode's handshake with the upstream reaches the session only as a [`Preamble`]: bytes
+//! to write before relaying, and a reply to await from the upstream. The session knows no
+//! protocol beyond that.
+//!
+//! States: `Connecting` (the upstream connect, then the awaited reply, in flight; client
+//! bytes are read ahead into the ring), `Relaying` (both pipes run), `Resetting` (one side
+//! broke: the bytes read from it are handed to the other side, see `handover`), and
+//! `Closed` with exactly one [`CloseReason`]. Every state has a deadline.
 
 use std::io::{IoSlice, IoSliceMut};
 use std::time::{Duration, Instant};
 
-use super::pipe::{End, Flow, Pipe, Pump};
+use super::handover::{hand_over, Handover, ResetPolicy};
+use super::pipe::{Bytes, End, Flow, Pipe, Pump};
 use super::pool::Pool;
 use super::reason::{CloseReason, Side};
-use super::stream::{classify, retry, ConnectFailure, ConnectStatus, Io, Stream};
-use crate::proto::tunnel::{agent_frame, AgentFrame};
+use super::stream::{classify, retry, ConnectFailure, ConnectStatus, Io, Peer, Readiness, Stream};
 
 #[cfg(test)]
 mod random;
 #[cfg(test)]
 mod tests;
 
-/// How long to wait between two looks at the unacknowledged bytes before an RST.
-pub const RESET_RECHECK: Duration = Duration::from_millis(5);
-
-/// What the other side sees when one side resets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResetPolicy {
-    /// The other side gets an RST too, after the bytes owed to it.
-    Mirror,
-    /// The other side gets a FIN after the bytes owed to it (nginx's behaviour).
-    Fin,
-}
-
 /// The session's timeouts and policies, from configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
-    /// Bound on one upstream connect attempt.
+    /// Bound on one upstream connect attempt (and the reply awaited after it).
     pub connect_timeout: Duration,
     /// Bound on a session where no byte moves.
     pub idle_timeout: Duration,
@@ -52,16 +44,72 @@ pub struct Policy {
     pub reset_policy: ResetPolicy,
 }
 
-/// Readiness cache of one socket: set by events, cleared by `WouldBlock` (or a short
-/// read or write, see [`Pipe::pump`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Readiness {
-    /// A read may make progress.
-    pub readable: bool,
-    /// A write may make progress.
-    pub writable: bool,
-    /// The peer's FIN or RST has been reported (sticky: it raises no further event).
-    pub read_closed: bool,
+/// What one byte of the awaited reply means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Not the answer yet (a keep-alive): read on.
+    Skip,
+    /// The upstream accepts: relaying starts with the next byte.
+    Accepted,
+    /// The upstream refuses: a refused connect.
+    Refused,
+    /// Not a valid answer: a failed connect.
+    Invalid,
+}
+
+/// Reads one byte of an awaited reply.
+pub type ReplyCheck = fn(u8) -> Reply;
+
+/// A mode's handshake with the upstream, as the session sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Preamble {
+    /// Written to the upstream before any client byte (as soon as it takes writes).
+    pub to_upstream: Option<Bytes>,
+    /// Read from the upstream, one byte at a time, before relaying: no relayed byte is
+    /// ever consumed by it.
+    pub reply: Option<ReplyCheck>,
+    /// Written to the client before any upstream byte, once the upstream is connected.
+    pub to_client: Option<Bytes>,
+    /// Written to the client (best effort) before closing when the connect fails.
+    pub on_failure: Option<Bytes>,
+}
+
+/// The phase of a live session, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for the upstream connect (or its awaited reply).
+    Connecting,
+    /// Both directions open.
+    Relaying,
+    /// One direction finished, the other still flows.
+    HalfClosed,
+    /// One side broke; owed bytes are being handed over.
+    Resetting,
+}
+
+impl Phase {
+    /// Every phase, in declaration order: `ALL[p.index()] == p`.
+    pub const ALL: [Phase; 4] = [
+        Phase::Connecting,
+        Phase::Relaying,
+        Phase::HalfClosed,
+        Phase::Resetting,
+    ];
+
+    /// The phase's position in [`Phase::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The phase's word in metrics and session lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Connecting => "connecting",
+            Phase::Relaying => "relaying",
+            Phase::HalfClosed => "half_closed",
+            Phase::Resetting => "resetting",
+        }
+    }
 }
 
 /// What the event loop must do after a drive.
@@ -79,22 +127,21 @@ pub enum Drive {
     Closed(CloseReason),
 }
 
-/// What completes the upstream "connect".
+/// Where the upstream connect stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Awaiting {
+enum Stage {
     /// The TCP handshake of a dialed upstream.
-    Handshake,
-    /// A paired tunnel: the agent's READY (or REFUSED) frame. The ATTACH prefix and the
-    /// client's first bytes may already be written meanwhile.
-    TunnelReady,
+    Dialing,
+    /// Connected; the preamble's reply is awaited. The upstream already takes writes.
+    AwaitingReply,
 }
 
 /// Where the session stands. Changed only through the methods below.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+enum State {
     Connecting {
         since: Instant,
-        awaiting: Awaiting,
+        stage: Stage,
         /// The client reset while we still owe its bytes to the upstream: they are handed
         /// over (then the reset passes on) once the connect completes.
         client_gone: Option<CloseReason>,
@@ -109,87 +156,69 @@ enum Phase {
     Closed(CloseReason),
 }
 
-/// A coarse view of the phase, for logs and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PhaseName {
-    /// Waiting for the upstream handshake.
-    Connecting,
-    /// Both directions open.
-    Relaying,
-    /// One direction finished.
-    HalfClosed,
-    /// One side broke; owed bytes are being handed over.
-    Resetting,
-    /// Over.
-    Closed,
-}
-
 /// One client's session over streams of type `S`.
 #[derive(Debug)]
 pub struct Session<S> {
-    client: S,
-    upstream: S,
-    client_ready: Readiness,
-    upstream_ready: Readiness,
+    client: Peer<S>,
+    upstream: Peer<S>,
     to_upstream: Pipe,
     to_client: Pipe,
-    phase: Phase,
+    state: State,
     last_progress: Instant,
     first_eof: Option<Side>,
-    /// Bytes for the client once the upstream accepts, and before closing when it fails.
-    replies: Option<(&'static [u8], &'static [u8])>,
+    reply: Option<ReplyCheck>,
+    on_failure: Option<Bytes>,
 }
 
 impl<S: Stream> Session<S> {
     /// A session whose upstream connect has just been started.
     pub fn new(client: S, upstream: S, now: Instant) -> Session<S> {
         Session {
-            client,
-            upstream,
-            client_ready: Readiness::default(),
-            upstream_ready: Readiness::default(),
+            client: Peer::new(client),
+            upstream: Peer::new(upstream),
             to_upstream: Pipe::new(),
             to_client: Pipe::new(),
-            phase: Phase::Connecting {
+            state: State::Connecting {
                 since: now,
-                awaiting: Awaiting::Handshake,
+                stage: Stage::Dialing,
                 client_gone: None,
             },
             last_progress: now,
             first_eof: None,
-            replies: None,
+            reply: None,
+            on_failure: None,
         }
     }
 
-    /// A relay session: a public client paired with an idle tunnel. `attach` (the ATTACH
-    /// frame) goes to the tunnel first; the session relays once the agent answers READY.
-    pub fn paired(client: S, tunnel: S, attach: &[u8], now: Instant) -> Session<S> {
-        let mut s = Session::new(client, tunnel, now);
-        s.phase = Phase::Connecting {
+    /// A session whose upstream stream is connected already (a paired tunnel): it relays
+    /// at once, or once the preamble's reply arrives.
+    pub fn established(client: S, upstream: S, now: Instant) -> Session<S> {
+        let mut s = Session::new(client, upstream, now);
+        s.state = State::Connecting {
             since: now,
-            awaiting: Awaiting::TunnelReady,
+            stage: Stage::AwaitingReply,
             client_gone: None,
         };
-        s.to_upstream.set_prefix(attach);
         s
     }
 
-    /// Protocol replies to the client: `ready` is written before any upstream byte once
-    /// the upstream accepts; `failed` is written (best effort) before closing when it
-    /// does not. The agent answers the relay with READY or REFUSED this way.
-    pub fn set_replies(&mut self, ready: &'static [u8], failed: &'static [u8]) {
-        self.replies = Some((ready, failed));
+    /// Sets the handshake with the upstream. Call before the first drive.
+    pub fn with_preamble(mut self, preamble: Preamble) -> Session<S> {
+        if let Some(bytes) = preamble.to_upstream {
+            self.to_upstream.set_prefix(bytes);
+        }
+        if let Some(bytes) = preamble.to_client {
+            // Not written before the upstream is connected: the client's pipe runs only then.
+            self.to_client.set_prefix(bytes);
+        }
+        self.reply = preamble.reply;
+        self.on_failure = preamble.on_failure;
+        self
     }
 
     /// Records readiness reported by an event.
     pub fn on_event(&mut self, side: Side, ready: Readiness) {
-        let cache = match side {
-            Side::Client => &mut self.client_ready,
-            Side::Upstream => &mut self.upstream_ready,
-        };
-        cache.readable |= ready.readable;
-        cache.writable |= ready.writable;
-        cache.read_closed |= ready.read_closed;
+        self.peer(side).ready.add(ready);
     }
 
     /// Moves every byte that can move, within `budget` bytes written.
@@ -200,7 +229,7 @@ impl<S: Stream> Session<S> {
         policy: &Policy,
         budget: usize,
     ) -> Drive {
-        if let Phase::Connecting { client_gone, .. } = self.phase {
+        if let State::Connecting { client_gone, .. } = self.state {
             if let Some(failed) = self.check_connect(now) {
                 // A client that is gone has nobody to try another upstream for.
                 return match client_gone {
@@ -209,30 +238,30 @@ impl<S: Stream> Session<S> {
                 };
             }
         }
-        match self.phase {
-            Phase::Closed(reason) => Drive::Closed(reason),
-            Phase::Resetting { .. } => self.drive_reset(pool, now, policy),
-            Phase::Connecting {
+        match self.state {
+            State::Closed(reason) => Drive::Closed(reason),
+            State::Resetting { .. } => self.drive_reset(pool, now, policy),
+            State::Connecting {
                 client_gone: Some(_),
                 ..
             } => Drive::Waiting,
-            Phase::Connecting { .. } | Phase::Relaying => self.relay(pool, now, policy, budget),
+            State::Connecting { .. } | State::Relaying => self.relay(pool, now, policy, budget),
         }
     }
 
     /// When the session's current timeout expires; `None` once closed.
     pub fn deadline(&self, policy: &Policy) -> Option<Instant> {
-        match self.phase {
-            Phase::Connecting { since, .. } => Some(since + policy.connect_timeout),
-            Phase::Relaying if self.half_closed() => {
+        match self.state {
+            State::Connecting { since, .. } => Some(since + policy.connect_timeout),
+            State::Relaying if self.half_closed() => {
                 Some(self.last_progress + policy.half_close_timeout)
             }
-            Phase::Relaying => Some(self.last_progress + policy.idle_timeout),
-            Phase::Resetting { since, recheck, .. } => {
+            State::Relaying => Some(self.last_progress + policy.idle_timeout),
+            State::Resetting { since, recheck, .. } => {
                 let limit = since + policy.reset_flush_timeout;
                 Some(recheck.map_or(limit, |r| r.min(limit)))
             }
-            Phase::Closed(_) => None,
+            State::Closed(_) => None,
         }
     }
 
@@ -243,73 +272,63 @@ impl<S: Stream> Session<S> {
             Some(_) => return Drive::Waiting,
             None => return self.drive(pool, now, policy, 0),
         }
-        match self.phase {
-            Phase::Connecting {
+        match self.state {
+            State::Connecting {
                 client_gone: Some(reason),
                 ..
             } => self.close(reason, pool),
-            Phase::Connecting { .. } => Drive::ConnectFailed(ConnectFailure::Timeout),
-            Phase::Relaying if self.half_closed() => {
+            State::Connecting { .. } => Drive::ConnectFailed(ConnectFailure::Timeout),
+            State::Relaying if self.half_closed() => {
                 self.close(CloseReason::HalfCloseTimeout, pool)
             }
-            Phase::Relaying => self.close(CloseReason::IdleTimeout, pool),
-            Phase::Resetting { .. } => self.drive_reset(pool, now, policy),
-            Phase::Closed(reason) => Drive::Closed(reason),
+            State::Relaying => self.close(CloseReason::IdleTimeout, pool),
+            State::Resetting { .. } => self.drive_reset(pool, now, policy),
+            State::Closed(reason) => Drive::Closed(reason),
         }
     }
 
     /// Replaces a failed upstream with a new connect in progress; returns the old stream.
     pub fn redial(&mut self, upstream: S, now: Instant) -> S {
-        debug_assert!(matches!(self.phase, Phase::Connecting { .. }));
-        self.upstream_ready = Readiness::default();
-        self.phase = Phase::Connecting {
+        debug_assert!(matches!(self.state, State::Connecting { .. }));
+        self.state = State::Connecting {
             since: now,
-            awaiting: Awaiting::Handshake,
+            stage: Stage::Dialing,
             client_gone: None,
         };
-        std::mem::replace(&mut self.upstream, upstream)
+        std::mem::replace(&mut self.upstream, Peer::new(upstream)).stream
     }
 
-    /// No upstream is left to try: the session closes for the last failure.
+    /// No upstream is left to try: the session closes for the last failure, after the
+    /// preamble's failure bytes to the client.
     pub fn fail_connect(&mut self, failure: ConnectFailure, pool: &mut Pool) -> Drive {
         let reason = match failure {
             ConnectFailure::Refused => CloseReason::ConnectRefused,
             ConnectFailure::Timeout => CloseReason::ConnectTimeout,
             ConnectFailure::Error => CloseReason::ConnectError,
         };
-        if let Some((_, failed)) = self.replies {
+        if let Some(bytes) = &self.on_failure {
             // Best effort: the client is closed right after either way.
-            let _ = retry(|| self.client.write_vectored(&[IoSlice::new(failed)]));
+            let _ = retry(|| self.client.stream.write_vectored(&[IoSlice::new(bytes)]));
         }
         self.close(reason, pool)
     }
 
     /// The process is stopping and the drain timeout expired.
     pub fn shut_down(&mut self, pool: &mut Pool) -> Drive {
-        match self.phase {
-            Phase::Closed(reason) => Drive::Closed(reason),
+        match self.state {
+            State::Closed(reason) => Drive::Closed(reason),
             _ => self.close(CloseReason::Shutdown, pool),
         }
     }
 
-    /// The client's stream.
-    pub fn client(&mut self) -> &mut S {
-        &mut self.client
+    /// The stream of `side` (connected or connecting).
+    pub fn stream(&mut self, side: Side) -> &mut S {
+        &mut self.peer(side).stream
     }
 
-    /// The upstream's stream (connected or connecting).
-    pub fn upstream(&mut self) -> &mut S {
-        &mut self.upstream
-    }
-
-    /// Takes the streams out, to deregister and drop them.
-    pub fn into_streams(self) -> (S, S) {
-        (self.client, self.upstream)
-    }
-
-    /// True once the upstream handshake has completed.
+    /// True once the upstream is connected (and its awaited reply, if any, arrived).
     pub fn connected(&self) -> bool {
-        !matches!(self.phase, Phase::Connecting { .. })
+        !matches!(self.state, State::Connecting { .. })
     }
 
     /// Bytes delivered (to the upstream, to the client).
@@ -329,14 +348,14 @@ impl<S: Stream> Session<S> {
         self.last_progress
     }
 
-    /// The phase, coarsely.
-    pub fn phase_name(&self) -> PhaseName {
-        match self.phase {
-            Phase::Connecting { .. } => PhaseName::Connecting,
-            Phase::Relaying if self.half_closed() => PhaseName::HalfClosed,
-            Phase::Relaying => PhaseName::Relaying,
-            Phase::Resetting { .. } => PhaseName::Resetting,
-            Phase::Closed(_) => PhaseName::Closed,
+    /// The phase; `None` once closed.
+    pub fn phase(&self) -> Option<Phase> {
+        match self.state {
+            State::Connecting { .. } => Some(Phase::Connecting),
+            State::Relaying if self.half_closed() => Some(Phase::HalfClosed),
+            State::Relaying => Some(Phase::Relaying),
+            State::Resetting { .. } => Some(Phase::Resetting),
+            State::Closed(_) => None,
         }
     }
 
@@ -345,74 +364,85 @@ impl<S: Stream> Session<S> {
         usize::from(self.to_upstream.holds_buffer()) + usize::from(self.to_client.holds_buffer())
     }
 
+    fn peer(&mut self, side: Side) -> &mut Peer<S> {
+        match side {
+            Side::Client => &mut self.client,
+            Side::Upstream => &mut self.upstream,
+        }
+    }
+
     fn half_closed(&self) -> bool {
         self.to_upstream.flow() == Flow::Done || self.to_client.flow() == Flow::Done
     }
 
     /// Follows mio's connect recipe: after an event, ask the socket; a spurious event
-    /// (still pending) clears the cache and keeps waiting. A paired tunnel is "connected"
-    /// when the agent's READY arrives (heartbeats sent before it are skipped).
+    /// (still pending) clears the cache and keeps waiting. Then the preamble's reply, if
+    /// one is awaited.
     fn check_connect(&mut self, now: Instant) -> Option<Drive> {
-        let Phase::Connecting {
-            awaiting,
+        let State::Connecting {
+            since,
+            stage,
             client_gone,
-            ..
-        } = self.phase
+        } = self.state
         else {
             return None;
         };
-        let ready = self.upstream_ready;
-        let status = match awaiting {
-            Awaiting::Handshake if !ready.writable && !ready.readable => return None,
-            Awaiting::Handshake => self.upstream.connect_status(),
-            Awaiting::TunnelReady => self.read_tunnel_status(),
-        };
-        match status {
-            ConnectStatus::Connected => {
-                self.phase = match client_gone {
-                    // Hand the owed bytes over, then pass the client's reset on.
-                    Some(reason) => Phase::Resetting {
-                        broken: Side::Client,
-                        reason,
-                        since: now,
-                        recheck: None,
-                    },
-                    None => Phase::Relaying,
+        if stage == Stage::Dialing {
+            let ready = self.upstream.ready;
+            if !ready.writable && !ready.readable {
+                return None;
+            }
+            match self.upstream.stream.connect_status() {
+                ConnectStatus::Connected => {}
+                ConnectStatus::Pending => {
+                    self.upstream.ready = Readiness::default();
+                    return None;
+                }
+                ConnectStatus::Failed(failure) => return Some(Drive::ConnectFailed(failure)),
+            }
+            if self.reply.is_some() {
+                self.state = State::Connecting {
+                    since,
+                    stage: Stage::AwaitingReply,
+                    client_gone,
                 };
-                self.last_progress = now;
-                if let Some((ready, _)) = self.replies {
-                    self.to_client.set_prefix(ready);
-                }
-                None
             }
-            ConnectStatus::Pending => {
-                if awaiting == Awaiting::Handshake {
-                    self.upstream_ready = Readiness::default();
-                }
-                None
-            }
-            ConnectStatus::Failed(failure) => Some(Drive::ConnectFailed(failure)),
         }
+        if let Some(check) = self.reply {
+            match self.read_reply(check) {
+                ConnectStatus::Connected => self.reply = None,
+                ConnectStatus::Pending => return None,
+                ConnectStatus::Failed(failure) => return Some(Drive::ConnectFailed(failure)),
+            }
+        }
+        self.state = match client_gone {
+            // Hand the owed bytes over, then pass the client's reset on.
+            Some(reason) => State::Resetting {
+                broken: Side::Client,
+                reason,
+                since: now,
+                recheck: None,
+            },
+            None => State::Relaying,
+        };
+        self.last_progress = now;
+        None
     }
 
-    /// Reads the agent's answer one byte at a time, so no relayed byte is consumed.
-    fn read_tunnel_status(&mut self) -> ConnectStatus {
-        while self.upstream_ready.readable {
+    /// Reads the awaited reply one byte at a time, so no relayed byte is consumed.
+    fn read_reply(&mut self, check: ReplyCheck) -> ConnectStatus {
+        while self.upstream.ready.readable {
             let mut byte = [0u8; 1];
-            let read = retry(|| {
-                self.upstream
-                    .read_vectored(&mut [IoSliceMut::new(&mut byte)])
-            });
+            let stream = &mut self.upstream.stream;
+            let read = retry(|| stream.read_vectored(&mut [IoSliceMut::new(&mut byte)]));
             match classify(read) {
-                Io::Moved(_) => match agent_frame(byte[0]) {
-                    Ok(AgentFrame::Heartbeat) => continue,
-                    Ok(AgentFrame::Ready) => return ConnectStatus::Connected,
-                    Ok(AgentFrame::Refused) => {
-                        return ConnectStatus::Failed(ConnectFailure::Refused)
-                    }
-                    Err(_) => return ConnectStatus::Failed(ConnectFailure::Error),
+                Io::Moved(_) => match check(byte[0]) {
+                    Reply::Skip => continue,
+                    Reply::Accepted => return ConnectStatus::Connected,
+                    Reply::Refused => return ConnectStatus::Failed(ConnectFailure::Refused),
+                    Reply::Invalid => return ConnectStatus::Failed(ConnectFailure::Error),
                 },
-                Io::Blocked => self.upstream_ready.readable = false,
+                Io::Blocked => self.upstream.ready.readable = false,
                 Io::Eof | Io::Reset | Io::Error(_) => {
                     return ConnectStatus::Failed(ConnectFailure::Error)
                 }
@@ -421,17 +451,21 @@ impl<S: Stream> Session<S> {
         ConnectStatus::Pending
     }
 
+    /// Whether the upstream takes writes: connected, or awaiting the reply after connecting
+    /// (the preamble and the client's first bytes lose no round trip).
+    fn upstream_open(&self) -> bool {
+        !matches!(
+            self.state,
+            State::Connecting {
+                stage: Stage::Dialing,
+                ..
+            }
+        )
+    }
+
     fn relay(&mut self, pool: &mut Pool, now: Instant, policy: &Policy, budget: usize) -> Drive {
         let connected = self.connected();
-        // A paired tunnel takes the ATTACH frame and the client's bytes before READY.
-        let upstream_open = connected
-            || matches!(
-                self.phase,
-                Phase::Connecting {
-                    awaiting: Awaiting::TunnelReady,
-                    ..
-                }
-            );
+        let upstream_open = self.upstream_open();
         let mut written_total = 0;
         let mut starved = false;
         loop {
@@ -485,24 +519,13 @@ impl<S: Stream> Session<S> {
 
     fn pump(&mut self, source: Side, upstream_open: bool, pool: &mut Pool) -> Pump {
         match source {
-            Side::Client => self.to_upstream.pump(
-                &mut self.client,
-                &mut self.client_ready.readable,
-                self.client_ready.read_closed,
-                &mut self.upstream,
-                &mut self.upstream_ready.writable,
-                upstream_open,
-                pool,
-            ),
-            Side::Upstream => self.to_client.pump(
-                &mut self.upstream,
-                &mut self.upstream_ready.readable,
-                self.upstream_ready.read_closed,
-                &mut self.client,
-                &mut self.client_ready.writable,
-                true,
-                pool,
-            ),
+            Side::Client => {
+                self.to_upstream
+                    .pump(&mut self.client, &mut self.upstream, upstream_open, pool)
+            }
+            Side::Upstream => self
+                .to_client
+                .pump(&mut self.upstream, &mut self.client, true, pool),
         }
     }
 
@@ -517,32 +540,29 @@ impl<S: Stream> Session<S> {
         policy: &Policy,
     ) -> Drive {
         let reason = CloseReason::broken(side, reset);
-        if let Phase::Connecting {
-            since, awaiting, ..
-        } = self.phase
-        {
+        if let State::Connecting { since, stage, .. } = self.state {
             let owed = self.to_upstream.pending() > 0;
-            // A paired tunnel already takes writes: hand over at once (below). A dialed
-            // upstream does not yet: wait for the connect if bytes are owed.
-            if side == Side::Upstream || (awaiting == Awaiting::Handshake && !owed) {
+            // An upstream awaiting its reply already takes writes: hand over at once
+            // (below). A dialing one does not yet: wait for the connect if bytes are owed.
+            if side == Side::Upstream || (stage == Stage::Dialing && !owed) {
                 if side == Side::Client && policy.reset_policy == ResetPolicy::Mirror {
-                    self.upstream.abort();
+                    self.upstream.stream.abort();
                 }
                 return self.close(reason, pool);
             }
-            if awaiting == Awaiting::Handshake {
+            if stage == Stage::Dialing {
                 self.to_client.end(pool);
                 self.to_upstream.stop_reading();
-                self.phase = Phase::Connecting {
+                self.state = State::Connecting {
                     since,
-                    awaiting,
+                    stage,
                     client_gone: Some(reason),
                 };
                 return Drive::Waiting;
             }
         }
         self.pipe_from(side.peer()).end(pool);
-        self.phase = Phase::Resetting {
+        self.state = State::Resetting {
             broken: side,
             reason,
             since: now,
@@ -552,97 +572,44 @@ impl<S: Stream> Session<S> {
     }
 
     fn drive_reset(&mut self, pool: &mut Pool, now: Instant, policy: &Policy) -> Drive {
-        let Phase::Resetting {
+        let State::Resetting {
             broken,
             reason,
             since,
             ..
-        } = self.phase
+        } = self.state
         else {
             return self.drive(pool, now, policy, 0);
         };
         let expired = now >= since + policy.reset_flush_timeout;
-        let (pipe, source, source_ready, peer, ready) = match broken.peer() {
-            Side::Client => (
-                &mut self.to_client,
-                &mut self.upstream,
-                &mut self.upstream_ready.readable,
-                &mut self.client,
-                &mut self.client_ready.writable,
-            ),
-            Side::Upstream => (
-                &mut self.to_upstream,
-                &mut self.client,
-                &mut self.client_ready.readable,
-                &mut self.upstream,
-                &mut self.upstream_ready.writable,
-            ),
+        let (pipe, broken_peer, other) = match broken {
+            Side::Upstream => (&mut self.to_client, &mut self.upstream, &mut self.client),
+            Side::Client => (&mut self.to_upstream, &mut self.client, &mut self.upstream),
         };
-        // Owed bytes: those in the ring, and those the broken side's kernel received
-        // before its RST (still readable after it; a reset socket never blocks).
-        loop {
-            if pipe.flush(peer, ready, pool).is_err() {
-                // The other side is gone too: nothing more is owed.
-                pipe.end(pool);
-                peer.abort();
-                return self.close(reason, pool);
+        let policy_word = policy.reset_policy;
+        match hand_over(pipe, broken_peer, other, pool, policy_word, now, expired) {
+            Handover::Waiting => Drive::Waiting,
+            Handover::Recheck(at) => {
+                self.state = State::Resetting {
+                    broken,
+                    reason,
+                    since,
+                    recheck: Some(at),
+                };
+                Drive::Waiting
             }
-            if !pipe.wants_read() {
-                break;
-            }
-            *source_ready = true;
-            match pipe.fill(source, source_ready, pool) {
-                Some(Pump::Progress { .. }) if pipe.flow() == Flow::Open => continue,
-                Some(Pump::Broken(..)) => pipe.stop_reading(),
-                _ => {}
-            }
-            if pipe.pending() == 0 || !*ready {
-                break;
-            }
+            Handover::Done => self.close(reason, pool),
         }
-        if pipe.pending() > 0 {
-            if !expired {
-                return Drive::Waiting;
-            }
-            // The other side took nothing for the whole flush timeout: owed bytes are
-            // lost, so it gets an RST under either policy (a FIN would claim the stream
-            // ended complete).
-            pipe.discard(pool);
-            peer.abort();
-            return self.close(reason, pool);
-        }
-        match policy.reset_policy {
-            ResetPolicy::Fin => {
-                if pipe.flow() != Flow::Done {
-                    // A failure here means the peer is gone as well; the close follows anyway.
-                    let _ = retry(|| peer.shutdown_write());
-                }
-            }
-            ResetPolicy::Mirror => {
-                let unacked = peer.unacked().unwrap_or(0);
-                if unacked > 0 && !expired {
-                    self.phase = Phase::Resetting {
-                        broken,
-                        reason,
-                        since,
-                        recheck: Some(now + RESET_RECHECK),
-                    };
-                    return Drive::Waiting;
-                }
-                peer.abort();
-            }
-        }
-        self.close(reason, pool)
     }
 
     fn close(&mut self, reason: CloseReason, pool: &mut Pool) -> Drive {
         debug_assert!(
-            !matches!(self.phase, Phase::Closed(_)),
+            !matches!(self.state, State::Closed(_)),
             "a session closes exactly once"
         );
         self.to_upstream.discard(pool);
         self.to_client.discard(pool);
-        self.phase = Phase::Closed(reason);
+        self.state = State::Closed(reason);
         Drive::Closed(reason)
     }
 
@@ -657,19 +624,19 @@ impl<S: Stream> Session<S> {
     /// writable destination, or room and a readable source (unless the pool is empty).
     fn assert_no_stall(&self, upstream_open: bool, connected: bool, starved: bool) {
         debug_assert!(
-            !(upstream_open && self.to_upstream.pending() > 0 && self.upstream_ready.writable),
+            !(upstream_open && self.to_upstream.pending() > 0 && self.upstream.ready.writable),
             "stall: bytes for a writable upstream"
         );
         debug_assert!(
-            !(self.to_client.pending() > 0 && self.client_ready.writable),
+            !(connected && self.to_client.pending() > 0 && self.client.ready.writable),
             "stall: bytes for a writable client"
         );
         debug_assert!(
-            starved || !(self.client_ready.readable && self.to_upstream.wants_read()),
+            starved || !(self.client.ready.readable && self.to_upstream.wants_read()),
             "stall: room for a readable client"
         );
         debug_assert!(
-            starved || !connected || !(self.upstream_ready.readable && self.to_client.wants_read()),
+            starved || !connected || !(self.upstream.ready.readable && self.to_client.wants_read()),
             "stall: room for a readable upstream"
         );
     }

@@ -1,9 +1,13 @@
-//! The byte stream the core moves data between, and the one place `io::Error`s are sorted.
+//! The byte stream the core moves data between, its readiness cache, and the one place
+//! `io::Error`s are sorted.
 //!
 //! The core never sees a socket: it sees a [`Stream`]. In the product that is a mio TCP
-//! stream (see `net`); in unit tests a scripted in-memory stream. Every I/O answer is
-//! classified by [`classify`] into an [`Io`] value, so EOF, reset, would-block and other
-//! errors are distinct values everywhere and are never confused with each other.
+//! stream (see `os::net`); in unit tests a scripted in-memory stream. A stream and its
+//! readiness cache travel together as a [`Peer`]. Every I/O answer is classified here:
+//! reads, writes and shutdowns by [`classify`] into an [`Io`] value, connects by
+//! [`ConnectFailure::from_error`], accepts by [`classify_accept`], so EOF, reset,
+//! would-block, resource shortages and other errors are distinct values everywhere and
+//! are never confused with each other.
 
 use std::io::{self, IoSlice, IoSliceMut};
 
@@ -22,6 +26,47 @@ pub trait Stream {
     fn unacked(&self) -> io::Result<usize>;
     /// For an upstream connect in progress: connected, still pending, or failed.
     fn connect_status(&mut self) -> ConnectStatus;
+}
+
+/// Readiness cache of one socket: set by events, cleared by `WouldBlock` (or a short read
+/// or write, see `Pipe::pump`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// A read may make progress.
+    pub readable: bool,
+    /// A write may make progress.
+    pub writable: bool,
+    /// The peer's FIN or RST has been reported (sticky: it raises no further event).
+    pub read_closed: bool,
+}
+
+impl Readiness {
+    /// Adds what an event reported; bits are cleared only by the calls that find them
+    /// stale.
+    pub fn add(&mut self, event: Readiness) {
+        self.readable |= event.readable;
+        self.writable |= event.writable;
+        self.read_closed |= event.read_closed;
+    }
+}
+
+/// One side of a connection as the core drives it: the stream and its readiness cache.
+#[derive(Debug)]
+pub struct Peer<S> {
+    /// The stream.
+    pub stream: S,
+    /// What the last events said and no call has disproved.
+    pub ready: Readiness,
+}
+
+impl<S> Peer<S> {
+    /// A stream with nothing known about its readiness yet.
+    pub fn new(stream: S) -> Peer<S> {
+        Peer {
+            stream,
+            ready: Readiness::default(),
+        }
+    }
 }
 
 /// The state of a non-blocking connect, read after a writable event.
@@ -115,6 +160,68 @@ pub fn classify_error(e: &io::Error) -> Io {
     }
 }
 
+/// Why a listening socket stops accepting for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptPause {
+    /// Out of file descriptors (EMFILE, ENFILE).
+    Descriptors,
+    /// Out of kernel memory (ENOBUFS, ENOMEM).
+    Memory,
+    /// The session limit is reached while clients wait in the backlog.
+    Limit,
+}
+
+impl AcceptPause {
+    /// Every cause, in declaration order: `ALL[c.index()] == c`.
+    pub const ALL: [AcceptPause; 3] = [
+        AcceptPause::Descriptors,
+        AcceptPause::Memory,
+        AcceptPause::Limit,
+    ];
+
+    /// The cause's position in [`AcceptPause::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The cause's word in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcceptPause::Descriptors => "descriptors",
+            AcceptPause::Memory => "memory",
+            AcceptPause::Limit => "limit",
+        }
+    }
+}
+
+/// The outcome of one `accept`, sorted.
+#[derive(Debug)]
+pub enum Accept<T> {
+    /// A new connection.
+    Accepted(T),
+    /// The backlog is empty: the readiness bit is cleared until the next event.
+    WouldBlock,
+    /// A resource shortage (EMFILE, ENFILE, ENOBUFS, ENOMEM): pause the listener and try
+    /// again from a timer, never spin and never wait for an edge that will not come.
+    Pause(AcceptPause, io::Error),
+    /// An error about that one connection (ECONNABORTED, EPROTO, network errors): skip
+    /// it and accept the next.
+    Skip(io::Error),
+}
+
+/// Sorts an `accept` result (`Interrupted` is retried by the caller, see [`retry`]).
+pub fn classify_accept<T>(result: io::Result<T>) -> Accept<T> {
+    match result {
+        Ok(conn) => Accept::Accepted(conn),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Accept::WouldBlock,
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE) => Accept::Pause(AcceptPause::Descriptors, e),
+            Some(libc::ENOBUFS | libc::ENOMEM) => Accept::Pause(AcceptPause::Memory, e),
+            _ => Accept::Skip(e),
+        },
+    }
+}
+
 /// Runs an I/O call again while it is interrupted by a signal.
 pub fn retry<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     loop {
@@ -187,6 +294,57 @@ mod tests {
             ConnectFailure::from_error(&unreachable),
             ConnectFailure::Error
         );
+    }
+
+    #[test]
+    fn accept_errors_pause_or_skip() {
+        let os = |n| io::Result::<()>::Err(io::Error::from_raw_os_error(n));
+        for (errno, cause) in [
+            (libc::EMFILE, AcceptPause::Descriptors),
+            (libc::ENFILE, AcceptPause::Descriptors),
+            (libc::ENOBUFS, AcceptPause::Memory),
+            (libc::ENOMEM, AcceptPause::Memory),
+        ] {
+            assert!(matches!(classify_accept(os(errno)), Accept::Pause(c, _) if c == cause));
+        }
+        for errno in [libc::ECONNABORTED, libc::EPROTO, libc::ENETDOWN] {
+            assert!(matches!(classify_accept(os(errno)), Accept::Skip(_)));
+        }
+        let other = io::Result::<()>::Err(io::Error::from(io::ErrorKind::Other));
+        assert!(matches!(classify_accept(other), Accept::Skip(_)));
+        assert!(matches!(
+            classify_accept(os(libc::EAGAIN)),
+            Accept::WouldBlock
+        ));
+        assert!(matches!(classify_accept(Ok(())), Accept::Accepted(())));
+    }
+
+    #[test]
+    fn readiness_bits_add_up() {
+        let mut r = Readiness::default();
+        r.add(Readiness {
+            readable: true,
+            ..Readiness::default()
+        });
+        r.add(Readiness {
+            writable: true,
+            ..Readiness::default()
+        });
+        assert_eq!(
+            r,
+            Readiness {
+                readable: true,
+                writable: true,
+                read_closed: false
+            }
+        );
+    }
+
+    #[test]
+    fn every_accept_pause_is_at_its_index() {
+        for (i, c) in AcceptPause::ALL.iter().enumerate() {
+            assert_eq!(c.index(), i);
+        }
     }
 
     #[test]

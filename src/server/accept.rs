@@ -13,9 +13,8 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
 use super::Server;
-use crate::core::stream::retry;
-use crate::net::{accept_error_is_resource, describe, Conn};
-use crate::stats::AcceptPause;
+use crate::core::stream::{classify_accept, retry, Accept, AcceptPause};
+use crate::net::{describe, Conn};
 
 /// Accepts per listener per pass, so an accept storm cannot starve live sessions.
 const ACCEPT_BATCH: usize = 64;
@@ -197,25 +196,24 @@ impl Server {
                     break;
                 }
                 let Some(socket) = &l.socket else { break };
-                match retry(|| socket.accept()) {
-                    Ok((stream, client_addr)) => {
+                match classify_accept(retry(|| socket.accept())) {
+                    Accept::Accepted((stream, client_addr)) => {
                         taken += 1;
                         l.paused_until = None;
                         l.limited = false;
                         let (listener, role) = (l.listener, l.role.clone());
                         self.open(listener, role, stream, client_addr, now);
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => l.readable = false,
-                    Err(e) if accept_error_is_resource(&e) => {
+                    Accept::WouldBlock => l.readable = false,
+                    Accept::Pause(cause, e) => {
                         l.paused_until = Some(now + ACCEPT_PAUSE);
                         l.warn_resource(&e, now);
-                        let (listener, cause) = (l.listener, AcceptPause::of_error(&e));
-                        if let (Some(x), Some(cause)) = (self.listeners.get_mut(listener), cause) {
+                        if let Some(x) = self.listeners.get_mut(l.listener) {
                             x.counters.record_accept_pause(cause);
                         }
                     }
                     // ECONNABORTED, EPROTO, network errors: that connection is gone; next.
-                    Err(e) => debug!("accept on {}: {}", l.addr, describe(&e)),
+                    Accept::Skip(e) => debug!("accept on {}: {}", l.addr, describe(&e)),
                 }
             }
         }

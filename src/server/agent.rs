@@ -18,8 +18,10 @@ use super::resolver::Resolver;
 use super::token::Target;
 use super::{Key, Server, Stopped};
 use crate::config::{Agent, Service};
-use crate::core::session::{Readiness, Session};
+use crate::core::pipe::Bytes;
+use crate::core::session::{Preamble, Session};
 use crate::core::stream::{ConnectFailure, Stream};
+use crate::core::stream::{Peer, Readiness};
 use crate::core::tunnel::{AgentTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
 use crate::net::{describe, Conn, Random};
 use crate::proto::auth::Secret;
@@ -403,7 +405,10 @@ impl Server {
         listener.counters.accepted += 1;
         a.pools[t.service].open = a.pools[t.service].open.saturating_sub(1);
         let target = a.services[t.service].addr;
-        let (mut tunnel, ready) = t.tunnel.into_stream();
+        let Peer {
+            stream: mut tunnel,
+            ready,
+        } = t.tunnel.into_peer();
         let local = match Conn::dial(target) {
             Ok(local) => local,
             Err(e) => {
@@ -419,8 +424,11 @@ impl Server {
                 return;
             }
         };
-        let mut session = Session::new(tunnel, local, now);
-        session.set_replies(&[frame::READY], &[frame::REFUSED]);
+        let session = Session::new(tunnel, local, now).with_preamble(Preamble {
+            to_client: Some(Bytes::Borrowed(&[frame::READY])),
+            on_failure: Some(Bytes::Borrowed(&[frame::REFUSED])),
+            ..Preamble::default()
+        });
         let start = Start {
             listener: l,
             id: t.id,

@@ -13,8 +13,9 @@ use super::listener::Kind;
 use super::token::Target;
 use super::Server;
 use crate::core::reason::{CloseReason, Side};
-use crate::core::session::{Drive, Policy, Readiness, Session};
+use crate::core::session::{Drive, Policy, Session};
 use crate::core::stream::ConnectFailure;
+use crate::core::stream::Readiness;
 use crate::net::{describe, Conn};
 
 /// One live session in the slab.
@@ -93,12 +94,12 @@ impl Server {
             Registration::New => registry.register(conn.source(), token(side), both),
             Registration::Moved => registry.reregister(conn.source(), token(side), both),
         };
-        let registered = put(session.client(), client, Side::Client)
-            .and_then(|()| put(session.upstream(), upstream, Side::Upstream));
+        let registered = put(session.stream(Side::Client), client, Side::Client)
+            .and_then(|()| put(session.stream(Side::Upstream), upstream, Side::Upstream));
         if let Err(e) = registered {
             warn!("session {id}: cannot register sockets: {}", describe(&e));
-            let _ = registry.deregister(session.client().source());
-            let _ = registry.deregister(session.upstream().source());
+            let _ = registry.deregister(session.stream(Side::Client).source());
+            let _ = registry.deregister(session.stream(Side::Upstream).source());
             self.unserved(
                 listener,
                 id,
@@ -219,8 +220,8 @@ impl Server {
         let (id, client, upstream, l) = (e.id, e.client_addr, e.upstream_addr, e.listener);
         let age = now.saturating_duration_since(e.started);
         let registry = self.poll.registry();
-        let _ = registry.deregister(e.session.client().source());
-        let _ = registry.deregister(e.session.upstream().source());
+        let _ = registry.deregister(e.session.stream(Side::Client).source());
+        let _ = registry.deregister(e.session.stream(Side::Upstream).source());
         self.closed.push(slot);
         self.record_close(
             l,

@@ -10,8 +10,9 @@ use super::entry::{dial_failure, Registration, Start};
 use super::listener::Kind;
 use super::Server;
 use crate::config::Forward;
-use crate::core::session::{Readiness, Session};
+use crate::core::session::Session;
 use crate::core::stream::ConnectFailure;
+use crate::core::stream::Readiness;
 use crate::net::{describe, Conn};
 
 /// Forward mode's own state: the upstream list.

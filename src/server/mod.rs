@@ -38,7 +38,8 @@ use slab::Slab;
 
 use crate::config::{self, Config, Global, Mode, Source};
 use crate::core::pool::Pool;
-use crate::core::session::{Drive, Readiness};
+use crate::core::session::Drive;
+use crate::core::stream::Readiness;
 use crate::core::timers::Timers;
 use crate::net::Random;
 use accept::{Port, Role};

@@ -20,9 +20,11 @@ use super::listener::Kind;
 use super::token::Target;
 use super::{Key, Server};
 use crate::config::Relay;
+use crate::core::pipe::Bytes;
 use crate::core::reason::CloseReason;
-use crate::core::session::{Readiness, Session};
-use crate::core::tunnel::{RelayTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
+use crate::core::session::{Preamble, Session};
+use crate::core::stream::Readiness;
+use crate::core::tunnel::{ready_reply, RelayTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
 use crate::net::{describe, Conn, Random};
 use crate::proto::auth::Secret;
 use crate::proto::tunnel;
@@ -545,7 +547,13 @@ impl Server {
             return;
         };
         let (frame, n) = tunnel::attach(client.addr);
-        let session = Session::paired(client.conn, t.tunnel.into_stream(), &frame[..n], now);
+        let session = Session::established(client.conn, t.tunnel.into_stream(), now).with_preamble(
+            Preamble {
+                to_upstream: Some(Bytes::Owned(frame[..n].to_vec())),
+                reply: Some(ready_reply),
+                ..Preamble::default()
+            },
+        );
         debug!(
             "session {}: paired with tunnel {} from {}",
             client.id, t.id, t.peer

@@ -12,12 +12,13 @@ use super::listener::{Kind, Listener};
 use super::Server;
 use crate::config::LogFormat;
 use crate::core::reason::CloseReason;
-use crate::stats::{self, CloseRecord, ListenerStats, Live, Phase, ProcessStats, SessionView};
+use crate::core::session::Phase;
+use crate::stats::{self, CloseRecord, ListenerStats, Live, ProcessStats, SessionView};
 
 impl Server {
     /// A live session as seen now (`None` once closed).
     fn view<'a>(&'a self, e: &Entry, now: Instant) -> Option<SessionView<'a>> {
-        let phase = Phase::of(e.session.phase_name())?;
+        let phase = e.session.phase()?;
         let (to_upstream, to_client) = e.session.delivered();
         let (read_pauses, read_resumes) = e.session.pauses();
         Some(SessionView {

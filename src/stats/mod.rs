@@ -13,13 +13,12 @@
 //!
 //! Pure: no sockets, no clock reads (ages and durations are passed in).
 
-use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::core::reason::CloseReason;
-use crate::core::session::PhaseName;
-use crate::core::stream::ConnectFailure;
+use crate::core::session::Phase;
+use crate::core::stream::{AcceptPause, ConnectFailure};
 
 mod lines;
 mod render;
@@ -28,99 +27,6 @@ mod tests;
 
 pub use lines::{close_json, close_line, render_sessions, snapshot_line};
 pub use render::render_metrics;
-
-/// The phase of a live session (a closed session is not live).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Waiting for the upstream handshake (or a tunnel's READY).
-    Connecting,
-    /// Both directions open.
-    Relaying,
-    /// One direction finished, the other still flows.
-    HalfClosed,
-    /// One side broke; owed bytes are being handed over.
-    Resetting,
-}
-
-impl Phase {
-    /// Every phase, in declaration order: `ALL[p.index()] == p`.
-    pub const ALL: [Phase; 4] = [
-        Phase::Connecting,
-        Phase::Relaying,
-        Phase::HalfClosed,
-        Phase::Resetting,
-    ];
-
-    /// The live phase of a session, `None` once it is closed.
-    pub fn of(name: PhaseName) -> Option<Phase> {
-        match name {
-            PhaseName::Connecting => Some(Phase::Connecting),
-            PhaseName::Relaying => Some(Phase::Relaying),
-            PhaseName::HalfClosed => Some(Phase::HalfClosed),
-            PhaseName::Resetting => Some(Phase::Resetting),
-            PhaseName::Closed => None,
-        }
-    }
-
-    /// The phase's position in [`Phase::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The phase's word in metrics and session lines.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Connecting => "connecting",
-            Phase::Relaying => "relaying",
-            Phase::HalfClosed => "half_closed",
-            Phase::Resetting => "resetting",
-        }
-    }
-}
-
-/// Why a listener stopped accepting for a while.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AcceptPause {
-    /// Out of file descriptors (EMFILE, ENFILE).
-    Descriptors,
-    /// Out of kernel memory (ENOBUFS, ENOMEM).
-    Memory,
-    /// The session limit is reached while clients wait in the backlog.
-    Limit,
-}
-
-impl AcceptPause {
-    /// Every cause, in declaration order: `ALL[c.index()] == c`.
-    pub const ALL: [AcceptPause; 3] = [
-        AcceptPause::Descriptors,
-        AcceptPause::Memory,
-        AcceptPause::Limit,
-    ];
-
-    /// The cause's position in [`AcceptPause::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The cause's word in metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AcceptPause::Descriptors => "descriptors",
-            AcceptPause::Memory => "memory",
-            AcceptPause::Limit => "limit",
-        }
-    }
-
-    /// The cause of an `accept` error that pauses the listener, or `None` for an error
-    /// about one connection only (skip it, accept the next).
-    pub fn of_error(e: &io::Error) -> Option<AcceptPause> {
-        match e.raw_os_error() {
-            Some(libc::EMFILE | libc::ENFILE) => Some(AcceptPause::Descriptors),
-            Some(libc::ENOBUFS | libc::ENOMEM) => Some(AcceptPause::Memory),
-            _ => None,
-        }
-    }
-}
 
 /// A listener's monotonic counters, owned and bumped by the event loop.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::*;
+use crate::core::stream::AcceptPause;
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("test address")
@@ -42,41 +43,10 @@ fn phases_and_causes_are_at_their_index() {
     for (i, c) in AcceptPause::ALL.iter().enumerate() {
         assert_eq!(c.index(), i);
     }
-    assert_eq!(Phase::of(PhaseName::HalfClosed), Some(Phase::HalfClosed));
-    assert_eq!(Phase::of(PhaseName::Connecting), Some(Phase::Connecting));
-    assert_eq!(Phase::of(PhaseName::Relaying), Some(Phase::Relaying));
-    assert_eq!(Phase::of(PhaseName::Resetting), Some(Phase::Resetting));
-    assert_eq!(Phase::of(PhaseName::Closed), None);
     let words: Vec<_> = Phase::ALL.iter().map(|p| p.as_str()).collect();
     assert_eq!(
         words,
         ["connecting", "relaying", "half_closed", "resetting"]
-    );
-}
-
-#[test]
-fn accept_errors_are_sorted_into_causes() {
-    let os = io::Error::from_raw_os_error;
-    assert_eq!(
-        AcceptPause::of_error(&os(libc::EMFILE)),
-        Some(AcceptPause::Descriptors)
-    );
-    assert_eq!(
-        AcceptPause::of_error(&os(libc::ENFILE)),
-        Some(AcceptPause::Descriptors)
-    );
-    assert_eq!(
-        AcceptPause::of_error(&os(libc::ENOBUFS)),
-        Some(AcceptPause::Memory)
-    );
-    assert_eq!(
-        AcceptPause::of_error(&os(libc::ENOMEM)),
-        Some(AcceptPause::Memory)
-    );
-    assert_eq!(AcceptPause::of_error(&os(libc::ECONNABORTED)), None);
-    assert_eq!(
-        AcceptPause::of_error(&io::Error::from(io::ErrorKind::Other)),
-        None
     );
 }
 

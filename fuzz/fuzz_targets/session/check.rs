@@ -1,9 +1,10 @@
 //! The session target's record of what each peer sent, and the checks run on a closed
 //! session (see `session_script.rs` for the invariants).
 
-use tcpbridge::core::reason::CloseReason;
+use tcpbridge::core::reason::{CloseReason, Side};
 use tcpbridge::core::scripted::Scripted;
-use tcpbridge::core::session::{Drive, ResetPolicy, Session};
+use tcpbridge::core::handover::ResetPolicy;
+use tcpbridge::core::session::{Drive, Session};
 
 use super::{Case, ATTACH, READY, REFUSED};
 
@@ -82,10 +83,10 @@ pub fn check(mut c: Case) {
     let reason = c.closed.expect("closed");
     let io = |s: &mut Session<Scripted>| {
         let (cl, up) = (
-            s.client().read_calls + s.client().write_calls,
-            s.upstream().read_calls,
+            s.stream(Side::Client).read_calls + s.stream(Side::Client).write_calls,
+            s.stream(Side::Upstream).read_calls,
         );
-        cl + up + s.upstream().write_calls
+        cl + up + s.stream(Side::Upstream).write_calls
     };
     let calls = io(&mut c.s);
     let again = c.s.drive(&mut c.pool, c.now, &c.policy, 1000);

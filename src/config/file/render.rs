@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::config::{Config, LogFormat, Mode, Service, Source};
-use crate::core::session::ResetPolicy;
+use crate::core::handover::ResetPolicy;
 use crate::core::tunnel::TunnelPolicy;
 
 /// The effective configuration as TOML: process-wide settings, then one table per

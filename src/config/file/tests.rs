@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::{LogFormat, Mode};
-use crate::core::session::ResetPolicy;
+use crate::core::handover::ResetPolicy;
 
 /// A fresh directory for one test (tests run in parallel).
 pub(super) fn scratch(tag: &str) -> PathBuf {

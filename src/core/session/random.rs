@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::core::scripted::{ReadStep, Scripted, WriteStep};
+use crate::core::tunnel::ready_reply;
 use crate::proto::tunnel::frame;
 
 /// The ATTACH stand-in a paired session writes first.
@@ -140,7 +141,11 @@ fn run_case(seed: u64) -> Result<(), String> {
     }
     let mut now = Instant::now();
     let mut s = if paired {
-        Session::paired(client, upstream, ATTACH, now)
+        Session::established(client, upstream, now).with_preamble(Preamble {
+            to_upstream: Some(Bytes::Borrowed(ATTACH)),
+            reply: Some(ready_reply),
+            ..Preamble::default()
+        })
     } else {
         Session::new(client, upstream, now)
     };
@@ -156,8 +161,8 @@ fn run_case(seed: u64) -> Result<(), String> {
                 Side::Upstream
             };
             let peer = match side {
-                Side::Client => &s.client,
-                Side::Upstream => &s.upstream,
+                Side::Client => &s.client.stream,
+                Side::Upstream => &s.upstream.stream,
             };
             let ready = event(&mut rng, peer);
             s.on_event(side, ready);
@@ -178,11 +183,14 @@ fn run_case(seed: u64) -> Result<(), String> {
         }
     }
     let reason = reason.ok_or("the session was never closed: a state without a deadline")?;
-    let calls = (s.client.read_calls + s.client.write_calls) + s.upstream.read_calls;
+    let calls =
+        (s.client.stream.read_calls + s.client.stream.write_calls) + s.upstream.stream.read_calls;
     if s.drive(&mut pool, now, &policy, 1000) != Drive::Closed(reason) {
         return Err("a closed session changed its reason".into());
     }
-    if calls != (s.client.read_calls + s.client.write_calls) + s.upstream.read_calls {
+    if calls
+        != (s.client.stream.read_calls + s.client.stream.write_calls) + s.upstream.stream.read_calls
+    {
         return Err("a closed session did I/O".into());
     }
     if pool.lent() != 0 {
@@ -190,41 +198,48 @@ fn run_case(seed: u64) -> Result<(), String> {
     }
     if paired {
         // ATTACH goes first; a session closed early may have sent only part of it.
-        let sent = s.upstream.written.len().min(ATTACH.len());
-        if s.upstream.written[..sent] != ATTACH[..sent] {
+        let sent = s.upstream.stream.written.len().min(ATTACH.len());
+        if s.upstream.stream.written[..sent] != ATTACH[..sent] {
             return Err("a paired tunnel did not get ATTACH first".into());
         }
-        if s.upstream.fin_at.is_some_and(|at| at < ATTACH.len()) {
+        if s.upstream.stream.fin_at.is_some_and(|at| at < ATTACH.len()) {
             return Err("a paired tunnel got FIN inside ATTACH".into());
         }
-        s.upstream.written.drain(..sent);
-        s.upstream.fin_at = s.upstream.fin_at.map(|at| at - sent);
+        s.upstream.stream.written.drain(..sent);
+        s.upstream.stream.fin_at = s.upstream.stream.fin_at.map(|at| at - sent);
     }
     check_direction(
         "to_upstream",
         &client_peer,
-        s.client.read_total,
-        &s.upstream,
+        s.client.stream.read_total,
+        &s.upstream.stream,
         reason,
     )?;
     // A paired tunnel's status bytes (READY, a heartbeat) are read but not relayed.
     let status = if paired { status_bytes } else { 0 };
-    let relayed = s.upstream.read_total.saturating_sub(status);
-    check_direction("to_client", &upstream_peer, relayed, &s.client, reason)?;
+    let relayed = s.upstream.stream.read_total.saturating_sub(status);
+    check_direction(
+        "to_client",
+        &upstream_peer,
+        relayed,
+        &s.client.stream,
+        reason,
+    )?;
     let clean = matches!(reason, CloseReason::ClientEof | CloseReason::UpstreamEof);
     if clean && (client_peer.ending != Ending::Eof || upstream_peer.ending != Ending::Eof) {
         return Err(format!("{reason} without both peers sending FIN"));
     }
     // Under the fin policy an RST is sent only when owed bytes could not be handed over
     // (the other side took nothing for the whole flush timeout).
-    let lost_to_upstream = s.upstream.written.len() < s.client.read_total;
-    let lost_to_client = s.client.written.len() < relayed;
+    let lost_to_upstream = s.upstream.stream.written.len() < s.client.stream.read_total;
+    let lost_to_client = s.client.stream.written.len() < relayed;
     if policy.reset_policy == ResetPolicy::Fin
-        && (s.upstream.aborts > 0 && !lost_to_upstream || s.client.aborts > 0 && !lost_to_client)
+        && (s.upstream.stream.aborts > 0 && !lost_to_upstream
+            || s.client.stream.aborts > 0 && !lost_to_client)
     {
         return Err("an RST was sent under the fin policy with nothing lost".into());
     }
-    if s.client.aborts > 1 || s.upstream.aborts > 1 {
+    if s.client.stream.aborts > 1 || s.upstream.stream.aborts > 1 {
         return Err("a stream was aborted twice".into());
     }
     if reason == CloseReason::UpstreamReset && upstream_peer.ending != Ending::Reset {

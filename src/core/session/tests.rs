@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::core::handover::RESET_RECHECK;
 use crate::core::scripted::{failed, ReadStep, Scripted, WriteStep};
 
 const BUDGET: usize = 1 << 20;
@@ -52,7 +53,7 @@ impl World {
     fn connected(ring: usize) -> World {
         let mut w = world(ring);
         w.s.on_event(Side::Upstream, ALL);
-        let e = event_for(&w.s.client);
+        let e = event_for(&w.s.client.stream);
         w.s.on_event(Side::Client, e);
         assert_eq!(w.drive(), Drive::Waiting);
         assert!(w.s.connected());
@@ -64,8 +65,10 @@ impl World {
     }
 
     fn wake(&mut self) -> Drive {
-        self.s.on_event(Side::Client, event_for(&self.s.client));
-        self.s.on_event(Side::Upstream, event_for(&self.s.upstream));
+        self.s
+            .on_event(Side::Client, event_for(&self.s.client.stream));
+        self.s
+            .on_event(Side::Upstream, event_for(&self.s.upstream.stream));
         self.drive()
     }
 
@@ -81,25 +84,29 @@ impl World {
 fn connect_completes_on_writable() {
     let mut w = world(16);
     assert_eq!(w.drive(), Drive::Waiting);
-    assert_eq!(w.s.phase_name(), PhaseName::Connecting);
+    assert_eq!(w.s.phase(), Some(Phase::Connecting));
     w.s.on_event(Side::Upstream, ALL);
     assert_eq!(w.drive(), Drive::Waiting);
-    assert_eq!(w.s.phase_name(), PhaseName::Relaying);
+    assert_eq!(w.s.phase(), Some(Phase::Relaying));
 }
 
 #[test]
 fn spurious_writable_keeps_waiting() {
     let mut w = world(16);
-    w.s.upstream.connect.push_back(ConnectStatus::Pending);
+    w.s.upstream
+        .stream
+        .connect
+        .push_back(ConnectStatus::Pending);
     w.s.on_event(Side::Upstream, ALL);
     assert_eq!(w.drive(), Drive::Waiting);
-    assert_eq!(w.s.phase_name(), PhaseName::Connecting);
+    assert_eq!(w.s.phase(), Some(Phase::Connecting));
 }
 
 #[test]
 fn refused_connect_is_reported_then_closes() {
     let mut w = world(16);
     w.s.upstream
+        .stream
         .connect
         .push_back(failed(ConnectFailure::Refused));
     w.s.on_event(Side::Upstream, ALL);
@@ -135,25 +142,25 @@ fn redial_starts_a_fresh_connect_clock() {
 #[test]
 fn client_bytes_read_while_connecting_are_delivered_after() {
     let mut w = world(16);
-    w.s.client.send(b"early");
-    let e = event_for(&w.s.client);
+    w.s.client.stream.send(b"early");
+    let e = event_for(&w.s.client.stream);
     w.s.on_event(Side::Client, e);
     assert_eq!(w.drive(), Drive::Waiting);
-    assert!(w.s.upstream.written.is_empty());
+    assert!(w.s.upstream.stream.written.is_empty());
     w.s.on_event(Side::Upstream, ALL);
     w.drive();
-    assert_eq!(w.s.upstream.written, b"early");
+    assert_eq!(w.s.upstream.stream.written, b"early");
 }
 
 #[test]
 fn client_reset_while_connecting_with_nothing_owed_closes_at_once() {
     let mut w = world(16);
-    w.s.client.then(ReadStep::Reset);
-    let e = event_for(&w.s.client);
+    w.s.client.stream.then(ReadStep::Reset);
+    let e = event_for(&w.s.client.stream);
     w.s.on_event(Side::Client, e);
     assert_eq!(w.drive(), Drive::Closed(CloseReason::ClientReset));
     assert_eq!(
-        w.s.upstream.aborts, 1,
+        w.s.upstream.stream.aborts, 1,
         "an upstream already connected sees RST"
     );
 }
@@ -161,25 +168,26 @@ fn client_reset_while_connecting_with_nothing_owed_closes_at_once() {
 #[test]
 fn client_reset_while_connecting_hands_owed_bytes_over_after_the_connect() {
     let mut w = world(16);
-    w.s.client.send(b"owed").then(ReadStep::Reset);
-    let e = event_for(&w.s.client);
+    w.s.client.stream.send(b"owed").then(ReadStep::Reset);
+    let e = event_for(&w.s.client.stream);
     w.s.on_event(Side::Client, e);
     assert_eq!(w.drive(), Drive::Waiting);
-    assert_eq!(w.s.phase_name(), PhaseName::Connecting);
+    assert_eq!(w.s.phase(), Some(Phase::Connecting));
     w.s.on_event(Side::Upstream, ALL);
     assert_eq!(w.drive(), Drive::Closed(CloseReason::ClientReset));
-    assert_eq!(w.s.upstream.written, b"owed");
-    assert_eq!(w.s.upstream.aborts, 1);
+    assert_eq!(w.s.upstream.stream.written, b"owed");
+    assert_eq!(w.s.upstream.stream.aborts, 1);
 }
 
 #[test]
 fn client_gone_and_connect_failed_closes_for_the_client() {
     let mut w = world(16);
-    w.s.client.send(b"owed").then(ReadStep::Reset);
-    let e = event_for(&w.s.client);
+    w.s.client.stream.send(b"owed").then(ReadStep::Reset);
+    let e = event_for(&w.s.client.stream);
     w.s.on_event(Side::Client, e);
     w.drive();
     w.s.upstream
+        .stream
         .connect
         .push_back(failed(ConnectFailure::Refused));
     w.s.on_event(Side::Upstream, ALL);
@@ -192,11 +200,11 @@ fn client_gone_and_connect_failed_closes_for_the_client() {
 #[test]
 fn both_directions_flow() {
     let mut w = World::connected(4);
-    w.s.client.send(b"ping");
-    w.s.upstream.send(b"pong!");
+    w.s.client.stream.send(b"ping");
+    w.s.upstream.stream.send(b"pong!");
     assert_eq!(w.wake(), Drive::Waiting);
-    assert_eq!(w.s.upstream.written, b"ping");
-    assert_eq!(w.s.client.written, b"pong!");
+    assert_eq!(w.s.upstream.stream.written, b"ping");
+    assert_eq!(w.s.client.stream.written, b"pong!");
     assert_eq!(w.s.delivered(), (4, 5));
     assert_eq!(w.s.buffers_held(), 0, "an idle session holds no buffer");
 }
@@ -204,28 +212,28 @@ fn both_directions_flow() {
 #[test]
 fn budget_yields_and_resumes() {
     let mut w = World::connected(4);
-    w.s.client.send(&[7u8; 64]);
-    let e = event_for(&w.s.client);
+    w.s.client.stream.send(&[7u8; 64]);
+    let e = event_for(&w.s.client.stream);
     w.s.on_event(Side::Client, e);
     assert_eq!(w.s.drive(&mut w.pool, w.now, &w.policy, 8), Drive::Yielded);
-    assert!(w.s.upstream.written.len() < 64);
+    assert!(w.s.upstream.stream.written.len() < 64);
     assert_eq!(w.drive(), Drive::Waiting);
-    assert_eq!(w.s.upstream.written.len(), 64);
+    assert_eq!(w.s.upstream.stream.written.len(), 64);
 }
 
 #[test]
 fn starved_pool_is_reported_and_recovers() {
     let mut w = World::connected(4);
     let held: Vec<_> = std::iter::from_fn(|| w.pool.take()).collect();
-    w.s.client.send(b"abc");
-    let e = event_for(&w.s.client);
+    w.s.client.stream.send(b"abc");
+    let e = event_for(&w.s.client.stream);
     w.s.on_event(Side::Client, e);
     assert_eq!(w.drive(), Drive::Starved);
     for b in held {
         w.pool.give(b);
     }
     assert_eq!(w.drive(), Drive::Waiting);
-    assert_eq!(w.s.upstream.written, b"abc");
+    assert_eq!(w.s.upstream.stream.written, b"abc");
 }
 
 // ---- half-close ----
@@ -233,31 +241,34 @@ fn starved_pool_is_reported_and_recovers() {
 #[test]
 fn client_half_close_then_upstream_replies() {
     let mut w = World::connected(4);
-    w.s.client.send(b"request").then(ReadStep::Eof);
+    w.s.client.stream.send(b"request").then(ReadStep::Eof);
     w.wake();
-    assert_eq!(w.s.upstream.fin_at, Some(7));
-    assert_eq!(w.s.phase_name(), PhaseName::HalfClosed);
-    w.s.upstream.send(b"a long reply").then(ReadStep::Eof);
+    assert_eq!(w.s.upstream.stream.fin_at, Some(7));
+    assert_eq!(w.s.phase(), Some(Phase::HalfClosed));
+    w.s.upstream
+        .stream
+        .send(b"a long reply")
+        .then(ReadStep::Eof);
     assert_eq!(w.wake(), Drive::Closed(CloseReason::ClientEof));
-    assert_eq!(w.s.client.written, b"a long reply");
-    assert_eq!(w.s.client.fin_at, Some(12));
+    assert_eq!(w.s.client.stream.written, b"a long reply");
+    assert_eq!(w.s.client.stream.fin_at, Some(12));
 }
 
 #[test]
 fn upstream_speaks_first_and_half_closes() {
     let mut w = World::connected(4);
-    w.s.upstream.send(b"banner").then(ReadStep::Eof);
+    w.s.upstream.stream.send(b"banner").then(ReadStep::Eof);
     w.wake();
-    assert_eq!(w.s.client.fin_at, Some(6));
-    w.s.client.send(b"late data").then(ReadStep::Eof);
+    assert_eq!(w.s.client.stream.fin_at, Some(6));
+    w.s.client.stream.send(b"late data").then(ReadStep::Eof);
     assert_eq!(w.wake(), Drive::Closed(CloseReason::UpstreamEof));
-    assert_eq!(w.s.upstream.written, b"late data");
+    assert_eq!(w.s.upstream.stream.written, b"late data");
 }
 
 #[test]
 fn half_close_timeout_replaces_idle_once_one_direction_finished() {
     let mut w = World::connected(4);
-    w.s.client.then(ReadStep::Eof);
+    w.s.client.stream.then(ReadStep::Eof);
     w.wake();
     assert_eq!(w.advance(Duration::from_secs(59)), Drive::Waiting);
     assert_eq!(
@@ -269,10 +280,10 @@ fn half_close_timeout_replaces_idle_once_one_direction_finished() {
 #[test]
 fn progress_while_half_closed_postpones_the_timeout() {
     let mut w = World::connected(4);
-    w.s.client.then(ReadStep::Eof);
+    w.s.client.stream.then(ReadStep::Eof);
     w.wake();
     w.now += Duration::from_secs(50);
-    w.s.upstream.send(b"x");
+    w.s.upstream.stream.send(b"x");
     w.wake();
     assert_eq!(w.advance(Duration::from_secs(50)), Drive::Waiting);
 }
@@ -292,8 +303,8 @@ fn idle_session_closes_at_the_idle_timeout() {
 #[test]
 fn bytes_that_cannot_be_flushed_are_not_progress() {
     let mut w = World::connected(4);
-    w.s.client = Scripted::new(); // the client never takes a byte
-    w.s.upstream.send(&[1u8; 100]);
+    w.s.client.stream = Scripted::new(); // the client never takes a byte
+    w.s.upstream.stream.send(&[1u8; 100]);
     w.now += Duration::from_secs(200);
     w.wake();
     assert_eq!(
@@ -306,7 +317,7 @@ fn bytes_that_cannot_be_flushed_are_not_progress() {
 fn delivered_bytes_refresh_the_idle_timer() {
     let mut w = World::connected(4);
     w.now += Duration::from_secs(200);
-    w.s.client.send(b"keepalive");
+    w.s.client.stream.send(b"keepalive");
     w.wake();
     assert_eq!(w.advance(Duration::from_secs(200)), Drive::Waiting);
 }
@@ -316,90 +327,93 @@ fn delivered_bytes_refresh_the_idle_timer() {
 #[test]
 fn upstream_reset_mirrors_after_owed_bytes() {
     let mut w = World::connected(64);
-    w.s.upstream.send(b"partial").then(ReadStep::Reset);
+    w.s.upstream.stream.send(b"partial").then(ReadStep::Reset);
     assert_eq!(w.wake(), Drive::Closed(CloseReason::UpstreamReset));
-    assert_eq!(w.s.client.written, b"partial");
-    assert_eq!(w.s.client.aborts, 1);
-    assert_eq!(w.s.client.fin_at, None);
+    assert_eq!(w.s.client.stream.written, b"partial");
+    assert_eq!(w.s.client.stream.aborts, 1);
+    assert_eq!(w.s.client.stream.fin_at, None);
 }
 
 #[test]
 fn upstream_reset_under_fin_policy_sends_fin_after_owed_bytes() {
     let mut w = World::connected(64);
     w.policy.reset_policy = ResetPolicy::Fin;
-    w.s.upstream.send(b"partial").then(ReadStep::Reset);
+    w.s.upstream.stream.send(b"partial").then(ReadStep::Reset);
     assert_eq!(w.wake(), Drive::Closed(CloseReason::UpstreamReset));
-    assert_eq!(w.s.client.fin_at, Some(7));
-    assert_eq!(w.s.client.aborts, 0);
+    assert_eq!(w.s.client.stream.fin_at, Some(7));
+    assert_eq!(w.s.client.stream.aborts, 0);
 }
 
 #[test]
 fn reset_waits_for_owed_bytes_to_be_acknowledged() {
     let mut w = World::connected(64);
-    w.s.client.unacked = 7;
-    w.s.upstream.send(b"partial").then(ReadStep::Reset);
+    w.s.client.stream.unacked = 7;
+    w.s.upstream.stream.send(b"partial").then(ReadStep::Reset);
     assert_eq!(w.wake(), Drive::Waiting);
-    assert_eq!(w.s.phase_name(), PhaseName::Resetting);
-    assert_eq!(w.s.client.aborts, 0);
-    w.s.client.unacked = 0;
+    assert_eq!(w.s.phase(), Some(Phase::Resetting));
+    assert_eq!(w.s.client.stream.aborts, 0);
+    w.s.client.stream.unacked = 0;
     assert_eq!(
         w.advance(RESET_RECHECK),
         Drive::Closed(CloseReason::UpstreamReset)
     );
-    assert_eq!(w.s.client.aborts, 1);
+    assert_eq!(w.s.client.stream.aborts, 1);
 }
 
 #[test]
 fn reset_flush_is_bounded_when_the_peer_never_reads() {
     let mut w = World::connected(64);
-    w.s.client = Scripted::new();
-    w.s.upstream.send(b"owed").then(ReadStep::Reset);
+    w.s.client.stream = Scripted::new();
+    w.s.upstream.stream.send(b"owed").then(ReadStep::Reset);
     assert_eq!(w.wake(), Drive::Waiting);
     assert_eq!(
         w.advance(Duration::from_secs(1)),
         Drive::Closed(CloseReason::UpstreamReset)
     );
-    assert_eq!(w.s.client.aborts, 1);
+    assert_eq!(w.s.client.stream.aborts, 1);
     assert_eq!(w.pool.lent(), 0);
 }
 
 #[test]
 fn client_gone_on_write_resets_the_upstream() {
     let mut w = World::connected(64);
-    w.s.client = Scripted::new();
-    w.s.client.writes.push_back(WriteStep::Reset);
-    w.s.upstream.send(b"data");
+    w.s.client.stream = Scripted::new();
+    w.s.client.stream.writes.push_back(WriteStep::Reset);
+    w.s.upstream.stream.send(b"data");
     assert_eq!(w.wake(), Drive::Closed(CloseReason::ClientReset));
-    assert_eq!(w.s.upstream.aborts, 1);
+    assert_eq!(w.s.upstream.stream.aborts, 1);
     assert_eq!(w.pool.lent(), 0);
 }
 
 #[test]
 fn upstream_reset_found_on_write_still_delivers_its_last_bytes() {
     let mut w = World::connected(64);
-    w.s.upstream = Scripted::new();
-    w.s.upstream.writes.push_back(WriteStep::Reset);
-    w.s.upstream.send(b"last words").then(ReadStep::Reset);
-    w.s.upstream_ready = Readiness {
+    w.s.upstream.stream = Scripted::new();
+    w.s.upstream.stream.writes.push_back(WriteStep::Reset);
+    w.s.upstream
+        .stream
+        .send(b"last words")
+        .then(ReadStep::Reset);
+    w.s.upstream.ready = Readiness {
         readable: false, // its event has not been handled yet
         writable: true,
         read_closed: false,
     };
-    w.s.client.send(b"request");
-    let e = event_for(&w.s.client);
+    w.s.client.stream.send(b"request");
+    let e = event_for(&w.s.client.stream);
     w.s.on_event(Side::Client, e);
     assert_eq!(w.drive(), Drive::Closed(CloseReason::UpstreamReset));
-    assert_eq!(w.s.client.written, b"last words");
-    assert_eq!(w.s.client.aborts, 1);
+    assert_eq!(w.s.client.stream.written, b"last words");
+    assert_eq!(w.s.client.stream.aborts, 1);
 }
 
 #[test]
 fn client_reset_hands_its_bytes_to_the_upstream_first() {
     let mut w = World::connected(64);
-    w.s.client.send(b"x").then(ReadStep::Reset);
+    w.s.client.stream.send(b"x").then(ReadStep::Reset);
     assert_eq!(w.wake(), Drive::Closed(CloseReason::ClientReset));
-    assert_eq!(w.s.upstream.written, b"x");
-    assert_eq!(w.s.upstream.aborts, 1);
+    assert_eq!(w.s.upstream.stream.written, b"x");
+    assert_eq!(w.s.upstream.stream.aborts, 1);
 }
 
 // ---- shutdown ----
@@ -407,8 +421,8 @@ fn client_reset_hands_its_bytes_to_the_upstream_first() {
 #[test]
 fn shut_down_closes_once_and_returns_buffers() {
     let mut w = World::connected(4);
-    w.s.client = Scripted::new();
-    w.s.upstream.send(b"stuck");
+    w.s.client.stream = Scripted::new();
+    w.s.upstream.stream.send(b"stuck");
     w.wake();
     assert_eq!(w.s.buffers_held(), 1);
     assert_eq!(
@@ -423,33 +437,65 @@ fn shut_down_closes_once_and_returns_buffers() {
     assert_eq!(w.s.deadline(&w.policy), None);
 }
 
-// ---- tunnels: paired sessions (relay) and replies (agent) ----
+// ---- preambles: bytes before relaying, and an awaited reply ----
+
+/// A stand-in for a mode's reply: 0x10 is a keep-alive, 0x21 accepts, 0x22 refuses.
+fn reply(byte: u8) -> Reply {
+    match byte {
+        0x10 => Reply::Skip,
+        0x21 => Reply::Accepted,
+        0x22 => Reply::Refused,
+        _ => Reply::Invalid,
+    }
+}
+
+/// A relay-style session: the upstream is an established tunnel; "ATT" goes first, and
+/// relaying waits for the reply.
+fn paired(now: Instant) -> Session<Scripted> {
+    Session::established(Scripted::sink(), Scripted::sink(), now).with_preamble(Preamble {
+        to_upstream: Some(Bytes::Borrowed(b"ATT")),
+        reply: Some(reply),
+        ..Preamble::default()
+    })
+}
+
+/// An agent-style session: "+" to the client once connected, "-" when the connect fails.
+fn replies() -> Preamble {
+    Preamble {
+        to_client: Some(Bytes::Borrowed(b"+")),
+        on_failure: Some(Bytes::Borrowed(b"-")),
+        ..Preamble::default()
+    }
+}
 
 #[test]
 fn paired_session_writes_attach_first_and_relays_after_ready() {
     let now = Instant::now();
     let mut w = world(16);
-    w.s = Session::paired(Scripted::sink(), Scripted::sink(), b"ATT", now);
-    w.s.client.send(b"hello");
-    w.s.upstream.send(&[0x10]); // a heartbeat sent before the agent saw ATTACH
+    w.s = paired(now);
+    w.s.client.stream.send(b"hello");
+    w.s.upstream.stream.send(&[0x10]); // a heartbeat sent before the agent saw ATTACH
     assert_eq!(w.wake(), Drive::Waiting);
     assert_eq!(
-        w.s.upstream.written, b"ATThello",
+        w.s.upstream.stream.written, b"ATThello",
         "ATTACH, then client bytes"
     );
-    assert_eq!(w.s.phase_name(), PhaseName::Connecting);
-    w.s.upstream.send(&[0x21]).send(b"banner");
+    assert_eq!(w.s.phase(), Some(Phase::Connecting));
+    w.s.upstream.stream.send(&[0x21]).send(b"banner");
     assert_eq!(w.wake(), Drive::Waiting);
-    assert_eq!(w.s.phase_name(), PhaseName::Relaying);
-    assert_eq!(w.s.client.written, b"banner", "READY itself is not relayed");
+    assert_eq!(w.s.phase(), Some(Phase::Relaying));
+    assert_eq!(
+        w.s.client.stream.written, b"banner",
+        "READY itself is not relayed"
+    );
 }
 
 #[test]
 fn refused_tunnel_is_a_refused_connect() {
     let now = Instant::now();
     let mut w = world(16);
-    w.s = Session::paired(Scripted::sink(), Scripted::sink(), b"ATT", now);
-    w.s.upstream.send(&[0x22]);
+    w.s = paired(now);
+    w.s.upstream.stream.send(&[0x22]);
     assert_eq!(w.wake(), Drive::ConnectFailed(ConnectFailure::Refused));
 }
 
@@ -457,27 +503,27 @@ fn refused_tunnel_is_a_refused_connect() {
 fn tunnel_lost_before_ready_is_a_connect_error() {
     let now = Instant::now();
     let mut w = world(16);
-    w.s = Session::paired(Scripted::sink(), Scripted::sink(), b"ATT", now);
-    w.s.upstream.then(ReadStep::Eof);
+    w.s = paired(now);
+    w.s.upstream.stream.then(ReadStep::Eof);
     assert_eq!(w.wake(), Drive::ConnectFailed(ConnectFailure::Error));
 }
 
 #[test]
 fn ready_reply_precedes_upstream_bytes() {
     let mut w = world(16);
-    w.s.set_replies(b"+", b"-");
-    w.s.upstream.send(b"banner");
+    w.s = Session::new(Scripted::sink(), Scripted::sink(), w.now).with_preamble(replies());
+    w.s.upstream.stream.send(b"banner");
     w.wake();
-    assert_eq!(w.s.client.written, b"+banner");
+    assert_eq!(w.s.client.stream.written, b"+banner");
 }
 
 #[test]
 fn failed_reply_is_written_before_closing() {
     let mut w = world(16);
-    w.s.set_replies(b"+", b"-");
+    w.s = Session::new(Scripted::sink(), Scripted::sink(), w.now).with_preamble(replies());
     assert_eq!(
         w.s.fail_connect(ConnectFailure::Refused, &mut w.pool),
         Drive::Closed(CloseReason::ConnectRefused)
     );
-    assert_eq!(w.s.client.written, b"-");
+    assert_eq!(w.s.client.stream.written, b"-");
 }

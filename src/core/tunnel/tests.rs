@@ -4,6 +4,9 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::core::scripted::{ReadStep, Scripted};
+use crate::core::stream::Readiness;
+use crate::proto::auth::Secret;
+use crate::proto::tunnel::{self, frame};
 
 const POLICY: TunnelPolicy = TunnelPolicy {
     handshake_timeout: Duration::from_secs(5),
@@ -61,10 +64,10 @@ impl Pair {
             if let TunnelStep::Authenticated(_) = r {
                 self.relay.admit(self.now, relay_secret);
             }
-            carry(&mut self.relay.stream, &mut self.agent.stream);
+            carry(self.relay.stream(), self.agent.stream());
             self.agent.on_event(ALL);
             a = self.agent.drive(self.now, agent_secret);
-            carry(&mut self.agent.stream, &mut self.relay.stream);
+            carry(self.agent.stream(), self.relay.stream());
             if matches!(a, TunnelStep::Authenticated(_) | TunnelStep::Closed(_)) {
                 break;
             }
@@ -105,13 +108,13 @@ fn relay_without_the_secret_is_caught_by_the_agent() {
     let now = p.now;
     p.relay.on_event(ALL);
     p.relay.drive(now, &secret(1), &services());
-    carry(&mut p.relay.stream, &mut p.agent.stream);
+    carry(p.relay.stream(), p.agent.stream());
     p.agent.on_event(ALL);
     p.agent.drive(now, &secret(1));
     // A fake relay answers WELCOME with a proof it cannot make.
     let mut fake = vec![frame::WELCOME];
     fake.extend_from_slice(&[0u8; 32]);
-    p.agent.stream.send(&fake);
+    p.agent.stream().send(&fake);
     p.agent.on_event(ALL);
     assert_eq!(
         p.agent.drive(now, &secret(1)),
@@ -123,11 +126,11 @@ fn relay_without_the_secret_is_caught_by_the_agent() {
 fn garbage_is_a_protocol_error_and_gets_denied() {
     let now = Instant::now();
     let mut relay = RelayTunnel::new(Scripted::sink(), [1; 32], now);
-    relay.stream.send(b"GET / HTTP/1.1\r\n\r\n");
+    relay.stream().send(b"GET / HTTP/1.1\r\n\r\n");
     relay.on_event(ALL);
     let step = relay.drive(now, &secret(1), &services());
     assert_eq!(step, TunnelStep::Closed(TunnelEnd::ProtocolError));
-    assert_eq!(relay.stream.written.last(), Some(&frame::DENIED));
+    assert_eq!(relay.stream().written.last(), Some(&frame::DENIED));
 }
 
 #[test]
@@ -137,7 +140,7 @@ fn a_trickle_does_not_extend_the_handshake_deadline() {
     let mut t = now;
     for b in b"TCPB\x01" {
         t += Duration::from_millis(900);
-        relay.stream.send(&[*b]);
+        relay.stream().send(&[*b]);
         relay.on_event(ALL);
         assert_eq!(relay.drive(t, &secret(1), &services()), TunnelStep::Waiting);
         assert_eq!(relay.expire(t, &POLICY), TunnelStep::Waiting);
@@ -153,7 +156,7 @@ fn a_trickle_does_not_extend_the_handshake_deadline() {
 fn peer_closing_mid_handshake_is_lost() {
     let now = Instant::now();
     let mut relay = RelayTunnel::new(Scripted::sink(), [1; 32], now);
-    relay.stream.send(b"TCP").then(ReadStep::Eof);
+    relay.stream().send(b"TCP").then(ReadStep::Eof);
     relay.on_event(ALL);
     assert_eq!(
         relay.drive(now, &secret(1), &services()),
@@ -168,13 +171,13 @@ fn idle_tunnels_send_heartbeats_and_die_without_them() {
     let mut p = Pair::new("ssh");
     p.handshake(&secret(1), &secret(1));
     let t0 = p.now;
-    p.relay.stream.written.clear();
+    p.relay.stream().written.clear();
     assert_eq!(p.relay.deadline(&POLICY), t0 + POLICY.heartbeat_interval);
     assert_eq!(
         p.relay.expire(t0 + POLICY.heartbeat_interval, &POLICY),
         TunnelStep::Waiting
     );
-    assert_eq!(p.relay.stream.written, [frame::HEARTBEAT]);
+    assert_eq!(p.relay.stream().written, [frame::HEARTBEAT]);
     assert_eq!(
         p.relay.expire(t0 + POLICY.heartbeat_timeout, &POLICY),
         TunnelStep::Closed(TunnelEnd::HeartbeatTimeout)
@@ -186,7 +189,7 @@ fn heard_heartbeats_keep_a_tunnel_alive() {
     let mut p = Pair::new("ssh");
     p.handshake(&secret(1), &secret(1));
     let later = p.now + Duration::from_secs(50);
-    p.relay.stream.send(&[frame::HEARTBEAT]);
+    p.relay.stream().send(&[frame::HEARTBEAT]);
     p.relay.on_event(ALL);
     p.relay.drive(later, &secret(1), &services());
     assert_eq!(
@@ -203,14 +206,14 @@ fn agent_sees_attach_and_leaves_the_raw_bytes_unread() {
     let mut wire = vec![frame::HEARTBEAT];
     wire.extend_from_slice(&attach[..n]);
     wire.extend_from_slice(b"client bytes");
-    p.agent.stream.send(&wire);
-    let before = p.agent.stream.read_total;
+    p.agent.stream().send(&wire);
+    let before = p.agent.stream().read_total;
     p.agent.on_event(ALL);
     assert_eq!(
         p.agent.drive(p.now, &secret(1)),
         TunnelStep::Attached("192.0.2.7:4242".parse().expect("addr"))
     );
-    assert_eq!(p.agent.stream.read_total - before, 1 + n);
+    assert_eq!(p.agent.stream().read_total - before, 1 + n);
 }
 
 #[test]
