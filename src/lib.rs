@@ -11,13 +11,21 @@
 //!
 //! See `docs/architecture.md` for the glossary, the loop rules and the close semantics.
 
-#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod core;
 pub mod logging;
-pub mod net;
+#[allow(unsafe_code)]
+pub mod os;
 pub mod proto;
 pub mod server;
 pub mod stats;
+#[allow(unsafe_code)]
 pub mod systemd;

@@ -13,10 +13,11 @@
 //! the byte range of every key and value; [`FileError`] turns a range into a line and a
 //! column.
 //!
-//! - `value`: spans, typed reads of values, key checks with suggestions;
-//! - `build`: the tree into a [`Config`]: settings, defaults, listeners, cross-checks;
-//! - `keys`: the keys each table may hold, and where a misplaced key belongs;
-//! - `modes`: a listener's options (own, `[defaults]`, built-in) and each mode's keys;
+//! - `value`: typed reads of TOML values, key checks with suggestions;
+//! - `layers`: a table as a front end of the one builder (own table, then `[defaults]`);
+//! - `build`: the tree into a [`Config`]: key checks, listeners, cross-checks;
+//! - `keys`: the keys each table may hold, and where a misplaced key belongs (read off
+//!   the table of options);
 //! - `render`: a [`Config`] back into the same format, every default filled in.
 
 use std::fmt;
@@ -29,7 +30,7 @@ use super::Config;
 
 mod build;
 mod keys;
-mod modes;
+mod layers;
 mod render;
 mod value;
 
@@ -38,12 +39,10 @@ mod tests;
 #[cfg(test)]
 mod tests_listeners;
 
-pub use render::{render, render_duration, render_size};
+pub use render::render;
 
 /// Largest config file read (1 MiB).
 pub const MAX_FILE_SIZE: usize = 1 << 20;
-/// Most listeners in one file.
-pub const MAX_LISTENERS: usize = 256;
 
 /// Why a config file was refused: where, and what is wrong, on one line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +98,10 @@ impl FileError {
 /// Reads `path` (at most [`MAX_FILE_SIZE`] bytes) and parses it with [`parse`].
 pub fn load(path: &Path) -> Result<Config, FileError> {
     let cannot = |e: &std::io::Error| {
-        FileError::whole(path, format!("cannot read: {}", crate::net::describe(e)))
+        FileError::whole(
+            path,
+            format!("cannot read: {}", crate::os::net::describe(e)),
+        )
     };
     let file = std::fs::File::open(path).map_err(|e| cannot(&e))?;
     let mut bytes = Vec::new();
@@ -143,7 +145,7 @@ fn too_big(path: &Path) -> FileError {
         path,
         format!(
             "the file is larger than {}",
-            super::human_size(MAX_FILE_SIZE)
+            super::parse::human_size(MAX_FILE_SIZE)
         ),
     )
 }

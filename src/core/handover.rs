@@ -17,9 +17,10 @@ use super::stream::{retry, Peer, Stream};
 pub const RESET_RECHECK: Duration = Duration::from_millis(5);
 
 /// What the other side sees when one side resets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum ResetPolicy {
     /// The other side gets an RST too, after the bytes owed to it.
+    #[default]
     Mirror,
     /// The other side gets a FIN after the bytes owed to it (nginx's behaviour).
     Fin,

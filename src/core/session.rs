@@ -30,7 +30,7 @@ mod random;
 mod tests;
 
 /// The session's timeouts and policies, from configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Policy {
     /// Bound on one upstream connect attempt (and the reply awaited after it).
     pub connect_timeout: Duration,

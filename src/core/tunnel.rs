@@ -22,7 +22,7 @@ pub use agent::AgentTunnel;
 pub use relay::RelayTunnel;
 
 /// Timeouts of tunnels, from configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TunnelPolicy {
     /// Absolute bound on the handshake, from accept or connect.
     pub handshake_timeout: Duration,

@@ -38,8 +38,9 @@ impl Role {
 
 /// The pre-shared secret. Its `Debug` never shows the bytes.
 /// Equality (for comparing configurations on reload) is not constant-time; proofs are
-/// checked with the constant-time `verify`.
-#[derive(Clone, PartialEq, Eq)]
+/// checked with the constant-time `verify`. The default, empty, is a placeholder of a
+/// configuration being built: a secret file always yields at least [`MIN_SECRET`] bytes.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(Vec<u8>);
 
 impl fmt::Debug for Secret {

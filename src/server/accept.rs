@@ -14,7 +14,7 @@ use mio::{Interest, Registry, Token};
 
 use super::Server;
 use crate::core::stream::{classify_accept, retry, Accept, AcceptPause};
-use crate::net::{describe, Conn};
+use crate::os::net::{describe, Conn};
 
 /// Accepts per listener per pass, so an accept storm cannot starve live sessions.
 const ACCEPT_BATCH: usize = 64;
@@ -84,7 +84,7 @@ impl Port {
             .position(|l| l.local_addr().is_ok_and(|a| a == configured));
         let socket = match adopted {
             Some(n) => TcpListener::from_std(inherited.swap_remove(n)),
-            None => crate::net::listen(configured, BACKLOG)?,
+            None => crate::os::net::listen(configured, BACKLOG)?,
         };
         let addr = socket.local_addr()?;
         Ok(Port {

@@ -23,7 +23,8 @@ use crate::core::session::{Preamble, Session};
 use crate::core::stream::{ConnectFailure, Stream};
 use crate::core::stream::{Peer, Readiness};
 use crate::core::tunnel::{AgentTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
-use crate::net::{describe, Conn, Random};
+use crate::os::net::{describe, Conn};
+use crate::os::random;
 use crate::proto::auth::Secret;
 use crate::proto::tunnel::frame;
 
@@ -66,16 +67,11 @@ pub(super) struct AgentState {
     stale: bool,
     /// `None` when the relay is given as an IP address: nothing to resolve.
     resolver: Option<Resolver>,
-    random: Random,
     next_addr: usize,
 }
 
 impl AgentState {
-    pub(super) fn new(
-        cfg: Agent,
-        random: Random,
-        waker: &Arc<Waker>,
-    ) -> std::io::Result<AgentState> {
+    pub(super) fn new(cfg: Agent, waker: &Arc<Waker>) -> std::io::Result<AgentState> {
         let literal: Option<SocketAddr> = cfg.relay.parse().ok();
         let resolver = match literal {
             Some(_) => None,
@@ -83,19 +79,18 @@ impl AgentState {
         };
         let n = cfg.services.len();
         Ok(AgentState {
-            secret: cfg.secret,
+            secret: cfg.tunnel.secret,
             services: cfg.services,
             pool_size: cfg.pool,
             exit_on_disconnect: cfg.exit_on_disconnect,
             backoff_max: cfg.backoff_max,
-            policy: cfg.tunnel,
+            policy: cfg.tunnel.policy,
             tunnels: Slab::new(),
             pools: vec![Pool::default(); n],
             relay_name: cfg.relay,
             relay_addrs: literal.into_iter().collect(),
             stale: literal.is_none(),
             resolver,
-            random,
             next_addr: 0,
         })
     }
@@ -119,7 +114,7 @@ impl AgentState {
         self.pool_size = cfg.pool;
         self.exit_on_disconnect = cfg.exit_on_disconnect;
         self.backoff_max = cfg.backoff_max;
-        self.policy = cfg.tunnel;
+        self.policy = cfg.tunnel.policy;
     }
 
     /// Whether every service has authenticated tunnels.
@@ -196,7 +191,7 @@ impl AgentState {
             .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
             .min(self.backoff_max);
         let half = step / 2;
-        let jitter_ms = self.random.below(half.as_millis().max(1) as u64);
+        let jitter_ms = random::below(half.as_millis().max(1) as u64);
         half + Duration::from_millis(jitter_ms)
     }
 }
@@ -269,7 +264,7 @@ impl Server {
         };
         a.next_addr = (a.next_addr + 1) % a.relay_addrs.len().max(1);
         let relay = a.relay_addrs[a.next_addr % a.relay_addrs.len()];
-        let nonce = a.random.nonce();
+        let nonce = random::nonce();
         let conn = nonce.and_then(|n| Conn::dial(relay).map(|c| (c, n)));
         let (mut conn, nonce) = match conn {
             Ok(pair) => pair,

@@ -16,7 +16,7 @@ use crate::core::reason::{CloseReason, Side};
 use crate::core::session::{Drive, Policy, Session};
 use crate::core::stream::ConnectFailure;
 use crate::core::stream::Readiness;
-use crate::net::{describe, Conn};
+use crate::os::net::{describe, Conn};
 
 /// One live session in the slab.
 #[derive(Debug)]

@@ -13,7 +13,7 @@ use crate::config::Forward;
 use crate::core::session::Session;
 use crate::core::stream::ConnectFailure;
 use crate::core::stream::Readiness;
-use crate::net::{describe, Conn};
+use crate::os::net::{describe, Conn};
 
 /// Forward mode's own state: the upstream list.
 #[derive(Debug)]

@@ -19,7 +19,7 @@ use slab::Slab;
 use super::token::Target;
 use super::{Key, Server};
 use crate::core::stream::retry;
-use crate::net::describe;
+use crate::os::net::describe;
 use crate::proto::http::{self, Parsed, Route};
 use crate::stats;
 
@@ -57,8 +57,8 @@ pub(super) struct Metrics {
 
 impl Metrics {
     /// Binds the endpoint (before the loop starts, like the other ports).
-    pub fn bind(addr: SocketAddr) -> io::Result<Metrics> {
-        let socket = crate::net::listen(addr, 64)?;
+    pub(super) fn bind(addr: SocketAddr) -> io::Result<Metrics> {
+        let socket = crate::os::net::listen(addr, 64)?;
         let addr = socket.local_addr()?;
         Ok(Metrics {
             socket: Some(socket),

@@ -41,7 +41,6 @@ use crate::core::pool::Pool;
 use crate::core::session::Drive;
 use crate::core::stream::Readiness;
 use crate::core::timers::Timers;
-use crate::net::Random;
 use accept::{Port, Role};
 use entry::Entry;
 use listener::{Kind, Listener};
@@ -129,6 +128,58 @@ pub fn bind(
         None => None,
     };
     Ok(Bound { ports, metrics })
+}
+
+/// Bytes of state one session costs besides its buffers (slab entry, heap entry).
+pub fn session_overhead() -> usize {
+    std::mem::size_of::<Entry>()
+        + std::mem::size_of::<usize>()
+        + std::mem::size_of::<crate::core::timers::Entry<Key>>()
+}
+
+/// One start-up line per listener: what it does, on which bound addresses.
+pub fn describe(config: &Config, bound: &Bound) -> Vec<String> {
+    config
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(n, l)| {
+            let addrs = bound.addresses(n);
+            let what = match &l.mode {
+                Mode::Forward(f) => format!("{} -> {}", join(&addrs), join(&f.upstreams)),
+                Mode::Relay(r) => {
+                    let services: Vec<&str> = r.public.iter().map(|s| s.name.as_str()).collect();
+                    format!(
+                        "tunnels and public {} on {}",
+                        services.join(", "),
+                        join(&addrs)
+                    )
+                }
+                Mode::Agent(a) => {
+                    let services: Vec<String> = a
+                        .services
+                        .iter()
+                        .map(|s| format!("{}={}", s.name, s.addr))
+                        .collect();
+                    format!(
+                        "relay {}; services {}; pool {}",
+                        a.relay,
+                        services.join(" "),
+                        a.pool
+                    )
+                }
+            };
+            format!("listener {} ({}): {what}", l.name, l.mode.word())
+        })
+        .collect()
+}
+
+fn join(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The event loop and everything it owns.
@@ -233,14 +284,10 @@ impl Server {
     fn new_kind(&self, listener: &config::Listener) -> io::Result<Kind> {
         Ok(match &listener.mode {
             Mode::Forward(f) => Kind::Forward(forward::ForwardState::new(f.clone())),
-            Mode::Relay(r) => {
-                Kind::Relay(Box::new(relay::RelayState::new(r.clone(), Random::open()?)))
+            Mode::Relay(r) => Kind::Relay(Box::new(relay::RelayState::new(r.clone()))),
+            Mode::Agent(a) => {
+                Kind::Agent(Box::new(agent::AgentState::new(a.clone(), &self.waker)?))
             }
-            Mode::Agent(a) => Kind::Agent(Box::new(agent::AgentState::new(
-                a.clone(),
-                Random::open()?,
-                &self.waker,
-            )?)),
         })
     }
 
@@ -279,13 +326,6 @@ impl Server {
             fields.push(format!("metrics={}", m.addr));
         }
         fields
-    }
-
-    /// Bytes of state one session costs besides its buffers (slab entry, heap entry).
-    pub fn session_overhead() -> usize {
-        std::mem::size_of::<Entry>()
-            + std::mem::size_of::<usize>()
-            + std::mem::size_of::<crate::core::timers::Entry<Key>>()
     }
 
     /// Runs until stopped by signals (or, for an agent, by `--exit-on-disconnect`).
@@ -661,7 +701,7 @@ fn notify(state: &str) {
     if let Err(e) = crate::systemd::notify(state) {
         log::debug!(
             "cannot notify the service manager: {}",
-            crate::net::describe(&e)
+            crate::os::net::describe(&e)
         );
     }
 }

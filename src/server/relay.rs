@@ -25,7 +25,8 @@ use crate::core::reason::CloseReason;
 use crate::core::session::{Preamble, Session};
 use crate::core::stream::Readiness;
 use crate::core::tunnel::{ready_reply, RelayTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
-use crate::net::{describe, Conn, Random};
+use crate::os::net::{describe, Conn};
+use crate::os::random;
 use crate::proto::auth::Secret;
 use crate::proto::tunnel;
 
@@ -136,28 +137,26 @@ pub(super) struct RelayState {
     /// Per service: waiting clients, oldest first, as (slot, id).
     queue: Vec<VecDeque<(usize, u64)>>,
     handshakes: usize,
-    random: Random,
     failures: Failures,
 }
 
 impl RelayState {
-    pub(super) fn new(cfg: Relay, random: Random) -> RelayState {
+    pub(super) fn new(cfg: Relay) -> RelayState {
         let names: Vec<String> = cfg.public.iter().map(|s| s.name.clone()).collect();
         let n = names.len();
         RelayState {
-            secret: cfg.secret,
+            secret: cfg.tunnel.secret,
             names,
             pair_timeout: cfg.pair_timeout,
             max_waiting: cfg.max_waiting,
             max_idle_tunnels: cfg.max_idle_tunnels,
             max_handshakes: cfg.max_handshakes,
-            policy: cfg.tunnel,
+            policy: cfg.tunnel.policy,
             tunnels: Slab::new(),
             waiting: Slab::new(),
             idle: vec![VecDeque::new(); n],
             queue: vec![VecDeque::new(); n],
             handshakes: 0,
-            random,
             failures: Failures::default(),
         }
     }
@@ -168,7 +167,7 @@ impl RelayState {
         self.max_waiting = cfg.max_waiting;
         self.max_idle_tunnels = cfg.max_idle_tunnels;
         self.max_handshakes = cfg.max_handshakes;
-        self.policy = cfg.tunnel;
+        self.policy = cfg.tunnel.policy;
     }
 
     /// Idle tunnels per service, for metrics.
@@ -279,7 +278,7 @@ impl Server {
             }
             return;
         }
-        let nonce = match r.random.nonce() {
+        let nonce = match random::nonce() {
             Ok(n) => n,
             Err(e) => {
                 warn!("tunnel {id} from {peer}: no random nonce: {}", describe(&e));

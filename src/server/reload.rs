@@ -22,7 +22,7 @@ use super::accept::{Port, Role};
 use super::listener::{Kind, Listener};
 use super::{notify, print_line, wanted, Server};
 use crate::config::{self, Config, Global, Mode, Source};
-use crate::net::describe;
+use crate::os::net::describe;
 
 /// Where a port of the new configuration comes from.
 enum PortPlan {
@@ -247,14 +247,14 @@ fn keeps_state(old: &Mode, new: &Mode) -> bool {
     match (old, new) {
         (Mode::Forward(_), Mode::Forward(_)) => true,
         (Mode::Relay(a), Mode::Relay(b)) => {
-            a.secret == b.secret
+            a.tunnel.secret == b.tunnel.secret
                 && a.public
                     .iter()
                     .map(|s| &s.name)
                     .eq(b.public.iter().map(|s| &s.name))
         }
         (Mode::Agent(a), Mode::Agent(b)) => {
-            a.secret == b.secret
+            a.tunnel.secret == b.tunnel.secret
                 && a.relay == b.relay
                 && a.services
                     .iter()

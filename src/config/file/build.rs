@@ -1,48 +1,40 @@
-//! The spanned document into a [`Config`]: process-wide settings, `[defaults]`, the
-//! listeners in file order, and the checks across listeners (unique names, no listen
+//! The spanned document into a [`Config`]: key checks for every table, then the one
+//! builder (`config::build`) for the process-wide settings, `[defaults]` and each
+//! listener in file order; and the checks across listeners (unique names, no listen
 //! address used twice, at least one and at most [`MAX_LISTENERS`] listeners).
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::Path;
 
 use toml::de::{DeTable, DeValue};
 
-use super::keys::{self, GLOBAL, MODES, TABLES};
-use super::modes::{self, Layers};
-use super::value::{located, string, table, Kind, Located, Result, Section, Span};
-use super::{line_column, MAX_LISTENERS};
-use crate::config::{self as cfg, defaults as dflt, Config, Global, Source};
+use super::keys::{self, TABLES};
+use super::layers::Layers;
+use super::line_column;
+use super::value::{string, table, Section, Value};
+use crate::config::build;
+use crate::config::setting::{Located, Result, Span, Taken};
+use crate::config::{Config, Source, MAX_LISTENERS, MODES};
 use crate::proto::tunnel::valid_service_name;
 
 /// The whole document into a [`Config`]; `text` gives line numbers for messages about
 /// two places.
 pub(super) fn config(root: &DeTable<'_>, text: &str, path: &Path) -> Result<Config> {
     let top = Section::new(root, "at the top level");
-    let known: Vec<&str> = GLOBAL.iter().chain(TABLES).copied().collect();
-    top.only(&known, &|key| keys::home(key, None))?;
-    let global = global(&top)?;
-    let defaults = match top.get("defaults") {
-        Some(v) => Some(Section::new(table("defaults", v)?, "in [defaults]")),
+    top.only(&keys::top_level(), &|key| keys::home(key, None))?;
+    let mut taken = Taken::default();
+    let global = build::global(&Layers::new(&top, None, 0..0, text, path), &mut taken)?;
+    let defaults = match top.get(TABLES[0]) {
+        Some(v) => Some(Section::new(table(TABLES[0], v)?, "in [defaults]")),
         None => None,
     };
     if let Some(d) = &defaults {
-        d.only(keys::PER_LISTENER, &|key| keys::home(key, None))?;
-        // Each default is checked on its own, even if no listener uses it.
-        let layers = Layers::new(d, None, 0..0);
-        modes::options(&layers, &global)?;
-        modes::tunnel_options(&layers)?;
+        d.only(&keys::defaults(), &|key| keys::home(key, None))?;
+        let layers = Layers::new(d, None, 0..0, text, path);
+        build::defaults(&layers, &global, &mut taken)?;
     }
     let tables = listener_tables(&top)?;
     let mut listeners = Vec::with_capacity(tables.len());
     let mut names: Vec<(String, Span)> = Vec::new();
-    let mut taken = Taken {
-        text,
-        seen: HashMap::new(),
-    };
-    if let (Some(addr), Some(v)) = (global.metrics_listen, top.get("metrics_listen")) {
-        taken.add(addr, &v.span())?;
-    }
     for (number, (mode, header, t)) in tables.into_iter().enumerate() {
         let (name, name_span) = listener_name(mode, t, &header, number)?;
         if let Some((_, first)) = names.iter().find(|(n, _)| *n == name) {
@@ -55,82 +47,21 @@ pub(super) fn config(root: &DeTable<'_>, text: &str, path: &Path) -> Result<Conf
             ));
         }
         let own = Section::new(t, format!("in [[{mode}]] '{name}'"));
-        let layers = Layers::new(&own, defaults.as_ref(), header);
-        let listener = modes::listener(mode, name.clone(), &layers, &global, path, &mut taken)?;
+        own.only(&keys::listener(mode), &|key| keys::home(key, Some(mode)))?;
+        let layers = Layers::new(&own, defaults.as_ref(), header, text, path);
+        listeners.push(build::listener(
+            mode,
+            name.clone(),
+            &layers,
+            &global,
+            &mut taken,
+        )?);
         names.push((name, name_span));
-        listeners.push(listener);
     }
     Ok(Config {
         global,
         listeners,
         source: Source::File(path.to_path_buf()),
-    })
-}
-
-/// Listen addresses seen so far, to refuse one used twice (port 0 excepted).
-#[derive(Debug)]
-pub(super) struct Taken<'t> {
-    text: &'t str,
-    seen: HashMap<SocketAddr, Span>,
-}
-
-impl Taken<'_> {
-    /// Records `addr`, written at `span`; refuses it if already recorded.
-    pub fn add(&mut self, addr: SocketAddr, span: &Span) -> Result<()> {
-        if addr.port() == 0 {
-            return Ok(());
-        }
-        if let Some(first) = self.seen.get(&addr) {
-            return Err(Located::new(
-                span.clone(),
-                format!(
-                    "address {addr} is already used on line {}",
-                    line_column(self.text, first.start).0
-                ),
-            ));
-        }
-        self.seen.insert(addr, span.clone());
-        Ok(())
-    }
-}
-
-/// The process-wide settings.
-fn global(top: &Section<'_, '_>) -> Result<Global> {
-    let layers = Layers::new(top, None, 0..0);
-    let (text, span) = layers.text("buffer_size", Kind::Size, dflt::BUFFER_SIZE)?;
-    let buffer_size =
-        cfg::parse_size("buffer_size", &text, cfg::MAX_BUFFER).map_err(located(&span))?;
-    let (text, span) = layers.text("max_sessions", Kind::Whole, dflt::MAX_SESSIONS)?;
-    let max_sessions =
-        cfg::parse_count("max_sessions", &text, cfg::MAX_SESSIONS).map_err(located(&span))?;
-    let pool_buffers = match layers.optional("pool_budget", Kind::Size)? {
-        None => max_sessions.saturating_mul(2),
-        Some((text, span)) => {
-            let budget =
-                cfg::parse_size("pool_budget", &text, usize::MAX).map_err(located(&span))?;
-            (budget / buffer_size).max(1)
-        }
-    };
-    let metrics_listen = match layers.optional("metrics_listen", Kind::Text)? {
-        None => None,
-        Some((text, span)) => {
-            let addrs =
-                cfg::parse_address("metrics_listen", &text, true).map_err(located(&span))?;
-            addrs.first().copied()
-        }
-    };
-    let (text, span) = layers.text("log_format", Kind::Text, dflt::LOG_FORMAT)?;
-    let log_format = cfg::parse_log_format("log_format", &text).map_err(located(&span))?;
-    let (text, span) = layers.text("log_rate", Kind::Whole, dflt::LOG_RATE)?;
-    let log_rate = cfg::parse_rate("log_rate", &text).map_err(located(&span))?;
-    Ok(Global {
-        buffer_size,
-        max_sessions,
-        pool_buffers,
-        drain_timeout: layers.duration("drain_timeout", dflt::DRAIN_TIMEOUT)?,
-        metrics_listen,
-        log_format,
-        log_rate,
     })
 }
 
@@ -151,7 +82,7 @@ fn listener_tables<'a, 'i>(
             ));
         };
         for item in items.iter() {
-            found.push((*mode, item.span(), table(mode, item)?));
+            found.push((mode, item.span(), table(mode, item)?));
         }
     }
     found.sort_by_key(|(_, span, _)| span.start);
@@ -177,7 +108,7 @@ fn listener_name(
     header: &Span,
     number: usize,
 ) -> Result<(String, Span)> {
-    let Some(value) = t.get("name") else {
+    let Some(value): Option<&Value<'_>> = t.get("name") else {
         return Err(Located::new(
             header.clone(),
             format!(

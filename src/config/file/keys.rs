@@ -1,91 +1,60 @@
-//! The keys of each table: which are known where, and where a misplaced key belongs.
+//! The keys each table may hold, and where a misplaced key belongs: all read off the
+//! table of options, so a new option is known to config files the moment it is defined.
 
-/// Process-wide settings: top-level keys.
-pub(super) const GLOBAL: &[&str] = &[
-    "buffer_size",
-    "max_sessions",
-    "pool_budget",
-    "drain_timeout",
-    "metrics_listen",
-    "log_format",
-    "log_rate",
-];
+use crate::config::meta::Scope;
+use crate::config::options::{self, NAME};
+use crate::config::MODES;
 
 /// The tables of the top level.
-pub(super) const TABLES: &[&str] = &["defaults", "forward", "relay", "agent"];
+pub(super) const TABLES: [&str; 4] = ["defaults", MODES[0], MODES[1], MODES[2]];
 
-/// The listener modes, as table names.
-pub(super) const MODES: &[&str] = &["forward", "relay", "agent"];
-
-/// Options of every listener, which `[defaults]` may set.
-pub(super) const COMMON: &[&str] = &[
-    "connect_timeout",
-    "idle_timeout",
-    "half_close_timeout",
-    "reset_policy",
-    "max_sessions",
-];
-
-/// Tunnel options, used by relay and agent listeners.
-pub(super) const TUNNEL: &[&str] = &[
-    "handshake_timeout",
-    "heartbeat_interval",
-    "heartbeat_timeout",
-];
+/// The keys of the top level: process-wide settings, then the tables.
+pub(super) fn top_level() -> Vec<&'static str> {
+    options::all()
+        .into_iter()
+        .filter(|m| m.scope == Scope::Global)
+        .map(|m| m.key)
+        .chain(TABLES)
+        .collect()
+}
 
 /// The keys `[defaults]` may hold.
-pub(super) const PER_LISTENER: &[&str] = &[
-    "connect_timeout",
-    "idle_timeout",
-    "half_close_timeout",
-    "reset_policy",
-    "max_sessions",
-    "handshake_timeout",
-    "heartbeat_interval",
-    "heartbeat_timeout",
-];
+pub(super) fn defaults() -> Vec<&'static str> {
+    options::all()
+        .into_iter()
+        .filter(|m| m.scope.in_defaults())
+        .map(|m| m.key)
+        .collect()
+}
 
-/// The keys of each mode's table, besides [`COMMON`] (and [`TUNNEL`] for relay and agent).
-const OWN: [&[&str]; 3] = [
-    &["name", "listen", "upstream"],
-    &[
-        "name",
-        "tunnel_listen",
-        "public",
-        "secret_file",
-        "pair_timeout",
-        "max_waiting",
-        "max_idle_tunnels",
-        "max_handshakes",
-    ],
-    &[
-        "name",
-        "relay",
-        "service",
-        "secret_file",
-        "pool",
-        "exit_on_disconnect",
-        "backoff_max",
-    ],
-];
+/// The keys a table of `mode` may hold.
+pub(super) fn listener(mode: &str) -> Vec<&'static str> {
+    std::iter::once(NAME.key)
+        .chain(options::of_mode(mode).into_iter().map(|m| m.key))
+        .collect()
+}
 
 /// Where a key that is known elsewhere belongs, for an error about it in a table of
 /// `mode` (`None`: the top level or `[defaults]`).
 pub(super) fn home(key: &str, mode: Option<&str>) -> Option<String> {
-    if mode == Some("forward") && TUNNEL.contains(&key) {
+    let scopes: Vec<Scope> = options::all()
+        .into_iter()
+        .filter(|m| m.key == key)
+        .map(|m| m.scope)
+        .collect();
+    if mode == Some(MODES[0]) && scopes.contains(&Scope::Tunnel) {
         return Some("tunnel options are for [[relay]] and [[agent]] listeners only".into());
     }
-    if GLOBAL.contains(&key) {
+    if scopes.contains(&Scope::Global) {
         return Some("process-wide settings go at the top, before any table".into());
     }
-    if PER_LISTENER.contains(&key) {
+    if scopes.iter().any(|s| s.in_defaults()) {
         return Some("per-listener options go in [defaults] or a listener table".into());
     }
     let owners: Vec<String> = MODES
         .iter()
-        .zip(OWN)
-        .filter(|(_, keys)| keys.contains(&key))
-        .map(|(m, _)| format!("[[{m}]]"))
+        .filter(|mode| scopes.iter().any(|s| s.applies_to(mode)))
+        .map(|m| format!("[[{m}]]"))
         .collect();
     match owners.as_slice() {
         [] => None,
@@ -95,15 +64,4 @@ pub(super) fn home(key: &str, mode: Option<&str>) -> Option<String> {
             first.join(", ")
         )),
     }
-}
-
-/// The keys a table of `mode` may hold.
-pub(super) fn listener_keys(mode: &str) -> Vec<&'static str> {
-    let position = MODES.iter().position(|m| *m == mode).unwrap_or(0);
-    let mut known: Vec<&str> = OWN.get(position).copied().unwrap_or_default().to_vec();
-    known.extend(COMMON);
-    if mode != "forward" {
-        known.extend(TUNNEL);
-    }
-    known
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::tests::{err, ok, scratch, write_secret};
 use super::*;
-use crate::config::Mode;
+use crate::config::parse::{render_duration, render_size};
+use crate::config::{Mode, MAX_LISTENERS};
 
 /// A file with every mode, its secrets in `dir`.
 fn all_modes(secret: &str) -> String {
@@ -78,12 +79,12 @@ fn every_mode_in_one_file_in_file_order() {
             ("web.v2", "127.0.0.1:8080".to_string())
         ]
     );
-    assert_eq!(a.secret_file, secret_path);
+    assert_eq!(a.tunnel.secret_file, secret_path);
     assert_eq!((a.pool, a.exit_on_disconnect), (2, true));
     assert_eq!(a.backoff_max, Duration::from_secs(60));
-    assert_eq!(a.tunnel.handshake_timeout, Duration::from_secs(5));
-    assert_eq!(a.tunnel.heartbeat_interval, Duration::from_secs(10));
-    assert_eq!(a.tunnel.heartbeat_timeout, Duration::from_secs(45));
+    assert_eq!(a.tunnel.policy.handshake_timeout, Duration::from_secs(5));
+    assert_eq!(a.tunnel.policy.heartbeat_interval, Duration::from_secs(10));
+    assert_eq!(a.tunnel.policy.heartbeat_timeout, Duration::from_secs(45));
 
     let relay = &c.listeners[2];
     assert_eq!(relay.policy.connect_timeout, Duration::from_secs(4));
@@ -93,14 +94,14 @@ fn every_mode_in_one_file_in_file_order() {
     assert_eq!(r.tunnel_listen, "127.0.0.1:0".parse().expect("addr"));
     let public: Vec<&str> = r.public.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(public, ["ssh", "web"]);
-    assert_eq!(r.secret, a.secret);
-    assert_eq!(r.secret_file, secret_path);
+    assert_eq!(r.tunnel.secret, a.tunnel.secret);
+    assert_eq!(r.tunnel.secret_file, secret_path);
     assert_eq!(r.pair_timeout, Duration::from_secs(3));
     assert_eq!(
         (r.max_waiting, r.max_idle_tunnels, r.max_handshakes),
         (8, 9, 10)
     );
-    assert_eq!(r.tunnel.heartbeat_timeout, Duration::from_secs(30));
+    assert_eq!(r.tunnel.policy.heartbeat_timeout, Duration::from_secs(30));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -115,9 +116,9 @@ fn agent_defaults_are_the_command_lines() {
     };
     assert_eq!((a.pool, a.exit_on_disconnect), (4, false));
     assert_eq!(a.backoff_max, Duration::from_secs(30));
-    assert_eq!(a.tunnel.handshake_timeout, Duration::from_secs(5));
-    assert_eq!(a.tunnel.heartbeat_interval, Duration::from_secs(20));
-    assert_eq!(a.tunnel.heartbeat_timeout, Duration::from_secs(60));
+    assert_eq!(a.tunnel.policy.handshake_timeout, Duration::from_secs(5));
+    assert_eq!(a.tunnel.policy.heartbeat_interval, Duration::from_secs(20));
+    assert_eq!(a.tunnel.policy.heartbeat_timeout, Duration::from_secs(60));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -2,50 +2,18 @@
 //! text each parser reads), and the check that refuses unknown keys, with a suggestion
 //! when a known key is within two edits.
 
-use std::ops::Range;
-
 use toml::de::{DeString, DeTable, DeValue};
 use toml::Spanned;
 
-use crate::config::ConfigError;
-
-/// A byte range of the file.
-pub(super) type Span = Range<usize>;
+use crate::config::meta::Kind;
+use crate::config::setting::{Located, Result, Span};
 
 /// A value of the document with its byte range.
 pub(super) type Value<'i> = Spanned<DeValue<'i>>;
 
-/// A problem at a byte range of the file (made a [`FileError`](super::FileError) with
-/// the line and column at the end).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Located {
-    /// Where: the offending key or value.
-    pub span: Span,
-    /// What is wrong.
-    pub problem: String,
-}
-
-impl Located {
-    /// A problem at `span`.
-    pub fn new(span: Span, problem: impl Into<String>) -> Located {
-        Located {
-            span,
-            problem: problem.into(),
-        }
-    }
-}
-
-/// Results of reading the file.
-pub(super) type Result<T> = std::result::Result<T, Located>;
-
-/// Places a parser's error at `span` (the value it read).
-pub(super) fn located(span: &Span) -> impl FnOnce(ConfigError) -> Located + '_ {
-    move |e| Located::new(span.clone(), e.to_string())
-}
-
-/// What a key's value may be written as.
+/// What a key's value may be written as in TOML.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Kind {
+pub(super) enum FileType {
     /// A string: durations, addresses, words.
     Text,
     /// An integer: counts and rates.
@@ -54,17 +22,28 @@ pub(super) enum Kind {
     Size,
 }
 
+impl FileType {
+    /// How a single value of this kind is written.
+    pub(super) fn of(kind: Kind) -> FileType {
+        match kind {
+            Kind::Count { .. } | Kind::Rate => FileType::Whole,
+            Kind::Size { .. } => FileType::Size,
+            _ => FileType::Text,
+        }
+    }
+}
+
 /// The text the parser of `key` reads from `value`, after checking its type.
-pub(super) fn text_of(key: &str, value: &Value<'_>, kind: Kind) -> Result<String> {
+pub(super) fn text_of(key: &str, value: &Value<'_>, kind: FileType) -> Result<String> {
     match (kind, value.get_ref()) {
-        (Kind::Text | Kind::Size, DeValue::String(s)) => Ok(s.to_string()),
-        (Kind::Whole | Kind::Size, DeValue::Integer(i)) => {
+        (FileType::Text | FileType::Size, DeValue::String(s)) => Ok(s.to_string()),
+        (FileType::Whole | FileType::Size, DeValue::Integer(i)) => {
             Ok(i128::from_str_radix(i.as_str(), i.radix())
                 .map_or_else(|_| i.to_string(), |n| n.to_string()))
         }
-        (Kind::Text, _) => Err(wrong_type(key, value, "a string")),
-        (Kind::Whole, _) => Err(wrong_type(key, value, "an integer")),
-        (Kind::Size, _) => Err(wrong_type(
+        (FileType::Text, _) => Err(wrong_type(key, value, "a string")),
+        (FileType::Whole, _) => Err(wrong_type(key, value, "an integer")),
+        (FileType::Size, _) => Err(wrong_type(
             key,
             value,
             "a size (e.g. \"16KiB\") or an integer",
@@ -138,7 +117,7 @@ pub(super) struct Section<'a, 'i> {
 
 impl<'a, 'i> Section<'a, 'i> {
     /// `table`, named `place` in errors.
-    pub fn new(table: &'a DeTable<'i>, place: impl Into<String>) -> Self {
+    pub(super) fn new(table: &'a DeTable<'i>, place: impl Into<String>) -> Self {
         Section {
             table,
             place: place.into(),
@@ -146,12 +125,12 @@ impl<'a, 'i> Section<'a, 'i> {
     }
 
     /// The value of `key`, if given.
-    pub fn get(&self, key: &str) -> Option<&'a Value<'i>> {
+    pub(super) fn get(&self, key: &str) -> Option<&'a Value<'i>> {
         self.table.get(key)
     }
 
     /// The entries in the order they appear in the file.
-    pub fn entries(&self) -> Vec<(&'a Spanned<DeString<'i>>, &'a Value<'i>)> {
+    pub(super) fn entries(&self) -> Vec<(&'a Spanned<DeString<'i>>, &'a Value<'i>)> {
         let mut entries: Vec<_> = self.table.iter().collect();
         entries.sort_by_key(|(k, _)| k.span().start);
         entries
@@ -159,7 +138,7 @@ impl<'a, 'i> Section<'a, 'i> {
 
     /// Refuses the first key (in file order) not in `known`. `home` says where a key
     /// known elsewhere belongs; otherwise a known key within two edits is suggested.
-    pub fn only(&self, known: &[&str], home: &dyn Fn(&str) -> Option<String>) -> Result<()> {
+    pub(super) fn only(&self, known: &[&str], home: &dyn Fn(&str) -> Option<String>) -> Result<()> {
         for (key, _) in self.entries() {
             let name: &str = key.get_ref();
             if known.contains(&name) {

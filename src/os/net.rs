@@ -1,10 +1,6 @@
-//! The operating-system layer: TCP sockets as core [`Stream`]s, dialing, and the few
-//! process-wide settings (SIGPIPE, the open-files limit).
-//!
-//! With `systemd.rs` (inherited descriptors, the monotonic clock), this is one of the two
-//! modules with `unsafe` code: three libc calls that neither std nor socket2 offer
-//! (ignoring SIGPIPE, raising RLIMIT_NOFILE, reading SIOCOUTQ). Each has a `SAFETY:`
-//! note. Everything else goes through mio and socket2.
+//! TCP sockets as core [`Stream`]s: accepted and dialed connections, listening sockets,
+//! and the one libc call neither std nor socket2 offer (reading SIOCOUTQ, with its
+//! `SAFETY:` note). Everything else goes through mio and socket2.
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -120,93 +116,11 @@ pub fn listen(addr: SocketAddr, backlog: i32) -> io::Result<mio::net::TcpListene
     Ok(mio::net::TcpListener::from_std(socket.into()))
 }
 
-/// Ignores SIGPIPE for the whole process, so a write to a reset peer returns EPIPE instead
-/// of killing us (std ignores it before `main` today, but embedding or build flags can
-/// undo that; `writev` has no per-call opt-out).
-pub fn ignore_sigpipe() {
-    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code and has
-    // no memory effects; it is done once at start-up before any thread is spawned.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
-}
-
-/// The open-files limit after trying to raise the soft limit to `wanted` (never above the
-/// hard limit). Returns `(soft, hard)`.
-pub fn raise_nofile(wanted: u64) -> io::Result<(u64, u64)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit struct through a pointer to a live local.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let target = wanted.min(lim.rlim_max);
-    if target > lim.rlim_cur {
-        let raised = libc::rlimit {
-            rlim_cur: target,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: setrlimit reads one rlimit struct from a pointer to a live local.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim.rlim_cur = target;
-        }
-    }
-    Ok((lim.rlim_cur, lim.rlim_max))
-}
-
-/// Descriptors open in this process now (Linux: `/proc/self/fd`), or `None` if unknown.
-pub fn open_descriptors() -> Option<usize> {
-    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
-}
-
-/// Sorts an `accept` error: true for a resource shortage (pause the listener and retry
-/// from a timer), false for an error about one connection (skip it, accept the next).
-pub fn accept_error_is_resource(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
-}
-
 /// A readable name for an I/O error, without the "(os error N)" noise.
 pub fn describe(e: &io::Error) -> String {
     let text = e.to_string();
     match text.find(" (os error") {
         Some(i) => text[..i].to_string(),
         None => text,
-    }
-}
-
-/// Random bytes from the kernel (`/dev/urandom`): nonces, secrets and backoff jitter.
-#[derive(Debug)]
-pub struct Random(std::fs::File);
-
-impl Random {
-    /// Opens the kernel's random source (one descriptor for the process's life).
-    pub fn open() -> io::Result<Random> {
-        std::fs::File::open("/dev/urandom").map(Random)
-    }
-
-    /// Fills `buf` with random bytes.
-    pub fn fill(&mut self, buf: &mut [u8]) -> io::Result<()> {
-        self.0.read_exact(buf)
-    }
-
-    /// A fresh 32-byte nonce.
-    pub fn nonce(&mut self) -> io::Result<[u8; 32]> {
-        let mut n = [0u8; 32];
-        self.fill(&mut n)?;
-        Ok(n)
-    }
-
-    /// A number in `0..n` (n > 0), for jitter.
-    pub fn below(&mut self, n: u64) -> u64 {
-        let mut b = [0u8; 8];
-        match self.fill(&mut b) {
-            Ok(()) => u64::from_le_bytes(b) % n.max(1),
-            Err(_) => 0,
-        }
     }
 }

@@ -1,0 +1,152 @@
+//! The one builder: reads the table's options from a front end ([`Values`]) into the
+//! configuration structs. The command line and config files differ only in how they
+//! answer `Values`; every default, bound, parser and cross-check is here or in the table.
+
+use super::meta::{Fallback, Kind, Meta};
+use super::options::{
+    AGENT, FORWARD, GLOBAL, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, RELAY, SESSION, TUNNEL,
+};
+use super::setting::{load_all, Cx, Located, Origin, Raw, Result, Taken, Values};
+use super::{
+    Agent, Forward, Global, Listener, Mode, Relay, TunnelOptions, MODES, RESET_FLUSH_TIMEOUT,
+};
+use crate::core::session::Policy;
+
+/// Reads the process-wide settings.
+pub fn global(values: &dyn Values, taken: &mut Taken) -> Result<Global> {
+    let mut cx = Cx {
+        values,
+        global: None,
+        taken,
+    };
+    let mut g = Global::default();
+    load_all(GLOBAL, |_| true, &mut cx, &mut g)?;
+    if g.pool_buffers == 0 {
+        // The derived default: two buffers per session.
+        g.pool_buffers = g.max_sessions.saturating_mul(2);
+    }
+    Ok(g)
+}
+
+/// Checks the per-listener options a config file's `[defaults]` holds, each on its own
+/// (even those no listener uses).
+pub fn defaults(values: &dyn Values, global: &Global, taken: &mut Taken) -> Result<()> {
+    let mut cx = Cx {
+        values,
+        global: Some(global),
+        taken,
+    };
+    let in_defaults = |m: &Meta| m.scope.in_defaults();
+    load_all(SESSION, in_defaults, &mut cx, &mut blank(String::new()))?;
+    let mut tunnel = TunnelOptions::default();
+    load_all(TUNNEL, in_defaults, &mut cx, &mut tunnel)?;
+    check_heartbeat(values, &tunnel)
+}
+
+/// Reads one listener of `mode` (one of [`MODES`]), named `name`.
+pub fn listener(
+    mode: &str,
+    name: String,
+    values: &dyn Values,
+    global: &Global,
+    taken: &mut Taken,
+) -> Result<Listener> {
+    let mut cx = Cx {
+        values,
+        global: Some(global),
+        taken,
+    };
+    let mut l = blank(name);
+    load_all(SESSION, |_| true, &mut cx, &mut l)?;
+    l.policy.reset_flush_timeout = RESET_FLUSH_TIMEOUT;
+    let all = |_: &Meta| true;
+    l.mode = match mode {
+        "forward" => {
+            let mut f = Forward::default();
+            load_all(FORWARD, all, &mut cx, &mut f)?;
+            Mode::Forward(f)
+        }
+        "relay" => {
+            let mut r = Relay::default();
+            load_all(RELAY, all, &mut cx, &mut r)?;
+            r.tunnel = tunnel(&mut cx)?;
+            Mode::Relay(r)
+        }
+        _ => {
+            debug_assert_eq!(mode, MODES[2]);
+            let mut a = Agent::default();
+            load_all(AGENT, all, &mut cx, &mut a)?;
+            a.tunnel = tunnel(&mut cx)?;
+            Mode::Agent(a)
+        }
+    };
+    Ok(l)
+}
+
+/// A listener with nothing read yet.
+fn blank(name: String) -> Listener {
+    Listener {
+        name,
+        policy: Policy::default(),
+        max_sessions: None,
+        mode: Mode::Forward(Forward::default()),
+    }
+}
+
+/// The tunnel options: timeouts, their cross-check, then the secret file (the file
+/// system last, so every other mistake is reported first).
+fn tunnel(cx: &mut Cx<'_>) -> Result<TunnelOptions> {
+    let mut t = TunnelOptions::default();
+    let secret = |m: &Meta| m.kind == Kind::SecretFile;
+    load_all(TUNNEL, |m| !secret(m), cx, &mut t)?;
+    check_heartbeat(cx.values, &t)?;
+    load_all(TUNNEL, secret, cx, &mut t)?;
+    Ok(t)
+}
+
+/// The heartbeat timeout must be longer than the interval. The error points at
+/// whichever of the two is written nearest (own table over `[defaults]` over default).
+fn check_heartbeat(values: &dyn Values, t: &TunnelOptions) -> Result<()> {
+    if t.policy.heartbeat_timeout > t.policy.heartbeat_interval {
+        return Ok(());
+    }
+    let (i_text, i_span, i_origin) = written(values, &HEARTBEAT_INTERVAL.meta)?;
+    let (t_text, t_span, t_origin) = written(values, &HEARTBEAT_TIMEOUT.meta)?;
+    let (i_name, t_name) = (
+        values.name(&HEARTBEAT_INTERVAL.meta),
+        values.name(&HEARTBEAT_TIMEOUT.meta),
+    );
+    Err(if t_origin >= i_origin {
+        Located::new(
+            t_span,
+            format!(
+                "invalid value '{t_text}' for {t_name}: must be longer than {i_name} ({i_text})"
+            ),
+        )
+    } else {
+        Located::new(
+            i_span,
+            format!(
+                "invalid value '{i_text}' for {i_name}: must be shorter than {t_name} ({t_text})"
+            ),
+        )
+    })
+}
+
+/// The text of a single-valued option as written (or its default), where, and from
+/// which layer.
+fn written(values: &dyn Values, meta: &Meta) -> Result<(String, super::setting::Span, Origin)> {
+    match values.get(meta)? {
+        Some(given) => match given.raw {
+            Raw::One(t) => Ok((t.text, t.span, given.origin)),
+            _ => Ok((String::new(), given.span, given.origin)),
+        },
+        None => {
+            let text = match meta.fallback {
+                Fallback::Value(text) => text,
+                _ => "",
+            };
+            Ok((text.to_string(), values.here(), Origin::Builtin))
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! A config file as a front end of the builder: an option is looked up in its table, then
+//! (for per-listener options) in `[defaults]`; its TOML value is checked against the
+//! type its kind is written as and handed over with its byte range.
+
+use std::path::{Path, PathBuf};
+
+use super::line_column;
+use super::value::{boolean, strings, table, text_of, FileType, Section, Value};
+use crate::config::meta::{Kind, Meta};
+use crate::config::setting::{Given, Located, Origin, Pair, Raw, Result, Span, Text, Values};
+
+/// Where a table's options are looked up: its own table, then `[defaults]`.
+#[derive(Debug)]
+pub(super) struct Layers<'s, 'a, 'i> {
+    own: &'s Section<'a, 'i>,
+    defaults: Option<&'s Section<'a, 'i>>,
+    /// The table's header: where a missing key or a built-in default is reported.
+    header: Span,
+    /// The whole file, for line numbers.
+    text: &'s str,
+    /// The config file, which relative paths are relative to.
+    path: &'s Path,
+}
+
+impl<'s, 'a, 'i> Layers<'s, 'a, 'i> {
+    /// Looks in `own`, then in `defaults`.
+    pub(super) fn new(
+        own: &'s Section<'a, 'i>,
+        defaults: Option<&'s Section<'a, 'i>>,
+        header: Span,
+        text: &'s str,
+        path: &'s Path,
+    ) -> Self {
+        Layers {
+            own,
+            defaults,
+            header,
+            text,
+            path,
+        }
+    }
+
+    fn find(&self, meta: &Meta) -> Option<(&'a Value<'i>, Origin)> {
+        if let Some(v) = self.own.get(meta.key) {
+            return Some((v, Origin::Own));
+        }
+        self.defaults
+            .filter(|_| meta.scope.in_defaults())
+            .and_then(|d| d.get(meta.key))
+            .map(|v| (v, Origin::Defaults))
+    }
+}
+
+impl Values for Layers<'_, '_, '_> {
+    fn get(&self, meta: &Meta) -> Result<Option<Given>> {
+        let Some((v, origin)) = self.find(meta) else {
+            return Ok(None);
+        };
+        let key = meta.key;
+        let raw = match meta.kind {
+            Kind::Switch => Raw::Switch(boolean(key, v)?),
+            Kind::Addresses { .. } => Raw::Many(
+                strings(key, v)?
+                    .into_iter()
+                    .map(|(text, span)| Text {
+                        text: text.to_string(),
+                        span,
+                    })
+                    .collect(),
+            ),
+            Kind::Services { .. } => {
+                let entries = Section::new(table(key, v)?, "").entries();
+                let pairs = entries
+                    .into_iter()
+                    .map(|(name, addr)| {
+                        let name_text: &str = name.get_ref();
+                        Ok(Pair {
+                            name: Text {
+                                text: name_text.to_string(),
+                                span: name.span(),
+                            },
+                            addr: Text {
+                                text: text_of(&format!("{key}.{name_text}"), addr, FileType::Text)?,
+                                span: addr.span(),
+                            },
+                            whole: name_text.to_string(),
+                        })
+                    })
+                    .collect::<Result<Vec<Pair>>>()?;
+                Raw::Pairs(pairs)
+            }
+            kind => Raw::One(Text {
+                text: text_of(key, v, FileType::of(kind))?,
+                span: v.span(),
+            }),
+        };
+        Ok(Some(Given {
+            raw,
+            span: v.span(),
+            origin,
+        }))
+    }
+
+    fn name(&self, meta: &Meta) -> String {
+        meta.key.to_string()
+    }
+
+    fn item(&self, meta: &Meta, item: &str) -> String {
+        format!("{}.{item}", meta.key)
+    }
+
+    fn missing(&self, meta: &Meta) -> Located {
+        Located::new(
+            self.header.clone(),
+            format!("missing key '{}' {}", meta.key, self.own.place),
+        )
+    }
+
+    fn here(&self) -> Span {
+        self.header.clone()
+    }
+
+    fn place(&self, _: &Meta, span: &Span) -> String {
+        format!("on line {}", line_column(self.text, span.start).0)
+    }
+
+    fn path(&self, written: &str) -> PathBuf {
+        let given = Path::new(written);
+        let joined = if given.is_absolute() {
+            given.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new("")).join(given)
+        };
+        std::path::absolute(&joined).unwrap_or(joined)
+    }
+}

@@ -1,0 +1,167 @@
+//! How many sessions a configuration may have under the open-files limit, and the memory
+//! bound that follows: one computation, so `run` (after raising its soft limit toward
+//! the hard one) and `check` (reporting what `run` would do) print the same lines for the
+//! same input.
+//!
+//! Each session needs two descriptors; a relay's idle tunnels and handshakes and an
+//! agent's idle tunnels need theirs. A session limit the open-files limit cannot carry
+//! is lowered, as HAProxy derives `maxconn` from `ulimit -n`: accepting a client we could
+//! not dial for would only close it at once. Pure: the limits are passed in.
+
+use super::parse::human_size;
+use super::Config;
+
+/// Descriptors kept free besides sessions' and the modes' sockets.
+const SPARE: usize = 16;
+
+/// The session limit a configuration runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizing {
+    /// Sessions alive at once, over all listeners.
+    pub max_sessions: usize,
+    /// Set when the configured limit was lowered to fit the open-files limit.
+    pub lowered: Option<Lowered>,
+}
+
+/// Why and from what the session limit was lowered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lowered {
+    /// The open-files soft limit that did not allow more.
+    pub limit: u64,
+    /// The configured `max_sessions`.
+    pub wanted: usize,
+}
+
+/// Descriptors the configuration wants: two per session, the modes' sockets, those open
+/// now (`open_now`) and a few spare. `run` raises its soft limit toward this.
+pub fn descriptors_wanted(config: &Config, open_now: usize) -> u64 {
+    let total = config
+        .global
+        .max_sessions
+        .saturating_mul(2)
+        .saturating_add(in_use(config, open_now))
+        .saturating_add(SPARE);
+    u64::try_from(total).unwrap_or(u64::MAX)
+}
+
+/// The session limit under an open-files soft limit of `soft` (`None`: unknown, keep
+/// the configured one).
+pub fn sessions(config: &Config, open_now: usize, soft: Option<u64>) -> Sizing {
+    let wanted = config.global.max_sessions;
+    let Some(soft) = soft else {
+        return Sizing {
+            max_sessions: wanted,
+            lowered: None,
+        };
+    };
+    let affordable = usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(in_use(config, open_now).saturating_add(SPARE))
+        / 2;
+    if affordable < wanted {
+        Sizing {
+            max_sessions: affordable.max(1),
+            lowered: Some(Lowered {
+                limit: soft,
+                wanted,
+            }),
+        }
+    } else {
+        Sizing {
+            max_sessions: wanted,
+            lowered: None,
+        }
+    }
+}
+
+/// Descriptors besides sessions': those open now and the modes' sockets.
+fn in_use(config: &Config, open_now: usize) -> usize {
+    config
+        .listeners
+        .iter()
+        .map(|l| l.mode.extra_sockets())
+        .fold(open_now, usize::saturating_add)
+}
+
+impl Sizing {
+    /// The line saying the limit was lowered, if it was.
+    pub fn lowered_line(&self) -> Option<String> {
+        self.lowered.map(|l| {
+            format!(
+                "open-files limit {} allows {} sessions: max_sessions {} lowered",
+                l.limit, self.max_sessions, l.wanted
+            )
+        })
+    }
+
+    /// The memory bound: the pool budget, and `per_session` bytes of state for each
+    /// session (slab and timer entries).
+    pub fn memory_line(&self, config: &Config, per_session: usize) -> String {
+        let g = &config.global;
+        format!(
+            "memory bound: {} of buffers ({} x {}) + {} of session state ({} sessions)",
+            human_size(g.buffer_bound()),
+            g.pool_buffers,
+            human_size(g.buffer_size),
+            human_size(self.max_sessions.saturating_mul(per_session)),
+            self.max_sessions
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::file::parse;
+    use std::path::Path;
+
+    fn config(max_sessions: usize) -> Config {
+        let text = format!(
+            "max_sessions = {max_sessions}\n[[forward]]\nname = \"f\"\n\
+             listen = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:9\"\n"
+        );
+        parse(&text, Path::new("t.toml")).expect("valid")
+    }
+
+    #[test]
+    fn a_limit_that_carries_every_session_changes_nothing() {
+        let c = config(100);
+        assert_eq!(descriptors_wanted(&c, 4), 200 + 4 + 16);
+        let s = sessions(&c, 4, Some(220));
+        assert_eq!((s.max_sessions, s.lowered), (100, None));
+        assert_eq!(s.lowered_line(), None);
+        assert_eq!(sessions(&c, 4, None).max_sessions, 100);
+    }
+
+    #[test]
+    fn a_small_limit_lowers_the_sessions_and_says_so() {
+        let c = config(100);
+        let s = sessions(&c, 4, Some(120));
+        assert_eq!(s.max_sessions, 50);
+        assert_eq!(
+            s.lowered,
+            Some(Lowered {
+                limit: 120,
+                wanted: 100
+            })
+        );
+        assert_eq!(
+            s.lowered_line().as_deref(),
+            Some("open-files limit 120 allows 50 sessions: max_sessions 100 lowered")
+        );
+        assert_eq!(sessions(&c, 4, Some(3)).max_sessions, 1, "never zero");
+    }
+
+    #[test]
+    fn the_memory_bound_counts_the_sessions_that_run() {
+        let c = config(1024);
+        let s = sessions(&c, 4, Some(20_000));
+        assert_eq!(
+            s.memory_line(&c, 490),
+            "memory bound: 32 MiB of buffers (2048 x 16 KiB) + 490 KiB of session state \
+             (1024 sessions)"
+        );
+        let lowered = sessions(&c, 4, Some(1044));
+        assert!(lowered.memory_line(&c, 490).ends_with("(512 sessions)"));
+    }
+}

@@ -1,0 +1,94 @@
+//! The operating-system layer: sockets as core streams (`net`), random bytes (`random`),
+//! systemd (`systemd`), and the few process-wide settings here (SIGPIPE, the open-files
+//! limit). The only modules with `unsafe` code, each block with a `SAFETY:` note: the
+//! rest of the crate denies it.
+
+use std::io;
+
+pub mod net;
+pub mod random;
+
+/// Ignores SIGPIPE for the whole process, so a write to a reset peer returns EPIPE instead
+/// of killing us (std ignores it before `main` today, but embedding or build flags can
+/// undo that; `writev` has no per-call opt-out).
+pub fn ignore_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code and has
+    // no memory effects; it is done once at start-up before any thread is spawned.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// The open-files limits (RLIMIT_NOFILE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nofile {
+    /// What the process may open now.
+    pub soft: u64,
+    /// What the soft limit may be raised to without privileges.
+    pub hard: u64,
+}
+
+impl Nofile {
+    /// The soft limit after asking for `wanted`: raised toward it, never above the hard
+    /// limit, never lowered.
+    pub fn after_raise(self, wanted: u64) -> u64 {
+        self.soft.max(wanted.min(self.hard))
+    }
+}
+
+/// The open-files limits now.
+pub fn nofile() -> io::Result<Nofile> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct through a pointer to a live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Nofile {
+        soft: lim.rlim_cur,
+        hard: lim.rlim_max,
+    })
+}
+
+/// Raises the soft open-files limit toward `wanted` (see [`Nofile::after_raise`]);
+/// returns the soft limit in force afterwards.
+pub fn raise_nofile(wanted: u64) -> io::Result<u64> {
+    let now = nofile()?;
+    let target = now.after_raise(wanted);
+    if target > now.soft {
+        let raised = libc::rlimit {
+            rlim_cur: target,
+            rlim_max: now.hard,
+        };
+        // SAFETY: setrlimit reads one rlimit struct from a pointer to a live local.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return Ok(target);
+        }
+    }
+    Ok(now.soft)
+}
+
+/// Descriptors open in this process now (Linux: `/proc/self/fd`), or `None` if unknown.
+pub fn open_descriptors() -> Option<usize> {
+    std::fs::read_dir("/proc/self/fd").ok().map(|d| d.count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raising_never_lowers_and_stops_at_the_hard_limit() {
+        let l = Nofile {
+            soft: 1024,
+            hard: 4096,
+        };
+        assert_eq!(l.after_raise(2000), 2000);
+        assert_eq!(l.after_raise(10_000), 4096);
+        assert_eq!(l.after_raise(10), 1024);
+        let now = nofile().expect("getrlimit");
+        assert!(now.soft <= now.hard);
+    }
+}
