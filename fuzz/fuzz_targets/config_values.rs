@@ -1,7 +1,7 @@
 //! Fuzzes the value parsers shared by the command line and config files
-//! (`config::parse_duration`, `parse_size`, `parse_count`, `parse_rate`,
-//! `parse_reset_policy`, `parse_log_format`, `check_host_port`, `parse_address`,
-//! `parse_service`) and the renderers that write values back (`render_duration`,
+//! (`config::parse::parse_duration`, `parse_size`, `parse_count`, `parse_rate`,
+//! `parse_word` for the reset policy and the log format, `check_host_port`,
+//! `parse_address`) and the renderers that write values back (`render_duration`,
 //! `render_size`, `human_size`).
 //!
 //! Input: byte 0 picks the size bound, the rest is the value text (UTF-8 only, as both the
@@ -21,11 +21,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use tcpbridge::config::file::{render_duration, render_size};
-use tcpbridge::config::{
-    check_host_port, human_size, parse_address, parse_count, parse_duration, parse_log_format,
-    parse_rate, parse_reset_policy, parse_service, parse_size, ConfigError,
+use tcpbridge::config::parse::{
+    check_host_port, human_size, parse_address, parse_count, parse_duration, parse_rate,
+    parse_size, parse_word, render_duration, render_size,
 };
+use tcpbridge::config::{ConfigError, LogFormat};
+use tcpbridge::core::handover::ResetPolicy;
 
 const FLAG: &str = "--fuzzed";
 const WEEK: Duration = Duration::from_secs(7 * 86_400);
@@ -78,10 +79,10 @@ fuzz_target!(
             Ok(n) => assert!(n <= 1_000_000, "{text:?} -> {n}"),
             Err(e) => check_error(&e, text),
         }
-        if let Err(e) = parse_reset_policy(FLAG, text) {
+        if let Err(e) = parse_word::<ResetPolicy>(FLAG, text) {
             check_error(&e, text);
         }
-        if let Err(e) = parse_log_format(FLAG, text) {
+        if let Err(e) = parse_word::<LogFormat>(FLAG, text) {
             check_error(&e, text);
         }
 
@@ -114,11 +115,6 @@ fuzz_target!(
                     }
                 }
             }
-        }
-
-        if let Ok(s) = parse_service(FLAG, text, true) {
-            assert!(tcpbridge::proto::tunnel::valid_service_name(&s.name));
-            assert!(text.starts_with(&format!("{}=", s.name)));
         }
     }
 );

@@ -326,6 +326,11 @@ impl<S: Stream> Session<S> {
         &mut self.peer(side).stream
     }
 
+    /// Takes the streams out (client, upstream).
+    pub fn into_streams(self) -> (S, S) {
+        (self.client.stream, self.upstream.stream)
+    }
+
     /// True once the upstream is connected (and its awaited reply, if any, arrived).
     pub fn connected(&self) -> bool {
         !matches!(self.state, State::Connecting { .. })
