@@ -22,6 +22,7 @@ pub mod file;
 pub mod meta;
 pub mod options;
 pub mod parse;
+pub mod reload;
 pub mod setting;
 pub mod sizing;
 mod typed;

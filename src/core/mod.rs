@@ -1,9 +1,13 @@
-//! The pure relay core: rings, the buffer pool, pipes, sessions and timers.
+//! The pure relay core: rings, the buffer pool, pipes, sessions and timers, tunnels
+//! before pairing, and the policies that decide over time (handshake failures per
+//! source, reconnect backoff).
 //!
 //! Nothing here touches the operating system, the poller or the clock: streams are a
-//! trait, time is an argument. Every byte-moving and close decision is therefore
+//! trait, time is an argument. Every byte-moving, close and retry decision is therefore
 //! unit-tested with scripted in-memory streams and virtual time.
 
+pub mod backoff;
+pub mod failures;
 pub mod handover;
 pub mod pipe;
 pub mod pool;

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::stream::ConnectFailure;
+
 /// One of the two peers of a session, named absolutely.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
@@ -103,6 +105,15 @@ impl CloseReason {
         match side {
             Side::Client => CloseReason::ClientEof,
             Side::Upstream => CloseReason::UpstreamEof,
+        }
+    }
+
+    /// The reason a session closes for when its last connect attempt failed.
+    pub fn connect(failure: ConnectFailure) -> CloseReason {
+        match failure {
+            ConnectFailure::Refused => CloseReason::ConnectRefused,
+            ConnectFailure::Timeout => CloseReason::ConnectTimeout,
+            ConnectFailure::Error => CloseReason::ConnectError,
         }
     }
 

@@ -301,11 +301,7 @@ impl<S: Stream> Session<S> {
     /// No upstream is left to try: the session closes for the last failure, after the
     /// preamble's failure bytes to the client.
     pub fn fail_connect(&mut self, failure: ConnectFailure, pool: &mut Pool) -> Drive {
-        let reason = match failure {
-            ConnectFailure::Refused => CloseReason::ConnectRefused,
-            ConnectFailure::Timeout => CloseReason::ConnectTimeout,
-            ConnectFailure::Error => CloseReason::ConnectError,
-        };
+        let reason = CloseReason::connect(failure);
         if let Some(bytes) = &self.on_failure {
             // Best effort: the client is closed right after either way.
             let _ = retry(|| self.client.stream.write_vectored(&[IoSlice::new(bytes)]));

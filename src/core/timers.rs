@@ -47,6 +47,15 @@ impl<K: Ord + Copy> Timers<K> {
         self.heap.push(Reverse(Entry { at, slot, id }));
     }
 
+    /// Arms `at` for `slot` unless its owner already has an entry at or before it
+    /// (`armed`, which this updates): a later entry fires early and is re-armed lazily.
+    pub fn arm_once(&mut self, armed: &mut Option<Instant>, at: Instant, slot: K, id: u64) {
+        if armed.is_none_or(|earlier| at < earlier) {
+            self.arm(at, slot, id);
+            *armed = Some(at);
+        }
+    }
+
     /// The earliest deadline, live or stale.
     pub fn next(&self) -> Option<Instant> {
         self.heap.peek().map(|e| e.0.at)
@@ -118,6 +127,22 @@ mod tests {
             (e.slot, e.id),
             (0, 1),
             "the owner sees id 1 != 2 and skips it"
+        );
+    }
+
+    #[test]
+    fn arm_once_adds_an_entry_only_for_an_earlier_deadline() {
+        let t0 = Instant::now();
+        let mut t: Timers<usize> = Timers::new();
+        let mut armed = None;
+        t.arm_once(&mut armed, ms(t0, 50), 0, 1);
+        t.arm_once(&mut armed, ms(t0, 80), 0, 1);
+        assert_eq!((t.len(), armed), (1, Some(ms(t0, 50))), "later: lazy");
+        t.arm_once(&mut armed, ms(t0, 20), 0, 1);
+        assert_eq!(
+            (t.len(), armed),
+            (2, Some(ms(t0, 20))),
+            "earlier: a new entry"
         );
     }
 

@@ -1,18 +1,18 @@
 //! JSON lines: one object per record, one line per object.
 //!
-//! A record is `{"time":..,"level":..,"target":..,"msg":..}`. A session's close record
-//! (target [`CLOSE_TARGET`](super::CLOSE_TARGET)) whose message is already a flat JSON
-//! object gets `time` and `level` spliced in front of its own fields instead, so a close
-//! is one object with `"event":"close"` and its numbers as numbers.
+//! A record is `{"time":..,"level":..,"target":..,"msg":..}`. A record with key-value
+//! fields (an event, such as a session's close) is `{"time":..,"level":.., fields...}`
+//! instead: the fields as written, numbers as numbers, so a close is one object with
+//! `"event":"close"` and its counts.
 
-use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use log::kv::{Error, Key, Value, VisitSource, VisitValue};
 use log::Record;
 
+use super::target_of;
 use super::utc::push_timestamp;
-use super::{target_of, CLOSE_TARGET};
 
 /// Appends `text` as a JSON string literal, quotes included: `"` and `\` are escaped,
 /// control characters become `\n`, `\r`, `\t`, `\b`, `\f` or `\u00XX`; everything else,
@@ -46,48 +46,80 @@ pub fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
-/// Appends `record`, logged at `time`, as one JSON line (newline included).
+/// Appends `record`, logged at `time`, as one JSON line (newline included): an event's
+/// fields when it has key-value fields (`"event":"close","id":7,...`), else its target
+/// and message.
 pub(crate) fn push_json_line(out: &mut String, record: &Record<'_>, time: SystemTime) {
     out.push_str("{\"time\":\"");
     push_timestamp(out, time);
     out.push_str("\",\"level\":\"");
     out.push_str(record.level().as_str());
-    out.push_str("\",");
-    let msg = message(record);
-    match close_fields(record, &msg) {
-        Some(fields) => {
-            if fields.trim_start().starts_with('}') {
-                out.pop(); // an empty object: no fields after ours, no comma
-            }
-            out.push_str(fields);
-        }
-        None => {
-            out.push_str("\"target\":");
-            push_json_string(out, target_of(record));
-            out.push_str(",\"msg\":");
-            push_json_string(out, &msg);
-            out.push('}');
+    out.push('"');
+    if record.key_values().count() > 0 {
+        let mut fields = Fields { out };
+        // Writing into a String cannot fail; a field that fails to render is left out.
+        let _ = record.key_values().visit(&mut fields);
+    } else {
+        out.push_str(",\"target\":");
+        push_json_string(out, target_of(record));
+        out.push_str(",\"msg\":");
+        match record.args().as_str() {
+            Some(text) => push_json_string(out, text),
+            None => push_json_string(out, &record.args().to_string()),
         }
     }
-    out.push('\n');
+    out.push_str("}\n");
 }
 
-/// The message text, borrowed when it has no arguments.
-fn message<'a>(record: &Record<'a>) -> Cow<'a, str> {
-    match record.args().as_str() {
-        Some(text) => Cow::Borrowed(text),
-        None => Cow::Owned(record.args().to_string()),
+/// Writes each key-value field as `,"key":value`.
+struct Fields<'o> {
+    out: &'o mut String,
+}
+
+impl<'kvs> VisitSource<'kvs> for Fields<'_> {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), Error> {
+        self.out.push(',');
+        push_json_string(self.out, key.as_str());
+        self.out.push(':');
+        value.visit(JsonValue { out: self.out })
     }
 }
 
-/// For a close record whose message is one JSON object on one line: its text after the
-/// opening brace. Anything else (a human close line, a broken message) is wrapped as an
-/// ordinary record, so every line stays one valid object.
-fn close_fields<'m>(record: &Record<'_>, msg: &'m str) -> Option<&'m str> {
-    if record.target() != CLOSE_TARGET || msg.bytes().any(|b| b < 0x20) {
-        return None;
+/// One field's value: numbers and booleans as they are, text quoted, null for nothing.
+struct JsonValue<'o> {
+    out: &'o mut String,
+}
+
+impl<'v> VisitValue<'v> for JsonValue<'_> {
+    fn visit_any(&mut self, value: Value<'_>) -> Result<(), Error> {
+        push_json_string(self.out, &value.to_string());
+        Ok(())
     }
-    msg.strip_prefix('{').filter(|rest| rest.ends_with('}'))
+
+    fn visit_null(&mut self) -> Result<(), Error> {
+        self.out.push_str("null");
+        Ok(())
+    }
+
+    fn visit_u64(&mut self, value: u64) -> Result<(), Error> {
+        let _ = write!(self.out, "{value}");
+        Ok(())
+    }
+
+    fn visit_i64(&mut self, value: i64) -> Result<(), Error> {
+        let _ = write!(self.out, "{value}");
+        Ok(())
+    }
+
+    fn visit_bool(&mut self, value: bool) -> Result<(), Error> {
+        self.out.push_str(if value { "true" } else { "false" });
+        Ok(())
+    }
+
+    fn visit_str(&mut self, value: &str) -> Result<(), Error> {
+        push_json_string(self.out, value);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -160,36 +192,36 @@ mod tests {
     }
 
     #[test]
-    fn a_close_record_is_spliced() {
-        let fields = r#"{"event":"close","id":7,"reason":"client-eof","to_upstream":12}"#;
+    fn an_event_is_its_fields() {
+        let time = UNIX_EPOCH + Duration::from_millis(1_795_256_130_123);
+        let fields: [(&str, Value<'_>); 5] = [
+            ("event", Value::from("close")),
+            ("id", Value::from(7u64)),
+            ("listener", Value::from("we\"b\n")),
+            ("upstream", Value::null()),
+            ("ok", Value::from(true)),
+        ];
+        let record = Record::builder()
+            .level(Level::Info)
+            .target("tcpbridge::close")
+            .args(format_args!("the human line"))
+            .key_values(&fields)
+            .build();
+        let mut s = String::new();
+        push_json_line(&mut s, &record, time);
         assert_eq!(
-            line(Level::Info, CLOSE_TARGET, format_args!("{fields}")),
+            s,
             concat!(
-                r#"{"time":"2026-11-21T10:15:30.123Z","level":"INFO","#,
-                r#""event":"close","id":7,"reason":"client-eof","to_upstream":12}"#,
+                r#"{"time":"2026-11-21T10:15:30.123Z","level":"INFO","event":"close","id":7,"#,
+                r#""listener":"we\"b\n","upstream":null,"ok":true}"#,
                 "\n"
             )
-        );
-        assert_eq!(
-            line(Level::Info, CLOSE_TARGET, format_args!("{{}}")),
-            "{\"time\":\"2026-11-21T10:15:30.123Z\",\"level\":\"INFO\"}\n"
         );
     }
 
     #[test]
-    fn only_a_one_line_object_from_the_close_target_is_spliced() {
-        // A human close line, an object from another target, an object over two lines.
-        let human = line(Level::Info, CLOSE_TARGET, format_args!("close id=7"));
-        assert!(human.contains(r#""target":"tcpbridge::close","msg":"close id=7"}"#));
-        let other = line(
-            Level::Info,
-            "tcpbridge::server",
-            format_args!("{{\"a\":1}}"),
-        );
-        assert!(other.contains(r#""msg":"{\"a\":1}"}"#));
-        let broken = line(Level::Info, CLOSE_TARGET, format_args!("{{\"a\":\n1}}"));
-        assert!(broken.contains(r#""msg":"{\"a\":\n1}"}"#));
-        let open = line(Level::Info, CLOSE_TARGET, format_args!("{{\"a\":1"));
-        assert!(open.contains(r#""msg":"{\"a\":1"}"#));
+    fn a_record_without_fields_keeps_target_and_message() {
+        let close_like = line(Level::Info, "tcpbridge::close", format_args!("{{\"a\":1}}"));
+        assert!(close_like.contains(r#""target":"tcpbridge::close","msg":"{\"a\":1}"}"#));
     }
 }

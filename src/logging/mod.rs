@@ -2,9 +2,9 @@
 //!
 //! [`init`] installs one logger for the process. `--log-format human` writes the lines
 //! tcpbridge always wrote (`2026-11-21T10:15:30.123Z INFO  [tcpbridge::server] ...`);
-//! `--log-format json` writes one JSON object per line, and a session's close record
-//! (target [`CLOSE_TARGET`], message already a JSON object) becomes one object with
-//! `time` and `level` spliced in.
+//! `--log-format json` writes one JSON object per line. A record with key-value fields
+//! (an event: a session's close, target [`CLOSE_TARGET`]) is written by its message in
+//! the human format and by its fields in JSON, so one record serves both.
 //!
 //! Under an error storm a gateway's small flash must not fill with log lines, so both
 //! formats pass a token bucket of `--log-rate` lines per second (ten seconds' worth may
@@ -37,8 +37,8 @@ use crate::config::LogFormat;
 use bucket::{Bucket, Take};
 pub use json::push_json_string;
 
-/// The target of a session's close record. In JSON format its message is a JSON object
-/// (`{"event":"close",...}`), which gets `time` and `level` spliced in.
+/// The target of a session's close record: its message is the human close line, its
+/// key-value fields (`event="close"`, `id`, ...) are what JSON logs write.
 pub const CLOSE_TARGET: &str = "tcpbridge::close";
 
 /// The target of the logger's own summary of dropped lines.

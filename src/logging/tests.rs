@@ -210,18 +210,26 @@ fn a_poisoned_bucket_still_logs() {
 }
 
 #[test]
-fn a_close_record_reaches_the_sink_as_one_object() {
+fn a_close_record_is_its_line_or_its_fields() {
+    use log::kv::Value;
     let t0 = Instant::now();
-    let sink = Capture::default();
-    let (logger, _handle) = logger(LogFormat::Json, 100, &sink, t0);
+    let fields: [(&str, Value<'_>); 2] =
+        [("event", Value::from("close")), ("id", Value::from(1u64))];
     let record = Record::builder()
         .level(Level::Info)
         .target(CLOSE_TARGET)
-        .args(format_args!(r#"{{"event":"close","id":1}}"#))
+        .args(format_args!("close id=1"))
+        .key_values(&fields)
         .build();
-    logger.log_at(&record, t0);
-    let lines = sink.lines();
+    let json = Capture::default();
+    let (json_logger, _handle) = logger(LogFormat::Json, 100, &json, t0);
+    json_logger.log_at(&record, t0);
+    let lines = json.lines();
     assert_eq!(lines.len(), 1);
     assert!(lines[0].starts_with("{\"time\":\""));
     assert!(lines[0].ends_with("Z\",\"level\":\"INFO\",\"event\":\"close\",\"id\":1}\n"));
+    let human = Capture::default();
+    let (human_logger, _handle) = logger(LogFormat::Human, 100, &human, t0);
+    human_logger.log_at(&record, t0);
+    assert!(human.lines()[0].ends_with(" INFO  [tcpbridge::close] close id=1\n"));
 }

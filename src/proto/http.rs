@@ -180,6 +180,8 @@ pub enum Route {
     Metrics,
     /// `/sessions`: one line per live session.
     Sessions,
+    /// `/config`: the running configuration, as `check` prints it.
+    Config,
     /// `/healthz`: the process is up.
     Healthz,
     /// Any other path (404).
@@ -198,11 +200,12 @@ impl Route {
     }
 }
 
-/// Routes a request: the three paths exactly, `GET` or `HEAD` only.
+/// Routes a request: the four paths exactly, `GET` or `HEAD` only.
 pub fn route(req: &Request) -> Route {
     let route = match req.path.as_str() {
         "/metrics" => Route::Metrics,
         "/sessions" => Route::Sessions,
+        "/config" => Route::Config,
         "/healthz" => Route::Healthz,
         _ => return Route::NotFound,
     };

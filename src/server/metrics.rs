@@ -1,13 +1,15 @@
 //! The metrics endpoint, served by the event loop itself: `/metrics` (Prometheus text),
-//! `/sessions` (one line per live session) and `/healthz`.
+//! `/sessions` (one line per live session), `/config` (the running configuration, as
+//! `check` prints it) and `/healthz`.
 //!
 //! Each connection reads one request head (at most `http::MAX_REQUEST` bytes), gets one
 //! response and is closed, all within an absolute deadline; at most [`MAX_SCRAPES`]
 //! connections are served at once and more are closed at accept. A slow, garbage or
 //! endless request costs one slot and one timer, never a relayed session's turn: its
-//! reads are bounded and its deadline is a heap entry like any other.
+//! reads are bounded and its deadline is a heap entry like any other. The bodies are
+//! the loop's to give (`answer`): this module only speaks HTTP.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -16,12 +18,11 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry};
 use slab::Slab;
 
-use super::token::Target;
-use super::{Key, Server};
-use crate::core::stream::retry;
+use super::owner::{self, Owner, Target};
+use crate::core::stream::{classify, classify_accept, retry, Accept, Io};
+use crate::core::timers::Timers;
 use crate::os::net::describe;
 use crate::proto::http::{self, Parsed, Route};
-use crate::stats;
 
 /// Metrics connections served at once.
 const MAX_SCRAPES: usize = 16;
@@ -44,7 +45,7 @@ struct Scrape {
 /// The endpoint: its listening socket and its connections.
 #[derive(Debug)]
 pub(super) struct Metrics {
-    socket: Option<TcpListener>,
+    socket: TcpListener,
     pub(super) addr: SocketAddr,
     scrapes: Slab<Scrape>,
     readable: bool,
@@ -61,7 +62,7 @@ impl Metrics {
         let socket = crate::os::net::listen(addr, 64)?;
         let addr = socket.local_addr()?;
         Ok(Metrics {
-            socket: Some(socket),
+            socket,
             addr,
             scrapes: Slab::new(),
             readable: false,
@@ -72,52 +73,54 @@ impl Metrics {
     }
 
     pub(super) fn register(&mut self, registry: &Registry) -> io::Result<()> {
-        match &mut self.socket {
-            Some(s) => registry.register(s, Target::Metrics.token(), Interest::READABLE),
-            None => Ok(()),
-        }
+        registry.register(
+            &mut self.socket,
+            Target::Metrics.token(),
+            Interest::READABLE,
+        )
     }
 
     pub(super) fn timer_is_live(&self, slot: usize, id: u64) -> bool {
         self.scrapes.get(slot).is_some_and(|s| s.id == id)
     }
-}
 
-impl Server {
+    /// Whether the endpoint has connections waiting to be accepted.
+    pub(super) fn pending(&self) -> bool {
+        self.readable
+    }
+
     /// The endpoint's socket is readable: accept a bounded batch.
-    pub(super) fn on_metrics_ready(&mut self, now: Instant) {
-        let Some(m) = self.metrics.as_mut() else {
-            return;
-        };
-        m.readable = true;
+    pub(super) fn on_ready(
+        &mut self,
+        registry: &Registry,
+        deadlines: &mut Timers<Owner>,
+        now: Instant,
+    ) {
+        self.readable = true;
         for _ in 0..ACCEPT_BATCH {
-            let Some(socket) = &m.socket else { return };
-            let (mut conn, peer) = match retry(|| socket.accept()) {
-                Ok(pair) => pair,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    m.readable = false;
+            let (mut conn, peer) = match classify_accept(retry(|| self.socket.accept())) {
+                Accept::Accepted(pair) => pair,
+                Accept::WouldBlock => {
+                    self.readable = false;
                     return;
                 }
-                Err(e) => {
+                Accept::Pause(_, e) | Accept::Skip(e) => {
                     debug!("metrics: accept: {}", describe(&e));
                     return;
                 }
             };
-            if m.scrapes.len() >= MAX_SCRAPES {
-                m.rejected += 1;
+            if self.scrapes.len() >= MAX_SCRAPES {
+                self.rejected += 1;
                 debug!("metrics: {peer} refused, {MAX_SCRAPES} requests in progress");
                 continue;
             }
-            let id = m.next_id;
-            m.next_id += 1;
-            let entry = m.scrapes.vacant_entry();
+            let id = self.next_id;
+            self.next_id += 1;
+            let entry = self.scrapes.vacant_entry();
             let slot = entry.key();
-            let token = Target::Scrape(slot).token();
             let both = Interest::READABLE | Interest::WRITABLE;
-            if self
-                .poll
-                .registry()
-                .register(&mut conn, token, both)
+            if registry
+                .register(&mut conn, owner::token(Owner::Scrape(slot)), both)
                 .is_err()
             {
                 continue;
@@ -129,34 +132,29 @@ impl Server {
                 out: None,
                 written: 0,
             });
-            self.timers.arm(now + DEADLINE, Key::Scrape(slot), id);
+            deadlines.arm(now + DEADLINE, Owner::Scrape(slot), id);
         }
     }
 
-    /// Whether the endpoint has connections waiting to be accepted.
-    pub(super) fn metrics_pending(&self) -> bool {
-        self.metrics.as_ref().is_some_and(|m| m.readable)
-    }
-
-    /// An event on a metrics connection: read the request, answer, close.
-    pub(super) fn on_scrape_event(&mut self, slot: usize, now: Instant) {
-        let Some(m) = self.metrics.as_mut() else {
-            return;
-        };
-        let Some(s) = m.scrapes.get_mut(slot) else {
+    /// An event on a metrics connection: read the request, answer (`answer` gives the
+    /// status and body of a route), close.
+    pub(super) fn on_event(
+        &mut self,
+        slot: usize,
+        registry: &Registry,
+        answer: &dyn Fn(Route) -> (u16, String),
+    ) {
+        let Some(s) = self.scrapes.get_mut(slot) else {
             return;
         };
         if s.out.is_none() {
-            let parsed = match read_head(s) {
-                Ok(parsed) => parsed,
-                Err(()) => return self.end_scrape(slot, false),
-            };
-            let response = match parsed {
-                Parsed::Incomplete => return,
-                Parsed::Request(req) => {
+            let response = match read_head(s) {
+                Err(()) => return self.end(slot, registry, false),
+                Ok(Parsed::Incomplete) => return,
+                Ok(Parsed::Request(req)) => {
                     let head_only = req.method == http::Method::Head;
                     let route = http::route(&req);
-                    let (status, body) = self.answer(route, now);
+                    let (status, body) = answer(route);
                     let kind = match status {
                         200 => route.content_type(),
                         _ => http::TEXT_CONTENT_TYPE,
@@ -165,72 +163,35 @@ impl Server {
                     http::response(&mut out, status, kind, body.as_bytes(), head_only);
                     out
                 }
-                Parsed::Bad(why) => error_response(400, why),
-                Parsed::TooLarge => error_response(413, "request head too large"),
-            };
-            let Some(s) = self.metrics.as_mut().and_then(|m| m.scrapes.get_mut(slot)) else {
-                return;
+                Ok(Parsed::Bad(why)) => error_response(400, why),
+                Ok(Parsed::TooLarge) => error_response(413, "request head too large"),
             };
             s.out = Some(response);
         }
-        let Some(s) = self.metrics.as_mut().and_then(|m| m.scrapes.get_mut(slot)) else {
-            return;
-        };
         match write_out(s) {
-            Ok(true) => self.end_scrape(slot, true),
+            Ok(true) => self.end(slot, registry, true),
             Ok(false) => {}
-            Err(()) => self.end_scrape(slot, false),
+            Err(()) => self.end(slot, registry, false),
         }
     }
 
     /// A metrics connection's deadline.
-    pub(super) fn on_scrape_deadline(&mut self, slot: usize, id: u64) {
-        if self
-            .metrics
-            .as_ref()
-            .is_some_and(|m| m.timer_is_live(slot, id))
-        {
-            self.end_scrape(slot, false);
+    pub(super) fn on_deadline(&mut self, slot: usize, id: u64, registry: &Registry) {
+        if self.timer_is_live(slot, id) {
+            self.end(slot, registry, false);
         }
     }
 
-    fn end_scrape(&mut self, slot: usize, answered: bool) {
-        let registry = self.poll.registry();
-        let Some(m) = self.metrics.as_mut() else {
-            return;
-        };
-        let Some(mut s) = m.scrapes.try_remove(slot) else {
+    fn end(&mut self, slot: usize, registry: &Registry, answered: bool) {
+        let Some(mut s) = self.scrapes.try_remove(slot) else {
             return;
         };
         let _ = registry.deregister(&mut s.conn);
         let _ = s.conn.shutdown(Shutdown::Write);
         if answered {
-            m.requests += 1;
+            self.requests += 1;
         } else {
-            m.rejected += 1;
-        }
-    }
-
-    /// The status and body for a route.
-    fn answer(&self, route: Route, now: Instant) -> (u16, String) {
-        let mut body = String::new();
-        match route {
-            Route::Metrics => {
-                let listeners = self.listener_stats(now);
-                stats::render_metrics(&mut body, &self.process_stats(now), &listeners);
-                (200, body)
-            }
-            Route::Sessions => {
-                stats::render_sessions(&mut body, self.session_views(now));
-                (200, body)
-            }
-            Route::Healthz if self.drain_until.is_some() => (503, "stopping\n".into()),
-            Route::Healthz => (200, "ok\n".into()),
-            Route::NotFound => (
-                404,
-                "not found: try /metrics, /sessions or /healthz\n".into(),
-            ),
-            Route::MethodNotAllowed => (405, "only GET and HEAD\n".into()),
+            self.rejected += 1;
         }
     }
 }
@@ -245,19 +206,18 @@ fn read_head(s: &mut Scrape) -> Result<Parsed, ()> {
             return Ok(Parsed::TooLarge);
         }
         let want = room.min(buf.len());
-        match retry(|| s.conn.read(&mut buf[..want])) {
-            // Every byte so far was parsed as it came: the head is incomplete and the
-            // peer has stopped sending.
-            Ok(0) => return Err(()),
-            Ok(n) => {
+        match classify(retry(|| s.conn.read(&mut buf[..want]))) {
+            Io::Moved(n) => {
                 s.head.extend_from_slice(&buf[..n]);
                 match http::parse(&s.head) {
                     Parsed::Incomplete => {}
                     parsed => return Ok(parsed),
                 }
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Parsed::Incomplete),
-            Err(_) => return Err(()),
+            Io::Blocked => return Ok(Parsed::Incomplete),
+            // Every byte so far was parsed as it came: the head is incomplete and the
+            // peer has stopped sending (or broke).
+            Io::Eof | Io::Reset | Io::Error(_) => return Err(()),
         }
     }
 }
@@ -266,11 +226,10 @@ fn read_head(s: &mut Scrape) -> Result<Parsed, ()> {
 fn write_out(s: &mut Scrape) -> Result<bool, ()> {
     let Some(out) = &s.out else { return Ok(false) };
     while s.written < out.len() {
-        match retry(|| s.conn.write(&out[s.written..])) {
-            Ok(0) => return Err(()),
-            Ok(n) => s.written += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
-            Err(_) => return Err(()),
+        match classify(retry(|| s.conn.write(&out[s.written..]))) {
+            Io::Moved(n) => s.written += n,
+            Io::Blocked => return Ok(false),
+            Io::Eof | Io::Reset | Io::Error(_) => return Err(()),
         }
     }
     Ok(true)

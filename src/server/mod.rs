@@ -1,231 +1,109 @@
-//! The event loop: one mio `Poll`, the session slab, the deadline heap, the buffer pool
-//! and the signals. The only code that touches mio, the slabs and the clock.
+//! The event loop: one mio `Poll` and the owners it drives. The only code that touches
+//! mio, the slabs and the clock.
+//!
+//! | owner | holds | module |
+//! |---|---|---|
+//! | [`Sessions`] | the session slab, the ready/starved/closed lists, the buffer pool | `sessions` |
+//! | [`Listeners`] | the listeners (policy, counters, mode state) and their ports | `listeners`, `port` |
+//! | the deadline heap | `Timers<Owner>`: one entry kind per owner | `owner` |
+//! | [`ModeState`] | a mode's own sockets: tunnels, waiting clients, backoff | `mode/` |
+//! | [`Metrics`] | the HTTP endpoint's socket and connections | `metrics` |
 //!
 //! One pass: poll (the timeout is the earliest deadline, or zero when work is queued),
-//! read the clock once, hand each event to its owner (session, tunnel, waiting client,
-//! listener) and drive it until it waits, then drive the sessions that yielded their
-//! byte budget, fire due deadlines, give freed buffers to starved sessions, free the slab
-//! slots (and sockets) of sessions closed in this pass, accept a bounded batch per
-//! listener, and let the mode do its upkeep (the agent refills its tunnel pools).
-//!
-//! A process runs any number of named listeners, each of any mode; mode-specific
-//! handling lives in `forward.rs`, `relay.rs` and `agent.rs`, and sessions are the same
-//! in every mode. `reload.rs` applies a new configuration file on SIGHUP.
+//! read the clock once, hand each event to its owner, drive the sessions that yielded
+//! their byte budget, fire due deadlines, give freed buffers to starved sessions, record
+//! what the sessions reported (closes, failed connects), free the slots (and sockets) of
+//! sessions closed in this pass, accept a bounded batch per port, and let the modes do
+//! their upkeep (an agent keeps its tunnels open). Mode code is called in one place
+//! ([`Server::with_mode`]) with a context of what it may touch, and answers with actions.
 
-mod accept;
-mod agent;
-mod entry;
-mod forward;
-mod listener;
+mod control;
+mod deadlines;
+mod life;
+mod listeners;
 mod metrics;
-mod relay;
+mod mode;
+mod owner;
+mod port;
 mod reload;
 mod report;
 mod resolver;
-pub mod token;
+mod sessions;
+mod start;
 
-use std::collections::VecDeque;
-use std::io::{self, Write};
-use std::net::SocketAddr;
+pub use life::Stopped;
+pub use start::{bind, describe, session_overhead, Bound};
+
+use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::info;
+use mio::event::Event;
 use mio::{Events, Interest, Poll, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
-use slab::Slab;
 
-use crate::config::{self, Config, Global, Mode, Source};
+use crate::config::{Config, Global, Source};
 use crate::core::pool::Pool;
-use crate::core::session::Drive;
 use crate::core::stream::Readiness;
 use crate::core::timers::Timers;
-use accept::{Port, Role};
-use entry::Entry;
-use listener::{Kind, Listener};
-use token::Target;
+use crate::logging::LogHandle;
+use crate::stats::ProcessStats;
+use life::Life;
+use listeners::{Listener, Listeners};
+use metrics::Metrics;
+use mode::{Action, Cx, Ids, ModeState};
+use owner::{Owner, Target};
+use port::{Role, ACCEPT_BATCH};
+use report::View;
+use sessions::{Io, Sessions};
 
-/// Bytes one session may write per pass before others get a turn.
-const BUDGET: usize = 256 * 1024;
 /// Events taken per poll.
 const EVENT_CAPACITY: usize = 1024;
-
-/// How the loop ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stopped {
-    /// A signal, then every session finished or the drain timeout closed the rest.
-    Drained,
-    /// A second signal: exit at once.
-    Forced,
-    /// The agent lost its relay and was told to exit (`--exit-on-disconnect`).
-    Disconnected,
-}
-
-/// What a deadline in the heap belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Key {
-    Session(usize),
-    /// (listener, slot)
-    Tunnel(usize, usize),
-    /// (listener, slot)
-    Waiting(usize, usize),
-    Scrape(usize),
-}
-
-/// The ports of a configuration, bound before the loop starts.
-#[derive(Debug)]
-pub struct Bound {
-    /// Per listener, in configuration order.
-    ports: Vec<Vec<Port>>,
-    metrics: Option<metrics::Metrics>,
-}
-
-impl Bound {
-    /// The bound addresses of listener `n` (port 0 resolved).
-    pub fn addresses(&self, n: usize) -> Vec<SocketAddr> {
-        self.ports
-            .get(n)
-            .map(|ports| ports.iter().map(|p| p.addr).collect())
-            .unwrap_or_default()
-    }
-}
-
-/// The (role, address) pairs a listener listens on.
-fn wanted(listener: &config::Listener) -> Vec<(Role, SocketAddr)> {
-    match &listener.mode {
-        Mode::Forward(f) => f.listen.iter().map(|&a| (Role::Forward, a)).collect(),
-        Mode::Relay(r) => std::iter::once((Role::Tunnel, r.tunnel_listen))
-            .chain(
-                r.public
-                    .iter()
-                    .enumerate()
-                    .map(|(n, s)| (Role::Public(n, s.name.clone()), s.addr)),
-            )
-            .collect(),
-        Mode::Agent(_) => Vec::new(),
-    }
-}
-
-/// Binds every port of `cfg`, adopting inherited sockets (socket activation) whose
-/// address matches. The error names the address that failed.
-pub fn bind(
-    cfg: &Config,
-    inherited: &mut Vec<std::net::TcpListener>,
-) -> Result<Bound, (SocketAddr, io::Error)> {
-    let ports = cfg
-        .listeners
-        .iter()
-        .map(|l| {
-            wanted(l)
-                .into_iter()
-                .map(|(role, addr)| Port::bind(role, addr, inherited).map_err(|e| (addr, e)))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let metrics = match cfg.global.metrics_listen {
-        Some(addr) => Some(metrics::Metrics::bind(addr).map_err(|e| (addr, e))?),
-        None => None,
-    };
-    Ok(Bound { ports, metrics })
-}
-
-/// Bytes of state one session costs besides its buffers (slab entry, heap entry).
-pub fn session_overhead() -> usize {
-    std::mem::size_of::<Entry>()
-        + std::mem::size_of::<usize>()
-        + std::mem::size_of::<crate::core::timers::Entry<Key>>()
-}
-
-/// One start-up line per listener: what it does, on which bound addresses.
-pub fn describe(config: &Config, bound: &Bound) -> Vec<String> {
-    config
-        .listeners
-        .iter()
-        .enumerate()
-        .map(|(n, l)| {
-            let addrs = bound.addresses(n);
-            let what = match &l.mode {
-                Mode::Forward(f) => format!("{} -> {}", join(&addrs), join(&f.upstreams)),
-                Mode::Relay(r) => {
-                    let services: Vec<&str> = r.public.iter().map(|s| s.name.as_str()).collect();
-                    format!(
-                        "tunnels and public {} on {}",
-                        services.join(", "),
-                        join(&addrs)
-                    )
-                }
-                Mode::Agent(a) => {
-                    let services: Vec<String> = a
-                        .services
-                        .iter()
-                        .map(|s| format!("{}={}", s.name, s.addr))
-                        .collect();
-                    format!(
-                        "relay {}; services {}; pool {}",
-                        a.relay,
-                        services.join(" "),
-                        a.pool
-                    )
-                }
-            };
-            format!("listener {} ({}): {what}", l.name, l.mode.word())
-        })
-        .collect()
-}
-
-fn join(addrs: &[SocketAddr]) -> String {
-    addrs
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 /// The event loop and everything it owns.
 pub struct Server {
     poll: Poll,
+    signals: Signals,
+    /// Wakes the loop when a name resolver has an answer.
+    waker: Arc<Waker>,
     global: Global,
     /// Where the configuration came from (a file is reloaded on SIGHUP).
     source: Source,
-    listeners: Slab<Listener>,
-    ports: Slab<Port>,
-    sessions: Slab<Entry>,
-    timers: Timers<Key>,
-    pool: Pool,
-    /// Sessions that used up their budget: driven again next pass.
-    ready: Vec<usize>,
-    /// Sessions waiting for a pool buffer, in arrival order.
-    starved: VecDeque<usize>,
-    /// Slots of sessions closed in this pass, freed after it.
-    closed: Vec<usize>,
-    signals: Signals,
-    /// Wakes the loop when an agent's name resolver has an answer.
-    waker: Arc<Waker>,
-    next_id: u64,
+    /// The session limit in force (the configured one, lowered to the open-files limit).
     max_sessions: usize,
-    drain_until: Option<Instant>,
-    /// Whether the READY line has been printed.
-    announced: bool,
-    stop: Option<Stopped>,
-    reloads: u64,
-    reload_failures: u64,
-    started: Instant,
+    sessions: Sessions,
+    listeners: Listeners,
+    deadlines: Timers<Owner>,
+    ids: Ids,
+    metrics: Option<Metrics>,
+    life: Life,
     /// The logger's counters (dropped lines), when one was installed.
-    log: Option<crate::logging::LogHandle>,
-    metrics: Option<metrics::Metrics>,
+    log: Option<LogHandle>,
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("listeners", &self.listeners.len())
-            .field("ports", &self.ports.len())
-            .field("sessions", &self.sessions.len())
-            .field("buffers_lent", &self.pool.lent())
-            .field("draining", &self.drain_until.is_some())
+            .field("listeners", &self.listeners.slab.len())
+            .field("ports", &self.listeners.ports.len())
+            .field("sessions", &self.sessions.live())
+            .field("buffers_lent", &self.sessions.pool().lent())
+            .field("draining", &self.life.stopping())
             .finish_non_exhaustive()
     }
+}
+
+/// What sessions may touch now: the poller and the deadline heap of `$s`.
+macro_rules! io {
+    ($s:ident, $now:expr) => {
+        Io {
+            registry: $s.poll.registry(),
+            deadlines: &mut $s.deadlines,
+            now: $now,
+        }
+    };
 }
 
 impl Server {
@@ -234,105 +112,49 @@ impl Server {
         cfg: Config,
         bound: Bound,
         max_sessions: usize,
-        log: Option<crate::logging::LogHandle>,
+        log: Option<LogHandle>,
     ) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
-        poll.registry()
-            .register(&mut signals, Target::Signals.token(), Interest::READABLE)?;
-        let waker = Arc::new(Waker::new(poll.registry(), Target::Waker.token())?);
-        let global = cfg.global;
-        let mut server = Server {
-            poll,
-            source: cfg.source,
-            listeners: Slab::new(),
-            ports: Slab::new(),
-            sessions: Slab::with_capacity(max_sessions.min(4096)),
-            timers: Timers::new(),
-            pool: Pool::new(global.buffer_size, global.pool_buffers),
-            ready: Vec::new(),
-            starved: VecDeque::new(),
-            closed: Vec::new(),
+        let registry = poll.registry();
+        registry.register(&mut signals, Target::Signals.token(), Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(registry, Target::Waker.token())?);
+        let mut listeners = Listeners::default();
+        for (config, ports) in cfg.listeners.into_iter().zip(bound.ports) {
+            let mode = ModeState::new(&config, &waker)?;
+            let l = listeners.slab.insert(Listener::new(config, mode));
+            for port in ports {
+                let slot = listeners.hold_port(port, registry)?;
+                listeners.activate(slot, l);
+            }
+        }
+        let mut metrics = bound.metrics;
+        if let Some(m) = metrics.as_mut() {
+            m.register(registry)?;
+        }
+        let pool = Pool::new(cfg.global.buffer_size, cfg.global.pool_buffers);
+        Ok(Server {
             signals,
             waker,
-            next_id: 1,
+            source: cfg.source,
             max_sessions,
-            drain_until: None,
-            announced: false,
-            stop: None,
-            reloads: 0,
-            reload_failures: 0,
-            started: Instant::now(),
+            sessions: Sessions::new(pool, max_sessions),
+            listeners,
+            deadlines: Timers::new(),
+            ids: Ids::new(),
+            metrics,
+            life: Life::new(Instant::now()),
             log,
-            metrics: bound.metrics,
-            global,
-        };
-        if let Some(m) = server.metrics.as_mut() {
-            m.register(server.poll.registry())?;
-        }
-        for (listener, ports) in cfg.listeners.into_iter().zip(bound.ports) {
-            let kind = server.new_kind(&listener)?;
-            let l = server.listeners.insert(Listener::new(listener, kind));
-            for port in ports {
-                server.add_port(l, port)?;
-            }
-        }
-        Ok(server)
-    }
-
-    /// A mode's fresh state for `listener`.
-    fn new_kind(&self, listener: &config::Listener) -> io::Result<Kind> {
-        Ok(match &listener.mode {
-            Mode::Forward(f) => Kind::Forward(forward::ForwardState::new(f.clone())),
-            Mode::Relay(r) => Kind::Relay(Box::new(relay::RelayState::new(r.clone()))),
-            Mode::Agent(a) => {
-                Kind::Agent(Box::new(agent::AgentState::new(a.clone(), &self.waker)?))
-            }
+            global: cfg.global,
+            poll,
         })
-    }
-
-    /// Registers a bound port as listener `l`'s.
-    fn add_port(&mut self, l: usize, mut port: Port) -> io::Result<()> {
-        if self.ports.len() >= token::MAX_PORTS {
-            return Err(io::Error::other("too many listening ports"));
-        }
-        port.listener = l;
-        let entry = self.ports.vacant_entry();
-        port.register(self.poll.registry(), Target::Port(entry.key()).token())?;
-        entry.insert(port);
-        Ok(())
-    }
-
-    /// The READY line's fields: every port and agent, as `name=address`; listeners from
-    /// a file put their name and a dot first.
-    fn ready_fields(&self) -> Vec<String> {
-        let mut fields = Vec::new();
-        for (l, listener) in self.listeners.iter().filter(|(_, l)| !l.closed) {
-            let prefix = match self.source {
-                Source::File(_) => Some(listener.name()),
-                Source::Flags => None,
-            };
-            fields.extend(
-                self.ports
-                    .iter()
-                    .filter(|(_, p)| p.listener == l)
-                    .map(|(_, p)| p.ready_field(prefix)),
-            );
-            if let Kind::Agent(a) = &listener.kind {
-                fields.extend(a.ready_fields(prefix));
-            }
-        }
-        if let Some(m) = &self.metrics {
-            fields.push(format!("metrics={}", m.addr));
-        }
-        fields
     }
 
     /// Runs until stopped by signals (or, for an agent, by `--exit-on-disconnect`).
     pub fn run(mut self) -> io::Result<Stopped> {
         let mut events = Events::with_capacity(EVENT_CAPACITY);
         let mut now = Instant::now();
-        if self.listeners.iter().all(|(_, l)| l.up()) {
+        if self.listeners.all_up() {
             self.announce();
         }
         self.upkeep(now);
@@ -345,61 +167,31 @@ impl Server {
             }
             now = Instant::now();
             for event in events.iter() {
-                let ready = Readiness {
-                    readable: event.is_readable() || event.is_read_closed() || event.is_error(),
-                    writable: event.is_writable() || event.is_write_closed() || event.is_error(),
-                    read_closed: event.is_read_closed() || event.is_error(),
-                };
-                match Target::of(event.token()) {
-                    Target::Signals => self.on_signals(now),
-                    Target::Waker => self.on_waker(),
-                    Target::Port(n) => {
-                        if let Some(p) = self.ports.get_mut(n) {
-                            p.readable = true;
-                        }
-                    }
-                    Target::Metrics => self.on_metrics_ready(now),
-                    Target::Scrape(slot) => self.on_scrape_event(slot, now),
-                    Target::Session { slot, side } => {
-                        if let Some(e) = self.sessions.get_mut(slot) {
-                            e.session.on_event(side, ready);
-                            self.drive(slot, now);
-                        }
-                    }
-                    Target::Tunnel { listener, slot } => {
-                        self.on_tunnel_event(listener, slot, ready, now);
-                    }
-                    Target::Waiting { listener, slot } => {
-                        self.on_waiting_event(listener, slot, now);
-                    }
-                }
-                if let Some(stopped) = self.stop {
+                self.on_event(event, now);
+                if let Some(stopped) = self.life.stop {
                     return Ok(stopped);
                 }
             }
-            for slot in std::mem::take(&mut self.ready) {
-                if let Some(e) = self.sessions.get_mut(slot) {
-                    e.in_ready = false;
-                    self.drive(slot, now);
-                }
-            }
+            self.sessions.drive_ready(&mut io!(self, now));
             self.fire_deadlines(now);
-            self.feed_starved(now);
+            self.sessions.feed_starved(&mut io!(self, now));
+            self.settle_reports();
             // Free closed sessions' sockets first: accepting needs their descriptors.
-            self.free_closed();
+            self.sessions.free_closed();
             self.accept_all(now);
-            if self.metrics_pending() {
+            if self.metrics.as_ref().is_some_and(Metrics::pending) {
                 self.on_metrics_ready(now);
             }
             self.upkeep(now);
-            if let Some(stopped) = self.stop {
+            if let Some(stopped) = self.life.stop {
                 return Ok(stopped);
             }
-            if let Some(until) = self.drain_until {
+            if let Some(until) = self.life.drain_until {
                 if now >= until {
-                    self.close_all(now);
+                    self.sessions.shut_down_all(&mut io!(self, now));
+                    self.settle_reports();
                 }
-                if self.sessions.is_empty() {
+                if self.sessions.held() == 0 {
                     info!("stopped: every session finished");
                     return Ok(Stopped::Drained);
                 }
@@ -407,322 +199,242 @@ impl Server {
         }
     }
 
-    /// Prints the READY line once, on stdout.
-    fn announce(&mut self) {
-        if !self.announced {
-            self.announced = true;
-            let fields = self.ready_fields().join(" ");
-            print_line(&format!("READY {fields}"));
-            notify(&format!("READY=1\nSTATUS=serving {fields}"));
+    /// Hands one event to the owner of its token.
+    fn on_event(&mut self, event: &Event, now: Instant) {
+        let ready = Readiness {
+            readable: event.is_readable() || event.is_read_closed() || event.is_error(),
+            writable: event.is_writable() || event.is_write_closed() || event.is_error(),
+            read_closed: event.is_read_closed() || event.is_error(),
+        };
+        match Target::of(event.token()) {
+            Target::Signals => self.on_signals(now),
+            Target::Waker => {
+                for (_, l) in &mut self.listeners.slab {
+                    l.mode.on_waker();
+                }
+            }
+            Target::Port(n) => {
+                if let Some(p) = self.listeners.ports.get_mut(n) {
+                    p.readable = true;
+                }
+            }
+            Target::Metrics => self.on_metrics_ready(now),
+            Target::Socket(Owner::Scrape(slot), _) => {
+                let Some(mut m) = self.metrics.take() else {
+                    return;
+                };
+                let counts = (m.requests, m.rejected);
+                m.on_event(slot, self.poll.registry(), &|route| {
+                    self.view(now, counts).answer(route)
+                });
+                self.metrics = Some(m);
+            }
+            Target::Socket(Owner::Session(slot), side) => {
+                self.sessions
+                    .on_event(slot, side, ready, &mut io!(self, now));
+                self.settle_reports();
+            }
+            Target::Socket(
+                owner @ (Owner::Tunnel { listener, .. } | Owner::Waiting { listener, .. }),
+                _,
+            ) => self.with_mode(listener, now, |m, cx| m.on_event(cx, owner, ready)),
+        }
+    }
+
+    /// Calls listener `l`'s mode with a context of what it may touch, then applies the
+    /// actions it asked for. The one place mode code is called from.
+    fn with_mode(&mut self, l: usize, now: Instant, f: impl FnOnce(&mut ModeState, &mut Cx<'_>)) {
+        let mut actions = Vec::new();
+        let Some(listener) = self.listeners.slab.get_mut(l) else {
+            return;
+        };
+        let Listener {
+            mode,
+            counters,
+            policy,
+            ..
+        } = listener;
+        f(
+            mode,
+            &mut Cx {
+                registry: self.poll.registry(),
+                deadlines: &mut self.deadlines,
+                ids: &mut self.ids,
+                now,
+                listener: l,
+                policy,
+                counters,
+                actions: &mut actions,
+            },
+        );
+        self.apply(actions, now);
+    }
+
+    fn apply(&mut self, actions: Vec<Action>, now: Instant) {
+        for action in actions {
+            match action {
+                Action::Start(start) => {
+                    let l = start.listener;
+                    if self.sessions.start(start, &mut io!(self, now)) {
+                        if let Some(x) = self.listeners.slab.get_mut(l) {
+                            x.sessions += 1;
+                        }
+                    }
+                }
+                Action::Unserved(closed) => self.sessions.report_unserved(closed),
+                Action::Up if self.listeners.all_up() => self.announce(),
+                Action::Up => {}
+                Action::Stop(stopped) => self.life.stop = Some(stopped),
+            }
+        }
+        self.settle_reports();
+    }
+
+    /// Records what the sessions reported (see [`Listeners::record`]).
+    fn settle_reports(&mut self) {
+        let stopping = self.life.stopping();
+        for report in self.sessions.take_reports() {
+            self.listeners.record(report, stopping);
+        }
+    }
+
+    fn fire_deadlines(&mut self, now: Instant) {
+        while let Some(t) = self.deadlines.pop_due(now) {
+            match t.slot {
+                Owner::Session(slot) => self.sessions.expire(slot, t.id, t.at, &mut io!(self, now)),
+                owner @ (Owner::Tunnel { listener, .. } | Owner::Waiting { listener, .. }) => {
+                    self.with_mode(listener, now, |m, cx| m.on_deadline(cx, owner, t.id, t.at));
+                }
+                Owner::Scrape(slot) => {
+                    if let Some(m) = self.metrics.as_mut() {
+                        m.on_deadline(slot, t.id, self.poll.registry());
+                    }
+                }
+            }
+        }
+        self.settle_reports();
+        let metrics = self.metrics.as_ref();
+        deadlines::compact(
+            &mut self.deadlines,
+            &self.sessions,
+            &self.listeners,
+            metrics,
+        );
+    }
+
+    /// Accepts up to a batch on each ready port, within the session limits.
+    fn accept_all(&mut self, now: Instant) {
+        if self.life.stopping() {
+            return;
+        }
+        for n in 0..self.listeners.ports.capacity() {
+            for _ in 0..ACCEPT_BATCH {
+                if !self
+                    .listeners
+                    .has_room(n, self.sessions.held(), self.max_sessions)
+                {
+                    self.listeners.note_limit(n);
+                    break;
+                }
+                let Some((l, role, conn, addr)) = self.listeners.accept(n, now) else {
+                    break;
+                };
+                if role != Role::Tunnel {
+                    if let Some(x) = self.listeners.slab.get_mut(l) {
+                        x.counters.accepted += 1;
+                    }
+                }
+                self.with_mode(l, now, |m, cx| m.on_accept(cx, &role, conn, addr));
+            }
+        }
+    }
+
+    fn on_metrics_ready(&mut self, now: Instant) {
+        if let Some(m) = self.metrics.as_mut() {
+            m.on_ready(self.poll.registry(), &mut self.deadlines, now);
+        }
+    }
+
+    /// Per-pass upkeep of the modes (agents keep their tunnels open).
+    fn upkeep(&mut self, now: Instant) {
+        if self.life.stopping() {
+            return;
+        }
+        let open: Vec<usize> = self
+            .listeners
+            .slab
+            .iter()
+            .filter(|(_, l)| !l.closed)
+            .map(|(slot, _)| slot)
+            .collect();
+        for l in open {
+            self.with_mode(l, now, |m, cx| m.upkeep(cx));
         }
     }
 
     /// Zero when work is queued; else until the earliest deadline; `None` blocks.
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.ready.is_empty() || self.accept_pending(now) || self.metrics_pending() {
+        let accepting = !self.life.stopping()
+            && self
+                .listeners
+                .accept_pending(now, self.sessions.held(), self.max_sessions);
+        if self.sessions.has_ready()
+            || accepting
+            || self.metrics.as_ref().is_some_and(Metrics::pending)
+        {
             return Some(Duration::ZERO);
         }
-        let port_pauses = self.ports.iter().filter_map(|(_, p)| p.paused_until);
-        let mode_wake = self
-            .listeners
-            .iter()
-            .filter_map(|(_, l)| match &l.kind {
-                Kind::Agent(a) if !l.closed => a.next_wake(),
-                _ => None,
-            })
-            .min();
         let next = self
-            .timers
+            .deadlines
             .next()
             .into_iter()
-            .chain(port_pauses)
-            .chain(self.drain_until)
-            .chain(mode_wake)
+            .chain(self.listeners.next_wake())
+            .chain(self.life.drain_until)
             .min();
         next.map(|t| t.saturating_duration_since(now))
     }
 
-    /// Drives one session until it waits, and acts on what it reports.
-    fn drive(&mut self, slot: usize, now: Instant) {
-        let Some(e) = self.sessions.get_mut(slot) else {
-            return;
-        };
-        if e.closed {
-            return;
+    /// Prints the READY line once (every listener is up).
+    fn announce(&mut self) {
+        let fields = self.ready_fields();
+        self.life.announce(&fields);
+    }
+
+    /// The READY line's fields: every port, agent and the metrics endpoint.
+    fn ready_fields(&self) -> Vec<String> {
+        let mut fields = self.listeners.ready_fields(&self.source);
+        if let Some(m) = &self.metrics {
+            fields.push(format!("metrics={}", m.addr));
         }
-        let d = e.session.drive(&mut self.pool, now, &e.policy, BUDGET);
-        self.settle(slot, d, now);
+        fields
     }
 
-    fn settle(&mut self, slot: usize, drive: Drive, now: Instant) {
-        match drive {
-            Drive::Waiting => {}
-            Drive::Yielded => {
-                if let Some(e) = self.sessions.get_mut(slot) {
-                    if !e.in_ready {
-                        e.in_ready = true;
-                        self.ready.push(slot);
-                    }
-                }
-            }
-            Drive::Starved => {
-                if let Some(e) = self.sessions.get_mut(slot) {
-                    if !e.starved {
-                        e.starved = true;
-                        self.starved.push_back(slot);
-                    }
-                }
-            }
-            Drive::ConnectFailed(failure) => {
-                if let Some(l) = self.sessions.get(slot).map(|e| e.listener) {
-                    self.count_connect_failure(l, failure);
-                }
-                let d = self.redial(slot, failure, now);
-                return self.settle(slot, d, now);
-            }
-            Drive::Closed(reason) => return self.finish(slot, reason, now),
+    /// The owners at `now`, for renderings; `metrics` is the endpoint's (requests,
+    /// rejected).
+    fn view(&self, now: Instant, metrics: (u64, u64)) -> View<'_> {
+        let pool = self.sessions.pool();
+        let (sessions, listeners) = (&self.sessions, &self.listeners);
+        let timers_armed = deadlines::armed(&self.deadlines, sessions, listeners);
+        View {
+            sessions,
+            listeners,
+            process: ProcessStats {
+                uptime: now.saturating_duration_since(self.life.started),
+                max_sessions: self.max_sessions as u64,
+                buffers_lent: pool.lent() as u64,
+                pool_buffers: pool.budget() as u64,
+                buffer_size: self.global.buffer_size as u64,
+                timers_armed: timers_armed as u64,
+                stopping: self.life.stopping(),
+                reloads: self.life.reloads,
+                reload_failures: self.life.reload_failures,
+                log_lines_dropped: self.log.as_ref().map_or(0, LogHandle::dropped),
+                metrics_requests: metrics.0,
+                metrics_rejected: metrics.1,
+            },
+            global: &self.global,
+            source: &self.source,
+            now,
         }
-        self.arm(slot);
-    }
-
-    /// Arms the session's deadline unless an entry at or before it is already armed.
-    fn arm(&mut self, slot: usize) {
-        let Some(e) = self.sessions.get_mut(slot) else {
-            return;
-        };
-        let Some(deadline) = e.session.deadline(&e.policy) else {
-            return;
-        };
-        if e.armed.is_none_or(|armed| deadline < armed) {
-            self.timers.arm(deadline, Key::Session(slot), e.id);
-            e.armed = Some(deadline);
-        }
-    }
-
-    fn fire_deadlines(&mut self, now: Instant) {
-        while let Some(t) = self.timers.pop_due(now) {
-            match t.slot {
-                Key::Session(slot) => {
-                    let Some(e) = self.sessions.get_mut(slot) else {
-                        continue;
-                    };
-                    if e.id != t.id || e.armed != Some(t.at) || e.closed {
-                        continue; // stale: superseded, or the slot belongs to a later session
-                    }
-                    e.armed = None;
-                    let d = e.session.expire(&mut self.pool, now, &e.policy);
-                    self.settle(slot, d, now);
-                }
-                Key::Tunnel(l, slot) => self.on_tunnel_deadline(l, slot, t.id, t.at, now),
-                Key::Waiting(l, slot) => self.on_waiting_deadline(l, slot, t.id, now),
-                Key::Scrape(slot) => self.on_scrape_deadline(slot, t.id),
-            }
-        }
-        let live = self.sessions.len() + self.mode_entries();
-        if self.timers.len() > 2 * live + 1024 {
-            self.compact_timers();
-        }
-    }
-
-    fn compact_timers(&mut self) {
-        let (sessions, listeners, metrics) = (&self.sessions, &self.listeners, &self.metrics);
-        self.timers
-            .compact(|t| timer_is_live(sessions, listeners, metrics.as_ref(), t));
-    }
-
-    /// Deadlines armed for live sessions, tunnels and waiting clients (not the metrics
-    /// requests', so a scrape of a quiet process reads 0).
-    fn live_timers(&self) -> usize {
-        self.timers.count(|t| {
-            !matches!(t.slot, Key::Scrape(_))
-                && timer_is_live(&self.sessions, &self.listeners, None, t)
-        })
-    }
-
-    /// Tunnels and waiting clients of every listener.
-    fn mode_entries(&self) -> usize {
-        self.listeners.iter().map(|(_, l)| l.entries()).sum()
-    }
-
-    /// Public clients waiting for a tunnel (they count against `max_sessions`).
-    fn waiting_clients(&self) -> usize {
-        self.listeners.iter().map(|(_, l)| l.waiting()).sum()
-    }
-
-    /// The connect timeout of listener `l`'s new sessions.
-    fn connect_timeout(&self, l: usize) -> Option<Duration> {
-        self.listeners.get(l).map(|l| l.policy.connect_timeout)
-    }
-
-    /// Gives buffers that came back to sessions waiting for one, oldest first.
-    fn feed_starved(&mut self, now: Instant) {
-        while self.pool.lent() < self.pool.budget() {
-            let Some(slot) = self.starved.pop_front() else {
-                break;
-            };
-            if let Some(e) = self.sessions.get_mut(slot) {
-                e.starved = false;
-                self.drive(slot, now);
-            }
-        }
-    }
-
-    fn free_closed(&mut self) {
-        for slot in self.closed.drain(..) {
-            if self.sessions.contains(slot) {
-                // Dropping the streams closes the sockets (RST where `abort` set linger 0).
-                drop(self.sessions.remove(slot));
-            }
-        }
-    }
-
-    fn on_signals(&mut self, now: Instant) {
-        let mut stops = 0;
-        let (mut reload, mut snapshot) = (false, false);
-        for signal in self.signals.pending() {
-            match signal {
-                SIGHUP => reload = true,
-                SIGUSR1 => snapshot = true,
-                _ => stops += 1,
-            }
-        }
-        if snapshot {
-            self.log_snapshot(now);
-        }
-        if stops == 0 {
-            if reload && self.drain_until.is_none() {
-                self.reload(now);
-            }
-            return;
-        }
-        if self.drain_until.is_some() || stops > 1 {
-            warn!(
-                "second signal: exiting now, {} sessions cut",
-                self.live_sessions()
-            );
-            self.stop = Some(Stopped::Forced);
-            return;
-        }
-        notify("STOPPING=1");
-        for (_, p) in &mut self.ports {
-            p.close(self.poll.registry());
-        }
-        self.ports.clear();
-        // The metrics endpoint stays open: the drain can be watched, and /healthz says 503.
-        let listeners: Vec<usize> = self.listeners.iter().map(|(l, _)| l).collect();
-        for l in listeners {
-            self.close_listener(l, now);
-        }
-        self.drain_until = Some(now + self.global.drain_timeout);
-        info!(
-            "stopping: listeners closed, {} sessions draining (up to {:?})",
-            self.live_sessions(),
-            self.global.drain_timeout
-        );
-    }
-
-    /// Closes listener `l`: its tunnels and waiting clients go at once, its sessions
-    /// finish (draining), and it is forgotten after the last one. Its ports must be gone.
-    fn close_listener(&mut self, l: usize, now: Instant) {
-        let registry = self.poll.registry();
-        let Some(listener) = self.listeners.get_mut(l) else {
-            return;
-        };
-        listener.closed = true;
-        let gone = match &mut listener.kind {
-            Kind::Forward(_) => Vec::new(),
-            Kind::Relay(r) => r.drop_all(registry),
-            Kind::Agent(a) => {
-                a.drop_all(registry);
-                Vec::new()
-            }
-        };
-        for (id, addr, since) in gone {
-            let reason = crate::core::reason::CloseReason::Shutdown;
-            self.unserved(l, id, addr, since, now, reason);
-        }
-        self.forget_listener_if_done(l);
-    }
-
-    /// Removes a closed listener once nothing refers to it any more (while stopping, it
-    /// stays to the end: its counters are still reported).
-    fn forget_listener_if_done(&mut self, l: usize) {
-        if self.drain_until.is_none()
-            && self
-                .listeners
-                .get(l)
-                .is_some_and(|x| x.closed && x.sessions == 0 && x.entries() == 0)
-        {
-            self.listeners.remove(l);
-        }
-    }
-
-    fn close_all(&mut self, now: Instant) {
-        let live: Vec<usize> = self
-            .sessions
-            .iter()
-            .filter(|(_, e)| !e.closed)
-            .map(|(slot, _)| slot)
-            .collect();
-        for slot in live {
-            if let Some(e) = self.sessions.get_mut(slot) {
-                let d = e.session.shut_down(&mut self.pool);
-                self.settle(slot, d, now);
-            }
-        }
-        self.free_closed();
-    }
-
-    fn live_sessions(&self) -> usize {
-        self.sessions.len() - self.closed.len()
-    }
-
-    /// Per-pass upkeep of the modes (agents keep their tunnel pools full).
-    fn upkeep(&mut self, now: Instant) {
-        if self.drain_until.is_none() {
-            self.agents_upkeep(now);
-        }
-    }
-}
-
-/// Writes one line to stdout (READY, RELOADED...) and flushes it.
-fn print_line(line: &str) {
-    let mut stdout = io::stdout().lock();
-    if writeln!(stdout, "{line}")
-        .and_then(|()| stdout.flush())
-        .is_err()
-    {
-        warn!("cannot write to stdout: {line}");
-    }
-}
-
-/// Tells the service manager (systemd) about a state change, when it is listening.
-fn notify(state: &str) {
-    if let Err(e) = crate::systemd::notify(state) {
-        log::debug!(
-            "cannot notify the service manager: {}",
-            crate::os::net::describe(&e)
-        );
-    }
-}
-
-/// Whether a heap entry is still its owner's current deadline.
-fn timer_is_live(
-    sessions: &Slab<Entry>,
-    listeners: &Slab<Listener>,
-    metrics: Option<&metrics::Metrics>,
-    t: &crate::core::timers::Entry<Key>,
-) -> bool {
-    match t.slot {
-        Key::Session(slot) => sessions
-            .get(slot)
-            .is_some_and(|e| !e.closed && e.id == t.id && e.armed == Some(t.at)),
-        Key::Tunnel(l, slot) => listeners
-            .get(l)
-            .is_some_and(|l| l.timer_is_live(true, slot, t.id, t.at)),
-        Key::Waiting(l, slot) => listeners
-            .get(l)
-            .is_some_and(|l| l.timer_is_live(false, slot, t.id, t.at)),
-        Key::Scrape(slot) => metrics.is_some_and(|m| m.timer_is_live(slot, t.id)),
     }
 }

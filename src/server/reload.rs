@@ -1,299 +1,296 @@
-//! SIGHUP: load the configuration file again and apply it without touching live sessions.
+//! SIGHUP: apply a new configuration without touching live sessions, all or nothing.
 //!
-//! Listeners are matched by name. A new name opens a listener; a name that is gone closes
-//! its listener (ports closed, tunnels and waiting clients dropped, sessions finish). A
-//! listener whose options changed takes them for new sessions only: each session holds
-//! the policy it started with. Ports are matched by address (configured, or the one a
-//! port 0 was given; a port 0 only within the same listener and role), so an unchanged
-//! address keeps its socket and its
-//! backlog; new addresses are bound before anything is changed, so a bind failure leaves
-//! the running configuration as it was. Process-wide settings need a restart.
+//! [`plan`] does every step that can fail, and nothing the running configuration can see:
+//! it decides what each new listener updates (`config::reload`), builds the mode states
+//! that cannot be kept (an agent's resolver thread), binds the new addresses, and
+//! registers the new ports with the poller, held and not yet accepting. If any step
+//! fails, what the plan made is dropped (sockets closed) and the running configuration
+//! is exactly as it was. [`commit`] then cannot fail: it closes the ports no longer
+//! wanted, gives the held ports to their listeners, updates, adds and removes listeners.
 //!
-//! A relay or agent keeps its tunnels when only limits and timeouts changed; a new
-//! secret, service list or relay address starts it afresh (agents reconnect).
+//! Listeners are matched by name. A listener whose options changed takes them for new
+//! sessions only: each session holds the policy it started with. A relay or agent keeps
+//! its tunnels when only limits and timeouts changed; a new secret, service list or
+//! relay address starts it afresh. Process-wide settings need a restart.
 
 use std::net::SocketAddr;
-use std::rc::Rc;
-use std::time::Instant;
+use std::sync::Arc;
 
-use log::{error, info, warn};
+use log::info;
+use mio::{Registry, Waker};
 
-use super::accept::{Port, Role};
-use super::listener::{Kind, Listener};
-use super::{notify, print_line, wanted, Server};
-use crate::config::{self, Config, Global, Mode, Source};
+use super::listeners::{Listener, Listeners};
+use super::mode::ModeState;
+use super::port::{Port, Role};
+use crate::config::reload::{keeps_state, match_ports, OpenPort, WantedPort};
+use crate::config::{self, Config, Mode, MAX_LISTENERS};
 use crate::os::net::describe;
 
-/// Where a port of the new configuration comes from.
-enum PortPlan {
-    /// An open port, kept (slot), with its new role and configured address.
-    Keep(usize, Role, SocketAddr),
-    /// A freshly bound one.
-    New(Port),
-}
-
-/// One listener of the new configuration: its config, the slot of the listener it
-/// updates (if any), a fresh mode state when the old one cannot be kept, and its ports.
-struct Plan {
-    config: config::Listener,
-    slot: Option<usize>,
-    fresh: Option<Kind>,
-    ports: Vec<PortPlan>,
-}
-
-impl Server {
-    /// Loads the configuration file again and applies it; on failure the running
-    /// configuration stays. Prints `RELOADED <fields>` or `RELOAD-FAILED <why>`.
-    pub(super) fn reload(&mut self, now: Instant) {
-        let Source::File(path) = &self.source else {
-            warn!("SIGHUP: started from flags, no configuration file to reload");
-            return;
-        };
-        notify(&format!(
-            "RELOADING=1\nMONOTONIC_USEC={}",
-            crate::systemd::monotonic_usec()
-        ));
-        let loaded = config::file::load(path).map_err(|e| e.to_string());
-        match loaded.and_then(|cfg| self.apply(cfg, now)) {
-            Ok(()) => {
-                self.reloads += 1;
-                let fields = self.ready_fields().join(" ");
-                info!("reloaded the configuration: {fields}");
-                print_line(&format!("RELOADED {fields}"));
-            }
-            Err(why) => {
-                self.reload_failures += 1;
-                error!("reload failed, the running configuration stays: {why}");
-                print_line(&format!("RELOAD-FAILED {why}"));
-            }
-        }
-        notify("READY=1");
-    }
-
-    /// Applies `cfg`: every fallible step (binding, new mode states) happens before the
-    /// first change.
-    fn apply(&mut self, cfg: Config, now: Instant) -> Result<(), String> {
-        let changed = global_changes(&self.global, &cfg.global);
-        if !changed.is_empty() {
-            warn!(
-                "reload: {} changed; these need a restart, the running values stay",
-                changed.join(", ")
-            );
-        }
-        let plans = self.plan(cfg.listeners)?;
-        let kept: Vec<usize> = plans
-            .iter()
-            .flat_map(|p| p.ports.iter())
-            .filter_map(|p| match p {
-                PortPlan::Keep(slot, ..) => Some(*slot),
-                PortPlan::New(_) => None,
-            })
-            .collect();
-        let dropped: Vec<usize> = self
-            .ports
-            .iter()
-            .map(|(slot, _)| slot)
-            .filter(|slot| !kept.contains(slot))
-            .collect();
-        for slot in dropped {
-            let mut port = self.ports.remove(slot);
-            info!("reload: closing {}", port.addr);
-            port.close(self.poll.registry());
-        }
-        let names: Vec<String> = plans.iter().map(|p| p.config.name.clone()).collect();
-        for plan in plans {
-            self.commit(plan, now).map_err(|e| describe(&e))?;
-        }
-        let gone: Vec<usize> = self
-            .listeners
-            .iter()
-            .filter(|(_, l)| !l.closed && !names.iter().any(|n| n == l.name()))
-            .map(|(slot, _)| slot)
-            .collect();
-        for l in gone {
-            info!("reload: listener {} removed", self.listeners[l].name());
-            self.close_listener(l, now);
-        }
-        Ok(())
-    }
-
-    /// Decides, for each new listener, what it updates and where its ports come from;
-    /// binds new addresses and builds new mode states. Changes nothing.
-    fn plan(&self, listeners: Vec<config::Listener>) -> Result<Vec<Plan>, String> {
-        let mut claimed: Vec<usize> = Vec::new();
-        let mut plans = Vec::with_capacity(listeners.len());
-        let mut slots_needed = self.listeners.len();
-        for cfg in listeners {
-            let slot = self
-                .listeners
-                .iter()
-                .find(|(_, l)| l.name() == cfg.name)
-                .map(|(slot, _)| slot);
-            let fresh = match slot.map(|s| &self.listeners[s]) {
-                Some(old) if keeps_state(&old.config.mode, &cfg.mode) => None,
-                _ => Some(self.new_kind(&cfg).map_err(|e| describe(&e))?),
-            };
-            if slot.is_none() {
-                slots_needed += 1;
-            }
-            let mut ports = Vec::new();
-            for (role, addr) in wanted(&cfg) {
-                // The same configured address, or the address a port 0 was given.
-                let same = |p: &Port| {
-                    (addr.port() != 0 && p.addr == addr)
-                        || p.configured == addr
-                            && (addr.port() != 0
-                                || (p.role.ready_name() == role.ready_name()
-                                    && self
-                                        .listeners
-                                        .get(p.listener)
-                                        .is_some_and(|l| l.name() == cfg.name)))
-                };
-                let found = self
-                    .ports
+/// The (role, address) pairs a listener listens on.
+pub(super) fn wanted(listener: &config::Listener) -> Vec<(Role, SocketAddr)> {
+    match &listener.mode {
+        Mode::Forward(f) => f.listen.iter().map(|&a| (Role::Forward, a)).collect(),
+        Mode::Relay(r) => std::iter::once((Role::Tunnel, r.tunnel_listen))
+            .chain(
+                r.public
                     .iter()
-                    .find(|(slot, p)| !claimed.contains(slot) && same(p))
-                    .map(|(slot, _)| slot);
-                match found {
-                    Some(slot) => {
-                        claimed.push(slot);
-                        ports.push(PortPlan::Keep(slot, role, addr));
-                    }
-                    None => ports.push(PortPlan::New(bind(role, addr)?)),
-                }
+                    .enumerate()
+                    .map(|(n, s)| (Role::Public(n, s.name.clone()), s.addr)),
+            )
+            .collect(),
+        Mode::Agent(_) => Vec::new(),
+    }
+}
+
+/// Where one port of a new listener comes from: an open port (slot) or a held one.
+#[derive(Debug)]
+struct PortPlan {
+    slot: usize,
+    role: Role,
+    configured: SocketAddr,
+    held: bool,
+}
+
+/// What one listener of the new configuration becomes.
+#[derive(Debug)]
+enum Fate {
+    /// It updates the listener in this slot; with a fresh mode state when the old one
+    /// cannot serve the new options.
+    Update(usize, Option<ModeState>),
+    /// A new listener.
+    Add(ModeState),
+}
+
+/// Everything a reload will do, with every fallible step done.
+#[derive(Debug)]
+pub(super) struct Plan {
+    listeners: Vec<(config::Listener, Fate, Vec<PortPlan>)>,
+    /// Held ports, to drop if the plan is abandoned.
+    held: Vec<usize>,
+}
+
+/// Plans `cfg` against the running `listeners`. On error nothing has changed.
+pub(super) fn plan(
+    listeners: &mut Listeners,
+    registry: &Registry,
+    waker: &Arc<Waker>,
+    cfg: Config,
+) -> Result<Plan, String> {
+    let mut plan = Plan {
+        listeners: Vec::with_capacity(cfg.listeners.len()),
+        held: Vec::new(),
+    };
+    let result = fill(&mut plan, listeners, registry, waker, cfg);
+    match result {
+        Ok(()) => Ok(plan),
+        Err(why) => {
+            abandon(plan, listeners, registry);
+            Err(why)
+        }
+    }
+}
+
+/// Drops what a plan made: its held ports (closed; no new port is left bound).
+pub(super) fn abandon(plan: Plan, listeners: &mut Listeners, registry: &Registry) {
+    for slot in plan.held {
+        listeners.drop_port(slot, registry);
+    }
+}
+
+fn fill(
+    plan: &mut Plan,
+    listeners: &mut Listeners,
+    registry: &Registry,
+    waker: &Arc<Waker>,
+    cfg: Config,
+) -> Result<(), String> {
+    let mut slots_needed = listeners.slab.len();
+    let mut fates = Vec::with_capacity(cfg.listeners.len());
+    for l in &cfg.listeners {
+        let slot = listeners.slab.iter().find(|(_, x)| x.name() == l.name);
+        let fate = match slot {
+            Some((s, old)) if keeps_state(&old.config.mode, &l.mode) => Fate::Update(s, None),
+            Some((s, _)) => Fate::Update(s, Some(fresh(l, waker)?)),
+            None => {
+                slots_needed += 1;
+                Fate::Add(fresh(l, waker)?)
             }
-            plans.push(Plan {
-                config: cfg,
+        };
+        fates.push(fate);
+    }
+    if slots_needed > MAX_LISTENERS {
+        return Err(format!(
+            "more than {MAX_LISTENERS} listeners, counting removed ones still draining"
+        ));
+    }
+    // Ports: keep the open ones the new configuration still wants, bind the others.
+    let open_slots: Vec<usize> = listeners.ports.iter().map(|(s, _)| s).collect();
+    let open_roles: Vec<String> = listeners
+        .ports
+        .iter()
+        .map(|(_, p)| p.role.ready_name())
+        .collect();
+    let open: Vec<OpenPort<'_>> = listeners
+        .ports
+        .iter()
+        .zip(&open_roles)
+        .map(|((_, p), role)| OpenPort {
+            listener: p
+                .listener
+                .and_then(|l| listeners.slab.get(l))
+                .map_or("", Listener::name),
+            role,
+            configured: p.configured,
+            bound: p.addr,
+        })
+        .collect();
+    let wanted_by: Vec<Vec<(Role, SocketAddr)>> = cfg.listeners.iter().map(wanted).collect();
+    let wanted_roles: Vec<Vec<String>> = wanted_by
+        .iter()
+        .map(|ports| ports.iter().map(|(role, _)| role.ready_name()).collect())
+        .collect();
+    let flat: Vec<WantedPort<'_>> = cfg
+        .listeners
+        .iter()
+        .zip(wanted_by.iter().zip(&wanted_roles))
+        .flat_map(|(l, (ports, roles))| {
+            ports.iter().zip(roles).map(|((_, addr), role)| WantedPort {
+                listener: &l.name,
+                role,
+                addr: *addr,
+            })
+        })
+        .collect();
+    let kept = match_ports(&open, &flat);
+    let mut bound = Vec::new();
+    for (w, keep) in wanted_by.iter().flatten().zip(&kept) {
+        match keep {
+            Some(i) => bound.push(PortSource::Open(open_slots[*i])),
+            None => {
+                let (role, addr) = w;
+                let port = Port::bind(role.clone(), *addr, &mut Vec::new())
+                    .map_err(|e| format!("cannot bind {addr}: {}", describe(&e)))?;
+                bound.push(PortSource::Bound(port));
+            }
+        }
+    }
+    // The last fallible step: register the new ports (held, not accepting yet).
+    let mut sources = bound.into_iter();
+    for ((l, fate), ports) in cfg.listeners.into_iter().zip(fates).zip(wanted_by) {
+        let mut planned = Vec::with_capacity(ports.len());
+        for (role, configured) in ports {
+            let (slot, held) = match sources.next() {
+                Some(PortSource::Open(slot)) => (slot, false),
+                Some(PortSource::Bound(port)) => {
+                    let addr = port.addr;
+                    let slot = listeners
+                        .hold_port(port, registry)
+                        .map_err(|e| format!("cannot listen on {addr}: {}", describe(&e)))?;
+                    plan.held.push(slot);
+                    (slot, true)
+                }
+                None => return Err("reload: ports out of step".into()),
+            };
+            planned.push(PortPlan {
                 slot,
-                fresh,
-                ports,
+                role,
+                configured,
+                held,
             });
         }
-        if slots_needed > super::token::MAX_LISTENERS {
-            return Err(format!(
-                "more than {} listeners, counting removed ones still draining",
-                super::token::MAX_LISTENERS
-            ));
-        }
-        Ok(plans)
+        plan.listeners.push((l, fate, planned));
     }
+    Ok(())
+}
 
-    /// Applies one listener's plan.
-    fn commit(&mut self, plan: Plan, now: Instant) -> std::io::Result<()> {
-        let Plan {
-            config,
-            slot,
-            fresh,
-            ports,
-        } = plan;
-        let l = match slot {
-            Some(l) => {
-                if let Some(kind) = fresh {
+/// A wanted port: an open one kept, or a freshly bound one.
+enum PortSource {
+    Open(usize),
+    Bound(Port),
+}
+
+/// A fresh mode state for `l`.
+fn fresh(l: &config::Listener, waker: &Arc<Waker>) -> Result<ModeState, String> {
+    ModeState::new(l, waker).map_err(|e| format!("listener {}: {}", l.name, describe(&e)))
+}
+
+/// Applies a plan; cannot fail. `close` ends a listener's mode state (its tunnels and
+/// waiting clients, whose closes it records). Returns the listeners removed: the caller
+/// forgets each once their clients' closes are recorded.
+pub(super) fn commit(
+    plan: Plan,
+    listeners: &mut Listeners,
+    registry: &Registry,
+    mut close: impl FnMut(&mut Listeners, usize),
+) -> Vec<usize> {
+    let kept: Vec<usize> = plan
+        .listeners
+        .iter()
+        .flat_map(|(_, _, ports)| ports.iter().map(|p| p.slot))
+        .collect();
+    let dropped: Vec<usize> = listeners
+        .ports
+        .iter()
+        .map(|(slot, _)| slot)
+        .filter(|slot| !kept.contains(slot))
+        .collect();
+    for slot in dropped {
+        if let Some(p) = listeners.ports.get(slot) {
+            info!("reload: closing {}", p.addr);
+        }
+        listeners.drop_port(slot, registry);
+    }
+    let names: Vec<String> = plan
+        .listeners
+        .iter()
+        .map(|(c, _, _)| c.name.clone())
+        .collect();
+    for (config, fate, ports) in plan.listeners {
+        let l = match fate {
+            Fate::Update(l, fresh) => {
+                if let Some(mode) = fresh {
                     // The old state's tunnels and waiting clients cannot serve the new one.
-                    self.close_listener(l, now);
-                    if let Some(listener) = self.listeners.get_mut(l) {
-                        listener.kind = kind;
+                    close(listeners, l);
+                    if let Some(x) = listeners.slab.get_mut(l) {
+                        x.mode = mode;
                     }
                 }
-                if let Some(listener) = self.listeners.get_mut(l) {
-                    if listener.config != config {
+                if let Some(x) = listeners.slab.get_mut(l) {
+                    if x.config != config {
                         info!("reload: listener {} updated", config.name);
                     }
-                    update(listener, config);
-                    listener.closed = false;
-                    l
-                } else {
-                    // Forgotten by close_listener (it had no sessions left): add it anew.
-                    let kind = self.new_kind(&config)?;
-                    self.listeners.insert(Listener::new(config, kind))
+                    x.update(config);
                 }
+                l
             }
-            None => {
+            Fate::Add(mode) => {
                 info!("reload: listener {} added", config.name);
-                let kind = match fresh {
-                    Some(kind) => kind,
-                    None => self.new_kind(&config)?,
-                };
-                self.listeners.insert(Listener::new(config, kind))
+                listeners.slab.insert(Listener::new(config, mode))
             }
         };
-        for port in ports {
-            match port {
-                PortPlan::Keep(slot, role, configured) => {
-                    if let Some(p) = self.ports.get_mut(slot) {
-                        p.listener = l;
-                        p.role = role;
-                        p.configured = configured;
-                    }
-                }
-                PortPlan::New(port) => {
+        for p in ports {
+            if let Some(port) = listeners.ports.get_mut(p.slot) {
+                if p.held {
                     info!("reload: listening on {}", port.addr);
-                    self.add_port(l, port)?;
                 }
+                port.role = p.role;
+                port.configured = p.configured;
             }
+            listeners.activate(p.slot, l);
         }
-        Ok(())
     }
-}
-
-/// Binds a new port for a reload; the error is one line naming the address.
-fn bind(role: Role, addr: SocketAddr) -> Result<Port, String> {
-    Port::bind(role, addr, &mut Vec::new())
-        .map_err(|e| format!("cannot bind {addr}: {}", describe(&e)))
-}
-
-/// Whether a relay or agent may keep its tunnels (and a forward its state) under `new`.
-fn keeps_state(old: &Mode, new: &Mode) -> bool {
-    match (old, new) {
-        (Mode::Forward(_), Mode::Forward(_)) => true,
-        (Mode::Relay(a), Mode::Relay(b)) => {
-            a.tunnel.secret == b.tunnel.secret
-                && a.public
-                    .iter()
-                    .map(|s| &s.name)
-                    .eq(b.public.iter().map(|s| &s.name))
+    let gone: Vec<usize> = listeners
+        .slab
+        .iter()
+        .filter(|(_, l)| !l.closed && !names.iter().any(|n| n == l.name()))
+        .map(|(slot, _)| slot)
+        .collect();
+    for &l in &gone {
+        if let Some(x) = listeners.slab.get_mut(l) {
+            info!("reload: listener {} removed", x.name());
+            x.closed = true;
         }
-        (Mode::Agent(a), Mode::Agent(b)) => {
-            a.tunnel.secret == b.tunnel.secret
-                && a.relay == b.relay
-                && a.services
-                    .iter()
-                    .map(|s| &s.name)
-                    .eq(b.services.iter().map(|s| &s.name))
-        }
-        _ => false,
+        close(listeners, l);
     }
-}
-
-/// Gives a listener its new configuration: the policy for new sessions, limits, and the
-/// mode's options.
-fn update(listener: &mut Listener, config: config::Listener) {
-    if *listener.policy != config.policy {
-        listener.policy = Rc::new(config.policy);
-    }
-    match (&mut listener.kind, &config.mode) {
-        (Kind::Forward(f), Mode::Forward(c)) => f.upstreams.clone_from(&c.upstreams),
-        (Kind::Relay(r), Mode::Relay(c)) => r.update(c),
-        (Kind::Agent(a), Mode::Agent(c)) => a.update(c),
-        _ => {}
-    }
-    listener.config = config;
-}
-
-/// The process-wide settings that differ (they need a restart).
-fn global_changes(old: &Global, new: &Global) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    let mut check = |differs: bool, name| {
-        if differs {
-            changed.push(name);
-        }
-    };
-    check(old.buffer_size != new.buffer_size, "buffer_size");
-    check(old.max_sessions != new.max_sessions, "max_sessions");
-    check(old.pool_buffers != new.pool_buffers, "pool_budget");
-    check(old.drain_timeout != new.drain_timeout, "drain_timeout");
-    check(old.metrics_listen != new.metrics_listen, "metrics_listen");
-    check(old.log_format != new.log_format, "log_format");
-    check(old.log_rate != new.log_rate, "log_rate");
-    changed
+    gone
 }

@@ -1,11 +1,15 @@
 //! One-line renderings of the stats model: the `ss`-like session list, the SIGUSR1
-//! snapshot, and each session's close line (human `key=value` or one JSON object).
+//! snapshot, and each session's close record (a human line and the same facts as
+//! key-value fields, one log record for both formats).
 
 use std::fmt::Write;
 
-use crate::logging::push_json_string;
+use log::kv::Value;
+use log::{Level, Record};
 
-use super::{format_duration, CloseRecord, ListenerStats, Phase, ProcessStats, SessionView};
+use super::{format_duration, CloseRecord, ListenerStats, ProcessStats, SessionView};
+use crate::core::session::Phase;
+use crate::logging::CLOSE_TARGET;
 
 /// Appends one line per live session:
 /// `id=7 listener=web client=127.0.0.1:5000 upstream=127.0.0.1:80 phase=relaying
@@ -91,14 +95,13 @@ pub fn snapshot_line(p: &ProcessStats, listeners: &[ListenerStats<'_>]) -> Strin
 /// The human close line, without a newline: `close id=N listener=NAME client=ADDR
 /// upstream=ADDR|- to_upstream=N to_client=N duration=D reason=R`.
 pub fn close_line(r: &CloseRecord<'_>) -> String {
-    let v = &r.view;
     let mut line = String::with_capacity(160);
     let _ = write!(
         line,
         "close id={} listener={} client={} upstream=",
-        v.id, v.listener, v.client
+        r.id, r.listener, r.client
     );
-    match v.upstream {
+    match r.upstream {
         Some(a) => {
             let _ = write!(line, "{a}");
         }
@@ -107,38 +110,47 @@ pub fn close_line(r: &CloseRecord<'_>) -> String {
     let _ = write!(
         line,
         " to_upstream={} to_client={} duration={} reason={}",
-        v.to_upstream,
-        v.to_client,
-        format_duration(v.age),
+        r.to_upstream,
+        r.to_client,
+        format_duration(r.duration),
         r.reason
     );
     line
 }
 
-/// The close line as one JSON object, without a newline: `{"event":"close","id":N,
-/// "listener":"web","client":"ADDR","upstream":"ADDR"|null,"to_upstream":N,
-/// "to_client":N,"duration_ms":N,"reason":"client-eof","read_pauses":N}`.
-pub fn close_json(r: &CloseRecord<'_>) -> String {
-    let v = &r.view;
-    let mut line = String::with_capacity(224);
-    let _ = write!(line, "{{\"event\":\"close\",\"id\":{},\"listener\":", v.id);
-    push_json_string(&mut line, v.listener);
-    // Socket addresses print as digits, dots, colons, hex and brackets: nothing to escape.
-    let _ = write!(line, ",\"client\":\"{}\",\"upstream\":", v.client);
-    match v.upstream {
-        Some(a) => {
-            let _ = write!(line, "\"{a}\"");
-        }
-        None => line.push_str("null"),
+impl CloseRecord<'_> {
+    /// The close as one log record at `Info` under [`CLOSE_TARGET`]: the human line as its
+    /// message, the same facts as key-value fields (`event="close"`, `id`, `listener`,
+    /// `client`, `upstream` or null, `to_upstream`, `to_client`, `duration_ms`, `reason`,
+    /// `read_pauses`), which is what a JSON log writes. Handed to `sink`: the process's
+    /// logger is `|r| log::logger().log(r)`.
+    pub fn emit(&self, sink: impl FnOnce(&Record<'_>)) {
+        let line = close_line(self);
+        let client = self.client.to_string();
+        let upstream = self.upstream.map(|a| a.to_string());
+        let millis = u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX);
+        let fields: [(&str, Value<'_>); 10] = [
+            ("event", Value::from("close")),
+            ("id", Value::from(self.id)),
+            ("listener", Value::from(self.listener)),
+            ("client", Value::from(client.as_str())),
+            (
+                "upstream",
+                upstream.as_deref().map_or_else(Value::null, Value::from),
+            ),
+            ("to_upstream", Value::from(self.to_upstream)),
+            ("to_client", Value::from(self.to_client)),
+            ("duration_ms", Value::from(millis)),
+            ("reason", Value::from(self.reason.as_str())),
+            ("read_pauses", Value::from(self.read_pauses)),
+        ];
+        sink(
+            &Record::builder()
+                .level(Level::Info)
+                .target(CLOSE_TARGET)
+                .args(format_args!("{line}"))
+                .key_values(&fields)
+                .build(),
+        );
     }
-    let _ = write!(
-        line,
-        ",\"to_upstream\":{},\"to_client\":{},\"duration_ms\":{},\"reason\":\"{}\",\"read_pauses\":{}}}",
-        v.to_upstream,
-        v.to_client,
-        v.age.as_millis(),
-        r.reason,
-        v.read_pauses
-    );
-    line
 }

@@ -8,7 +8,7 @@
 //!
 //! - `GET /metrics`: [`render_metrics`], the Prometheus text format (0.0.4);
 //! - `GET /sessions`: [`render_sessions`], one line per live session (the `ss` view);
-//! - the close line of each session: [`close_line`] or [`close_json`];
+//! - the close record of each session: [`close_line`] and [`CloseRecord::emit`];
 //! - the SIGUSR1 snapshot: [`snapshot_line`].
 //!
 //! Pure: no sockets, no clock reads (ages and durations are passed in).
@@ -25,7 +25,7 @@ mod render;
 #[cfg(test)]
 mod tests;
 
-pub use lines::{close_json, close_line, render_sessions, snapshot_line};
+pub use lines::{close_line, render_sessions, snapshot_line};
 pub use render::render_metrics;
 
 /// A listener's monotonic counters, owned and bumped by the event loop.
@@ -229,11 +229,26 @@ pub struct ProcessStats {
     pub metrics_rejected: u64,
 }
 
-/// The record of one closed session, for its close line.
+/// The record of one closed session (or of a client never served), for its close line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CloseRecord<'a> {
-    /// The session at its close; `view.age` is its whole duration.
-    pub view: SessionView<'a>,
+    /// The session id.
+    pub id: u64,
+    /// The name of the listener that accepted the client.
+    pub listener: &'a str,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The upstream connected to (or tried last); `None` when the client was never
+    /// served.
+    pub upstream: Option<SocketAddr>,
+    /// Bytes delivered to the upstream.
+    pub to_upstream: u64,
+    /// Bytes delivered to the client.
+    pub to_client: u64,
+    /// From accept to close.
+    pub duration: Duration,
+    /// Reads paused for backpressure.
+    pub read_pauses: u64,
     /// Why it closed.
     pub reason: CloseReason,
 }

@@ -162,6 +162,7 @@ fn routes_are_exact_paths_and_get_or_head() {
     assert_eq!(route(&get("/metrics")), Route::Metrics);
     assert_eq!(route(&get("/sessions")), Route::Sessions);
     assert_eq!(route(&get("/healthz")), Route::Healthz);
+    assert_eq!(route(&get("/config")), Route::Config);
     for other in ["/", "/metrics/", "/Metrics", "/metricsx", "//metrics", ""] {
         assert_eq!(route(&get(other)), Route::NotFound, "{other:?}");
     }

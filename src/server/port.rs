@@ -1,23 +1,21 @@
-//! Ports (a listener's listening sockets): bounded accepts per pass, the session limits
-//! (global and per listener), and the pause on resource errors (EMFILE, ENFILE, ENOBUFS,
-//! ENOMEM) that retries from a timer instead of spinning or waiting for an edge that will
-//! not come. Each accepted connection goes to its port's role: a forward session, a
-//! relay's tunnel handshake, or a public client.
+//! A port: one listening socket of a listener, with its readiness cache, its pause on
+//! resource errors (EMFILE, ENFILE, ENOBUFS, ENOMEM: retried from a timer instead of
+//! spinning or waiting for an edge that will not come), and its role (what its
+//! connections are: forward clients, a relay's tunnels, a relay's public clients).
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::{debug, warn};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Interest, Registry, Token};
 
-use super::Server;
 use crate::core::stream::{classify_accept, retry, Accept, AcceptPause};
 use crate::os::net::{describe, Conn};
 
-/// Accepts per listener per pass, so an accept storm cannot starve live sessions.
-const ACCEPT_BATCH: usize = 64;
+/// Accepts per port per pass, so an accept storm cannot starve live sessions.
+pub(super) const ACCEPT_BATCH: usize = 64;
 /// How long a listener pauses after a resource error.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Connections the kernel queues for a listener that is not accepting (at the session
@@ -53,8 +51,9 @@ impl Role {
 /// One listening socket of a listener, and its readiness cache.
 #[derive(Debug)]
 pub(super) struct Port {
-    /// The listener's slot.
-    pub(super) listener: usize,
+    /// The listener's slot; `None` while a reload's plan holds the port (bound and
+    /// registered, not yet accepting).
+    pub(super) listener: Option<usize>,
     pub(super) role: Role,
     socket: Option<TcpListener>,
     /// The bound address (port 0 resolved).
@@ -88,7 +87,7 @@ impl Port {
         };
         let addr = socket.local_addr()?;
         Ok(Port {
-            listener: 0,
+            listener: None,
             role,
             socket: Some(socket),
             addr,
@@ -129,6 +128,55 @@ impl Port {
         self.paused_until.is_some_and(|until| now < until)
     }
 
+    /// Whether the port has connections to accept now (limits aside).
+    pub(super) fn pending(&self, now: Instant) -> bool {
+        self.readable && self.socket.is_some() && self.listener.is_some() && !self.paused(now)
+    }
+
+    /// Accepts one connection, or `None` when nothing is pending: the backlog is empty
+    /// (the readiness bit is cleared), the port paused for a resource error (counted in
+    /// `pauses`), or it was an error about that connection only (skipped: the caller
+    /// asks again).
+    pub(super) fn accept(&mut self, now: Instant) -> Accepted {
+        if !self.pending(now) {
+            return Accepted::Nothing;
+        }
+        let Some(socket) = &self.socket else {
+            return Accepted::Nothing;
+        };
+        match classify_accept(retry(|| socket.accept())) {
+            Accept::Accepted((stream, addr)) => {
+                self.paused_until = None;
+                self.limited = false;
+                Accepted::Conn(Conn::accepted(stream), addr)
+            }
+            Accept::WouldBlock => {
+                self.readable = false;
+                Accepted::Nothing
+            }
+            Accept::Pause(cause, e) => {
+                self.paused_until = Some(now + ACCEPT_PAUSE);
+                self.warn_resource(&e, now);
+                Accepted::Paused(cause)
+            }
+            // ECONNABORTED, EPROTO, network errors: that connection is gone; next.
+            Accept::Skip(e) => {
+                debug!("accept on {}: {}", self.addr, describe(&e));
+                Accepted::Skipped
+            }
+        }
+    }
+
+    /// The port is ready but a session limit keeps it from accepting: true the first
+    /// time in an episode (counted once until the next accept).
+    pub(super) fn limit_reached(&mut self) -> bool {
+        if !self.readable || self.limited {
+            return false;
+        }
+        self.limited = true;
+        true
+    }
+
     fn warn_resource(&mut self, e: &io::Error, now: Instant) {
         if self
             .last_warning
@@ -152,105 +200,15 @@ impl Port {
     }
 }
 
-impl Server {
-    /// True when a port is ready and allowed to accept now.
-    pub(super) fn accept_pending(&self, now: Instant) -> bool {
-        self.ports
-            .iter()
-            .any(|(_, p)| p.readable && p.socket.is_some() && !p.paused(now) && self.has_room(p))
-    }
-
-    /// Closed sessions still hold their sockets until the end of the pass, so they count.
-    fn has_room(&self, port: &Port) -> bool {
-        if self.drain_until.is_some() {
-            return false;
-        }
-        match port.role {
-            // A tunnel handshake over its limit is accepted and closed at once.
-            Role::Tunnel => true,
-            Role::Forward | Role::Public(..) => {
-                let global = self.sessions.len() + self.waiting_clients() < self.max_sessions;
-                let own = self
-                    .listeners
-                    .get(port.listener)
-                    .is_some_and(|l| l.has_room());
-                global && own
-            }
-        }
-    }
-
-    /// Accepts up to a batch on each ready port.
-    pub(super) fn accept_all(&mut self, now: Instant) {
-        for n in 0..self.ports.capacity() {
-            let mut taken = 0;
-            while taken < ACCEPT_BATCH {
-                let Some(p) = self.ports.get(n) else { break };
-                if !self.has_room(p) {
-                    self.note_limit(n);
-                    break;
-                }
-                let Some(l) = self.ports.get_mut(n) else {
-                    break;
-                };
-                if !l.readable || l.paused(now) {
-                    break;
-                }
-                let Some(socket) = &l.socket else { break };
-                match classify_accept(retry(|| socket.accept())) {
-                    Accept::Accepted((stream, client_addr)) => {
-                        taken += 1;
-                        l.paused_until = None;
-                        l.limited = false;
-                        let (listener, role) = (l.listener, l.role.clone());
-                        self.open(listener, role, stream, client_addr, now);
-                    }
-                    Accept::WouldBlock => l.readable = false,
-                    Accept::Pause(cause, e) => {
-                        l.paused_until = Some(now + ACCEPT_PAUSE);
-                        l.warn_resource(&e, now);
-                        if let Some(x) = self.listeners.get_mut(l.listener) {
-                            x.counters.record_accept_pause(cause);
-                        }
-                    }
-                    // ECONNABORTED, EPROTO, network errors: that connection is gone; next.
-                    Accept::Skip(e) => debug!("accept on {}: {}", l.addr, describe(&e)),
-                }
-            }
-        }
-    }
-
-    /// A ready port that may not accept (a session limit): counted once per episode.
-    fn note_limit(&mut self, n: usize) {
-        let Some(p) = self.ports.get_mut(n) else {
-            return;
-        };
-        if !p.readable || p.limited || self.drain_until.is_some() {
-            return;
-        }
-        p.limited = true;
-        if let Some(l) = self.listeners.get_mut(p.listener) {
-            l.counters.record_accept_pause(AcceptPause::Limit);
-        }
-    }
-
-    fn open(
-        &mut self,
-        listener: usize,
-        role: Role,
-        stream: TcpStream,
-        addr: SocketAddr,
-        now: Instant,
-    ) {
-        let conn = Conn::accepted(stream);
-        if role != Role::Tunnel {
-            if let Some(l) = self.listeners.get_mut(listener) {
-                l.counters.accepted += 1;
-            }
-        }
-        match role {
-            Role::Forward => self.open_forward(listener, conn, addr, now),
-            Role::Tunnel => self.open_tunnel(listener, conn, addr, now),
-            Role::Public(service, _) => self.open_public(listener, service, conn, addr, now),
-        }
-    }
+/// What one accept on a port gave.
+#[derive(Debug)]
+pub(super) enum Accepted {
+    /// A new connection and its peer's address.
+    Conn(Conn, SocketAddr),
+    /// Nothing more now.
+    Nothing,
+    /// The port paused for a resource shortage.
+    Paused(AcceptPause),
+    /// An error about one connection: ask again.
+    Skipped,
 }

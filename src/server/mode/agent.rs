@@ -1,0 +1,380 @@
+//! Agent mode: keep `pool` authenticated idle tunnels per service open to the relay; when
+//! the relay attaches a client to one, dial the service (the session's upstream) and
+//! make the pair a session (answering READY, or REFUSED when the service refuses), and
+//! open a replacement tunnel at once. Failures back off (`core::backoff`), and the
+//! relay's name is resolved again (off the loop) before reconnecting.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::{debug, error, info, warn};
+use mio::{Interest, Registry, Waker};
+use slab::Slab;
+
+use super::{Action, Cx};
+use crate::config::Agent;
+use crate::core::reason::CloseReason;
+use crate::core::session::{Preamble, Session};
+use crate::core::stream::{ConnectFailure, Peer, Readiness, Stream};
+use crate::core::tunnel::{AgentTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
+use crate::os::net::{describe, Conn};
+use crate::os::random;
+use crate::proto::auth::Secret;
+use crate::proto::tunnel::frame;
+use crate::server::owner::{self, Owner};
+use crate::server::resolver::Resolver;
+use crate::server::sessions::{Registration, Route, Start};
+use crate::server::Stopped;
+
+mod services;
+
+use services::Services;
+
+/// A tunnel before pairing.
+#[derive(Debug)]
+struct AgentTunnelEntry {
+    id: u64,
+    service: usize,
+    tunnel: AgentTunnel<Conn>,
+    relay: SocketAddr,
+    armed: Option<Instant>,
+}
+
+/// Agent mode's own state.
+#[derive(Debug)]
+pub(super) struct AgentState {
+    secret: Secret,
+    services: Services,
+    exit_on_disconnect: bool,
+    policy: TunnelPolicy,
+    tunnels: Slab<AgentTunnelEntry>,
+    relay_name: String,
+    relay_addrs: Vec<SocketAddr>,
+    /// The relay's addresses must be looked up again before the next dial.
+    stale: bool,
+    /// `None` when the relay is given as an IP address: nothing to resolve.
+    resolver: Option<Resolver>,
+    next_addr: usize,
+}
+
+impl AgentState {
+    pub(super) fn new(cfg: &Agent, waker: &Arc<Waker>) -> std::io::Result<AgentState> {
+        let literal: Option<SocketAddr> = cfg.relay.parse().ok();
+        let resolver = match literal {
+            Some(_) => None,
+            None => Some(Resolver::spawn(Arc::clone(waker))?),
+        };
+        Ok(AgentState {
+            secret: cfg.tunnel.secret.clone(),
+            services: Services::new(&cfg.services, cfg.pool, cfg.backoff_max),
+            exit_on_disconnect: cfg.exit_on_disconnect,
+            policy: cfg.tunnel.policy,
+            tunnels: Slab::new(),
+            relay_name: cfg.relay.clone(),
+            relay_addrs: literal.into_iter().collect(),
+            stale: literal.is_none(),
+            resolver,
+            next_addr: 0,
+        })
+    }
+
+    /// The READY line's fields, each after `prefix.` when given.
+    pub(super) fn ready_fields(&self, prefix: Option<&str>) -> Vec<String> {
+        let p = prefix.map_or_else(String::new, |p| format!("{p}."));
+        std::iter::once(format!("{p}relay={}", self.relay_name))
+            .chain(
+                self.services
+                    .iter()
+                    .map(|s| format!("{p}service.{}={}", s.name, s.addr)),
+            )
+            .collect()
+    }
+
+    /// Takes new options (same secret, relay and service names: see `keeps_state`).
+    pub(super) fn update(&mut self, cfg: &Agent) {
+        self.services
+            .update(&cfg.services, cfg.pool, cfg.backoff_max);
+        self.exit_on_disconnect = cfg.exit_on_disconnect;
+        self.policy = cfg.tunnel.policy;
+    }
+
+    /// Whether every service has authenticated tunnels.
+    pub(super) fn up(&self) -> bool {
+        self.services.up()
+    }
+
+    /// Idle (authenticated, unpaired) tunnels per service, for metrics.
+    pub(super) fn idle_tunnels(&self) -> Vec<(&str, u64)> {
+        let mut counts = vec![0u64; self.services.len()];
+        for (_, t) in self.tunnels.iter().filter(|(_, t)| t.tunnel.is_idle()) {
+            if let Some(c) = counts.get_mut(t.service) {
+                *c += 1;
+            }
+        }
+        let names = self.services.iter().map(|s| s.name.as_str());
+        names.zip(counts).collect()
+    }
+
+    pub(super) fn entries(&self) -> usize {
+        self.tunnels.len()
+    }
+
+    pub(super) fn timer_is_live(&self, slot: usize, id: u64, at: Instant) -> bool {
+        self.tunnels
+            .get(slot)
+            .is_some_and(|t| t.id == id && t.armed == Some(at))
+    }
+
+    /// When a service's tunnels may be opened again (after a backoff).
+    pub(super) fn next_wake(&self) -> Option<Instant> {
+        self.services.next_wake()
+    }
+
+    /// Closing: tunnels go at once.
+    pub(super) fn close(&mut self, registry: &Registry) {
+        for mut t in self.tunnels.drain() {
+            let _ = registry.deregister(t.tunnel.stream().source());
+        }
+        self.services.clear();
+    }
+
+    /// Takes the resolver's answer, if it has arrived.
+    pub(super) fn take_answer(&mut self) {
+        let Some(answer) = self.resolver.as_mut().and_then(Resolver::take) else {
+            return;
+        };
+        match answer {
+            Ok(addrs) if !addrs.is_empty() => {
+                self.relay_addrs = addrs;
+                self.stale = false;
+            }
+            Ok(_) => warn!("relay {}: the name resolves to no address", self.relay_name),
+            Err(e) => warn!(
+                "relay {}: cannot resolve: {}",
+                self.relay_name,
+                describe(&e)
+            ),
+        }
+    }
+
+    /// Keeps every service's tunnels open, within its backoff.
+    pub(super) fn upkeep(&mut self, cx: &mut Cx<'_>) {
+        if self.stale {
+            if let Some(r) = self.resolver.as_mut() {
+                r.request(&self.relay_name);
+            }
+        }
+        if self.relay_addrs.is_empty() {
+            return;
+        }
+        for service in 0..self.services.len() {
+            while self.services.wants_tunnel(service, cx.now) {
+                if !self.dial_tunnel(cx, service) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Opens one tunnel for `service`; false when the dial failed at once.
+    fn dial_tunnel(&mut self, cx: &mut Cx<'_>, service: usize) -> bool {
+        let id = cx.ids.next();
+        self.next_addr = (self.next_addr + 1) % self.relay_addrs.len().max(1);
+        let Some(&relay) = self.relay_addrs.get(self.next_addr) else {
+            return false;
+        };
+        let dialed = random::nonce().and_then(|n| Conn::dial(relay).map(|c| (c, n)));
+        let (mut conn, nonce) = match dialed {
+            Ok(pair) => pair,
+            Err(e) => {
+                debug!("tunnel {id} to {relay}: {}", describe(&e));
+                self.tunnel_failed(cx, service);
+                return false;
+            }
+        };
+        let entry = self.tunnels.vacant_entry();
+        let slot = entry.key();
+        let token = owner::token(Owner::Tunnel {
+            listener: cx.listener,
+            slot,
+        });
+        let both = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = cx.registry.register(conn.source(), token, both) {
+            warn!("tunnel {id}: cannot register: {}", describe(&e));
+            return false;
+        }
+        let name = self.services.name(service);
+        entry.insert(AgentTunnelEntry {
+            id,
+            service,
+            tunnel: AgentTunnel::new(conn, name, nonce, cx.now),
+            relay,
+            armed: None,
+        });
+        self.services.opened(service);
+        self.tunnel_step(cx, slot, TunnelStep::Waiting);
+        true
+    }
+
+    /// An event on a tunnel's socket.
+    pub(super) fn on_tunnel_event(&mut self, cx: &mut Cx<'_>, slot: usize, ready: Readiness) {
+        let Some(t) = self.tunnels.get_mut(slot) else {
+            return;
+        };
+        t.tunnel.on_event(ready);
+        let step = t.tunnel.drive(cx.now, &self.secret);
+        self.tunnel_step(cx, slot, step);
+    }
+
+    /// A tunnel's deadline fired.
+    pub(super) fn on_tunnel_deadline(
+        &mut self,
+        cx: &mut Cx<'_>,
+        slot: usize,
+        id: u64,
+        at: Instant,
+    ) {
+        let Some(t) = self.tunnels.get_mut(slot) else {
+            return;
+        };
+        if t.id != id || t.armed != Some(at) {
+            return;
+        }
+        t.armed = None;
+        let step = t
+            .tunnel
+            .expire(cx.now, &self.policy, cx.policy.connect_timeout);
+        self.tunnel_step(cx, slot, step);
+    }
+
+    fn tunnel_step(&mut self, cx: &mut Cx<'_>, slot: usize, step: TunnelStep) {
+        match step {
+            TunnelStep::Waiting => {}
+            TunnelStep::Authenticated(_) => {
+                self.tunnel_up(cx, slot);
+                // ATTACH may have come in the same segment as WELCOME: no new edge will
+                // announce it, so read on now.
+                return self.on_tunnel_event(cx, slot, Readiness::default());
+            }
+            TunnelStep::Attached(client) => return self.attach(cx, slot, client),
+            TunnelStep::Closed(end) => return self.close_tunnel(cx, slot, end),
+        }
+        if let Some(t) = self.tunnels.get_mut(slot) {
+            let deadline = t.tunnel.deadline(&self.policy, cx.policy.connect_timeout);
+            let owner = Owner::Tunnel {
+                listener: cx.listener,
+                slot,
+            };
+            cx.deadlines.arm_once(&mut t.armed, deadline, owner, t.id);
+        }
+    }
+
+    fn tunnel_up(&mut self, cx: &mut Cx<'_>, slot: usize) {
+        let Some(t) = self.tunnels.get(slot) else {
+            return;
+        };
+        if self.services.succeeded(t.service) {
+            let name = self.services.name(t.service);
+            info!("service {name}: tunnels to {} authenticated", t.relay);
+        }
+        cx.actions.push(Action::Up);
+    }
+
+    /// The relay attached a client: dial the service and start the session, then open a
+    /// replacement tunnel.
+    fn attach(&mut self, cx: &mut Cx<'_>, slot: usize, client: SocketAddr) {
+        let Some(t) = self.tunnels.try_remove(slot) else {
+            return;
+        };
+        cx.counters.accepted += 1;
+        self.services.closed(t.service);
+        let Some(target) = self.services.addr(t.service) else {
+            return;
+        };
+        let Peer {
+            stream: mut tunnel,
+            ready,
+        } = t.tunnel.into_peer();
+        match Conn::dial(target) {
+            Ok(upstream) => {
+                let preamble = Preamble {
+                    to_client: Some(Cow::Borrowed(&[frame::READY])),
+                    on_failure: Some(Cow::Borrowed(&[frame::REFUSED])),
+                    ..Preamble::default()
+                };
+                cx.actions.push(Action::Start(Start {
+                    listener: cx.listener,
+                    id: t.id,
+                    policy: Rc::clone(cx.policy),
+                    session: Session::new(tunnel, upstream, cx.now).with_preamble(preamble),
+                    client_addr: client,
+                    upstream_addr: target,
+                    route: Route::Fixed,
+                    client: Registration::Moved,
+                    upstream: Registration::New,
+                    client_ready: ready,
+                }));
+            }
+            Err(e) => {
+                debug!(
+                    "session {}: connect to {target} failed: {}",
+                    t.id,
+                    describe(&e)
+                );
+                let _ = cx.registry.deregister(tunnel.source());
+                let _ = tunnel.write_vectored(&[std::io::IoSlice::new(&[frame::REFUSED])]);
+                let failure = ConnectFailure::from_error(&e);
+                cx.counters.record_connect_failure(failure);
+                cx.unserved(t.id, client, cx.now, CloseReason::connect(failure));
+            }
+        }
+        self.upkeep(cx);
+    }
+
+    fn close_tunnel(&mut self, cx: &mut Cx<'_>, slot: usize, end: TunnelEnd) {
+        let Some(mut t) = self.tunnels.try_remove(slot) else {
+            return;
+        };
+        let _ = cx.registry.deregister(t.tunnel.stream().source());
+        let up = self.services.closed(t.service);
+        let refused = matches!(end, TunnelEnd::Denied | TunnelEnd::AuthFailed);
+        if refused {
+            cx.counters.auth_failures += 1;
+        }
+        let name = self.services.name(t.service);
+        let (id, relay, what) = (t.id, t.relay, end.as_str());
+        if refused {
+            warn!(
+                "tunnel {id} to {relay} for {name}: {what} \
+                 (check the secret and that the relay has this service)"
+            );
+        } else if up {
+            warn!("tunnel {id} to {relay} for {name}: {what}");
+        } else {
+            debug!("tunnel {id} to {relay} for {name}: {what}");
+        }
+        if self.exit_on_disconnect {
+            error!("lost the relay ({what}): exiting (--exit-on-disconnect)");
+            cx.actions.push(Action::Stop(Stopped::Disconnected));
+            return;
+        }
+        self.tunnel_failed(cx, t.service);
+    }
+
+    /// Backs a service off after a failure (tunnels that fail together count as one
+    /// round), and looks the relay's name up again.
+    fn tunnel_failed(&mut self, cx: &mut Cx<'_>, service: usize) {
+        self.stale = self.resolver.is_some();
+        let jitter = random::below(u64::MAX);
+        if let Some(delay) = self.services.failed(service, cx.now, jitter) {
+            let name = self.services.name(service);
+            debug!("service {name}: retrying in {delay:?}");
+        }
+        if self.exit_on_disconnect {
+            cx.actions.push(Action::Stop(Stopped::Disconnected));
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! What each mode does with its connections, behind one enum dispatched here.
+//!
+//! A mode's state machine gets a context ([`Cx`]) of what it may touch (the poller to
+//! register its own sockets, the deadline heap, ids, its listener's counters and policy)
+//! and answers with [`Action`]s the loop applies afterwards: start a session, record a
+//! client that was never served, tell that tunnels came up, stop the process. It never
+//! sees the sessions, the other listeners or the clock (`cx.now` is the pass's).
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::{Registry, Waker};
+
+use super::owner::Owner;
+use super::port::Role;
+use super::sessions::{Closed, Start};
+use super::Stopped;
+use crate::config::{self, Mode};
+use crate::core::session::Policy;
+use crate::core::stream::Readiness;
+use crate::core::timers::Timers;
+use crate::os::net::Conn;
+use crate::stats::Counters;
+
+mod agent;
+mod forward;
+mod relay;
+
+use agent::AgentState;
+use forward::ForwardState;
+use relay::RelayState;
+
+/// Ids of sessions, tunnels and waiting clients (in their log lines).
+#[derive(Debug)]
+pub(super) struct Ids(u64);
+
+impl Ids {
+    pub(super) fn new() -> Ids {
+        Ids(1)
+    }
+
+    /// A fresh id.
+    pub(super) fn next(&mut self) -> u64 {
+        let id = self.0;
+        self.0 += 1;
+        id
+    }
+}
+
+/// What a mode may touch while it handles something.
+#[derive(Debug)]
+pub(super) struct Cx<'a> {
+    pub(super) registry: &'a Registry,
+    pub(super) deadlines: &'a mut Timers<Owner>,
+    pub(super) ids: &'a mut Ids,
+    /// The pass's instant.
+    pub(super) now: Instant,
+    /// The listener's slot.
+    pub(super) listener: usize,
+    /// What the listener's new sessions run with.
+    pub(super) policy: &'a Rc<Policy>,
+    pub(super) counters: &'a mut Counters,
+    /// What the loop does afterwards, in order.
+    pub(super) actions: &'a mut Vec<Action>,
+}
+
+/// What a mode asks the loop to do.
+// A `Start` carries its session by value: actions live only in the short list one mode
+// call returns, and boxing would cost an allocation per session started.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(super) enum Action {
+    /// Start a session.
+    Start(Start),
+    /// Record the close of a client that never became a session.
+    Unserved(Closed),
+    /// A service's tunnels authenticated: READY may be printed.
+    Up,
+    /// Stop the process (`--exit-on-disconnect`).
+    Stop(Stopped),
+}
+
+impl Cx<'_> {
+    /// Records the close of a client of this listener that was never served.
+    pub(super) fn unserved(
+        &mut self,
+        id: u64,
+        client: SocketAddr,
+        since: Instant,
+        reason: crate::core::reason::CloseReason,
+    ) {
+        let age = self.now.saturating_duration_since(since);
+        let closed = Closed::unserved(self.listener, id, client, age, reason);
+        self.actions.push(Action::Unserved(closed));
+    }
+}
+
+/// A listener's mode and its own state.
+#[derive(Debug)]
+pub(super) struct ModeState(State);
+
+/// The states of the modes (private: the loop sees only [`ModeState`]).
+#[derive(Debug)]
+enum State {
+    Forward(ForwardState),
+    Relay(Box<RelayState>),
+    Agent(Box<AgentState>),
+}
+
+impl ModeState {
+    /// A mode's fresh state for `listener` (an agent with a relay name starts its
+    /// resolver thread, woken through `waker`).
+    pub(super) fn new(listener: &config::Listener, waker: &Arc<Waker>) -> io::Result<ModeState> {
+        Ok(ModeState(match &listener.mode {
+            Mode::Forward(f) => State::Forward(ForwardState::new(f)),
+            Mode::Relay(r) => State::Relay(Box::new(RelayState::new(r))),
+            Mode::Agent(a) => State::Agent(Box::new(AgentState::new(a, waker)?)),
+        }))
+    }
+
+    /// A connection accepted on one of the listener's ports.
+    pub(super) fn on_accept(&mut self, cx: &mut Cx<'_>, role: &Role, conn: Conn, addr: SocketAddr) {
+        match (&mut self.0, role) {
+            (State::Forward(f), _) => f.open(cx, conn, addr),
+            (State::Relay(r), Role::Tunnel) => r.open_tunnel(cx, conn, addr),
+            (State::Relay(r), Role::Public(service, _)) => r.open_public(cx, *service, conn, addr),
+            _ => {}
+        }
+    }
+
+    /// An event on a socket the mode owns.
+    pub(super) fn on_event(&mut self, cx: &mut Cx<'_>, owner: Owner, ready: Readiness) {
+        match (&mut self.0, owner) {
+            (State::Relay(r), Owner::Tunnel { slot, .. }) => r.on_tunnel_event(cx, slot, ready),
+            (State::Relay(r), Owner::Waiting { slot, .. }) => r.on_waiting_event(cx, slot),
+            (State::Agent(a), Owner::Tunnel { slot, .. }) => a.on_tunnel_event(cx, slot, ready),
+            _ => {}
+        }
+    }
+
+    /// A deadline of something the mode owns fired.
+    pub(super) fn on_deadline(&mut self, cx: &mut Cx<'_>, owner: Owner, id: u64, at: Instant) {
+        match (&mut self.0, owner) {
+            (State::Relay(r), Owner::Tunnel { slot, .. }) => r.on_tunnel_deadline(cx, slot, id, at),
+            (State::Relay(r), Owner::Waiting { slot, .. }) => r.on_waiting_deadline(cx, slot, id),
+            (State::Agent(a), Owner::Tunnel { slot, .. }) => a.on_tunnel_deadline(cx, slot, id, at),
+            _ => {}
+        }
+    }
+
+    /// Per-pass upkeep: an agent keeps its tunnels open.
+    pub(super) fn upkeep(&mut self, cx: &mut Cx<'_>) {
+        if let State::Agent(a) = &mut self.0 {
+            a.upkeep(cx);
+        }
+    }
+
+    /// A name resolver answered: an agent takes its answer, if it has one.
+    pub(super) fn on_waker(&mut self) {
+        if let State::Agent(a) = &mut self.0 {
+            a.take_answer();
+        }
+    }
+
+    /// The listener closes (removed by a reload, or the process stopping): tunnels and
+    /// waiting clients go at once (the clients' closes are recorded).
+    pub(super) fn close(&mut self, cx: &mut Cx<'_>) {
+        match &mut self.0 {
+            State::Forward(_) => {}
+            State::Relay(r) => r.close(cx),
+            State::Agent(a) => a.close(cx.registry),
+        }
+    }
+
+    /// Takes new options that keep this state (see `config::reload::keeps_state`).
+    pub(super) fn update(&mut self, mode: &Mode) {
+        match (&mut self.0, mode) {
+            (State::Forward(f), Mode::Forward(c)) => f.update(c),
+            (State::Relay(r), Mode::Relay(c)) => r.update(c),
+            (State::Agent(a), Mode::Agent(c)) => a.update(c),
+            _ => {}
+        }
+    }
+
+    /// Relay clients waiting for a tunnel (they count against the session limits).
+    pub(super) fn waiting(&self) -> usize {
+        match &self.0 {
+            State::Relay(r) => r.waiting_clients(),
+            _ => 0,
+        }
+    }
+
+    /// Tunnels and waiting clients: entries besides sessions.
+    pub(super) fn entries(&self) -> usize {
+        match &self.0 {
+            State::Forward(_) => 0,
+            State::Relay(r) => r.entries(),
+            State::Agent(a) => a.entries(),
+        }
+    }
+
+    /// Tunnels in their handshake (relay).
+    pub(super) fn handshakes(&self) -> usize {
+        match &self.0 {
+            State::Relay(r) => r.handshakes(),
+            _ => 0,
+        }
+    }
+
+    /// Idle tunnels per service (relay and agent).
+    pub(super) fn idle_tunnels(&self) -> Vec<(&str, u64)> {
+        match &self.0 {
+            State::Forward(_) => Vec::new(),
+            State::Relay(r) => r.idle_tunnels(),
+            State::Agent(a) => a.idle_tunnels(),
+        }
+    }
+
+    /// Whether every agent service has authenticated tunnels (true for other modes):
+    /// the READY line waits for it.
+    pub(super) fn up(&self) -> bool {
+        match &self.0 {
+            State::Agent(a) => a.up(),
+            _ => true,
+        }
+    }
+
+    /// When the mode wants a pass without an event (an agent's backoff ends).
+    pub(super) fn next_wake(&self) -> Option<Instant> {
+        match &self.0 {
+            State::Agent(a) => a.next_wake(),
+            _ => None,
+        }
+    }
+
+    /// Whether a heap entry for something the mode owns is still current.
+    pub(super) fn timer_is_live(&self, owner: Owner, id: u64, at: Instant) -> bool {
+        match (&self.0, owner) {
+            (State::Relay(r), Owner::Tunnel { slot, .. }) => r.tunnel_timer_is_live(slot, id, at),
+            (State::Relay(r), Owner::Waiting { slot, .. }) => r.waiting_timer_is_live(slot, id),
+            (State::Agent(a), Owner::Tunnel { slot, .. }) => a.timer_is_live(slot, id, at),
+            _ => false,
+        }
+    }
+
+    /// Fields of the READY line besides ports (an agent's relay and services).
+    pub(super) fn ready_fields(&self, prefix: Option<&str>) -> Vec<String> {
+        match &self.0 {
+            State::Agent(a) => a.ready_fields(prefix),
+            _ => Vec::new(),
+        }
+    }
+}

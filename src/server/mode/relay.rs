@@ -1,0 +1,377 @@
+//! Relay mode: agents open tunnels on the tunnel port and authenticate; public clients
+//! arrive on one port per service and are paired with the oldest idle tunnel of that
+//! service, or wait (bounded, with a deadline) for one.
+//!
+//! A paired tunnel becomes the upstream of an ordinary session: its preamble writes the
+//! ATTACH frame first and awaits the agent's READY before relaying. Failed handshakes
+//! are counted per source address; an address with too many in a minute is refused at
+//! once for the rest of that minute (`core::failures`).
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+
+use super::{Action, Cx};
+use crate::config::Relay;
+use crate::core::failures::{Failures, Warn};
+use crate::core::reason::CloseReason;
+use crate::core::session::{Preamble, Session};
+use crate::core::stream::Readiness;
+use crate::core::tunnel::{ready_reply, RelayTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
+use crate::os::net::{describe, Conn};
+use crate::os::random;
+use crate::proto::auth::Secret;
+use crate::proto::tunnel;
+use crate::server::owner::Owner;
+use crate::server::sessions::{Registration, Route, Start};
+
+mod tunnels;
+mod waiting;
+
+use tunnels::Tunnels;
+use waiting::{Waiting, WaitingEntry};
+
+/// Relay mode's own state.
+#[derive(Debug)]
+pub(super) struct RelayState {
+    secret: Secret,
+    names: Vec<String>,
+    pair_timeout: Duration,
+    max_waiting: usize,
+    max_idle_tunnels: usize,
+    max_handshakes: usize,
+    policy: TunnelPolicy,
+    tunnels: Tunnels,
+    waiting: Waiting,
+}
+
+/// Whether a warning about a failed handshake may be logged now (after the summary of
+/// those that were not, when a window starts).
+fn may_warn(failures: &mut Failures, now: Instant) -> bool {
+    match failures.may_warn(now) {
+        Warn::Yes => true,
+        Warn::AfterSuppressed { suppressed, total } => {
+            warn!("{suppressed} more failed tunnel handshakes were not logged ({total} in all)");
+            true
+        }
+        Warn::No => false,
+    }
+}
+
+impl RelayState {
+    pub(super) fn new(cfg: &Relay) -> RelayState {
+        let names: Vec<String> = cfg.public.iter().map(|s| s.name.clone()).collect();
+        let n = names.len();
+        RelayState {
+            secret: cfg.tunnel.secret.clone(),
+            names,
+            pair_timeout: cfg.pair_timeout,
+            max_waiting: cfg.max_waiting,
+            max_idle_tunnels: cfg.max_idle_tunnels,
+            max_handshakes: cfg.max_handshakes,
+            policy: cfg.tunnel.policy,
+            tunnels: Tunnels::new(n),
+            waiting: Waiting::new(n),
+        }
+    }
+
+    /// Takes new limits and timeouts (same secret and services: see `keeps_state`).
+    pub(super) fn update(&mut self, cfg: &Relay) {
+        self.pair_timeout = cfg.pair_timeout;
+        self.max_waiting = cfg.max_waiting;
+        self.max_idle_tunnels = cfg.max_idle_tunnels;
+        self.max_handshakes = cfg.max_handshakes;
+        self.policy = cfg.tunnel.policy;
+    }
+
+    /// An agent connected to the tunnel port: start its handshake.
+    pub(super) fn open_tunnel(&mut self, cx: &mut Cx<'_>, conn: Conn, peer: SocketAddr) {
+        let id = cx.ids.next();
+        if self.tunnels.failures.blocked(peer.ip(), cx.now) {
+            debug!("tunnel {id} from {peer}: refused, too many failed handshakes");
+            return;
+        }
+        if self.tunnels.handshakes() >= self.max_handshakes {
+            if may_warn(&mut self.tunnels.failures, cx.now) {
+                warn!(
+                    "tunnel {id} from {peer}: refused, {} handshakes in progress",
+                    self.tunnels.handshakes()
+                );
+            }
+            return;
+        }
+        let nonce = match random::nonce() {
+            Ok(n) => n,
+            Err(e) => {
+                warn!("tunnel {id} from {peer}: no random nonce: {}", describe(&e));
+                return;
+            }
+        };
+        let now = cx.now;
+        let inserted = self
+            .tunnels
+            .insert(cx.registry, cx.listener, id, conn, peer, |c| {
+                RelayTunnel::new(c, nonce, now)
+            });
+        match inserted {
+            Ok(slot) => self.drive_tunnel(cx, slot),
+            Err(e) => warn!("tunnel {id}: cannot register: {}", describe(&e)),
+        }
+    }
+
+    /// An event on a tunnel's socket.
+    pub(super) fn on_tunnel_event(&mut self, cx: &mut Cx<'_>, slot: usize, ready: Readiness) {
+        if let Some(t) = self.tunnels.slab.get_mut(slot) {
+            t.tunnel.on_event(ready);
+            self.drive_tunnel(cx, slot);
+        }
+    }
+
+    /// A tunnel's deadline fired: a heartbeat is due, or the tunnel is dead.
+    pub(super) fn on_tunnel_deadline(
+        &mut self,
+        cx: &mut Cx<'_>,
+        slot: usize,
+        id: u64,
+        at: Instant,
+    ) {
+        let Some(t) = self.tunnels.slab.get_mut(slot) else {
+            return;
+        };
+        if t.id != id || t.armed != Some(at) {
+            return;
+        }
+        t.armed = None;
+        let step = t.tunnel.expire(cx.now, &self.policy);
+        self.tunnel_step(cx, slot, step);
+    }
+
+    fn drive_tunnel(&mut self, cx: &mut Cx<'_>, slot: usize) {
+        let Some(t) = self.tunnels.slab.get_mut(slot) else {
+            return;
+        };
+        let step = t.tunnel.drive(cx.now, &self.secret, &self.names);
+        self.tunnel_step(cx, slot, step);
+    }
+
+    fn tunnel_step(&mut self, cx: &mut Cx<'_>, slot: usize, step: TunnelStep) {
+        match step {
+            TunnelStep::Waiting | TunnelStep::Attached(_) => {}
+            TunnelStep::Authenticated(name) => return self.admit(cx, slot, &name),
+            TunnelStep::Closed(end) => return self.close_tunnel(cx, slot, end),
+        }
+        if let Some(t) = self.tunnels.slab.get_mut(slot) {
+            let deadline = t.tunnel.deadline(&self.policy);
+            let owner = Owner::Tunnel {
+                listener: cx.listener,
+                slot,
+            };
+            cx.deadlines.arm_once(&mut t.armed, deadline, owner, t.id);
+        }
+    }
+
+    /// A verified tunnel joins its service's idle queue (within the idle limit) and is
+    /// paired with a waiting client if there is one.
+    fn admit(&mut self, cx: &mut Cx<'_>, slot: usize, name: &str) {
+        self.tunnels.verified(slot);
+        let Some(service) = self.names.iter().position(|n| n == name) else {
+            return;
+        };
+        let idle = self.tunnels.idle_len(service);
+        let Some(t) = self.tunnels.slab.get_mut(slot) else {
+            return;
+        };
+        if idle >= self.max_idle_tunnels {
+            info!(
+                "tunnel {} from {} for {name}: refused, {idle} idle tunnels already",
+                t.id, t.peer
+            );
+            let step = t.tunnel.deny(TunnelEnd::Denied);
+            return self.tunnel_step(cx, slot, step);
+        }
+        t.tunnel.admit(cx.now, &self.secret);
+        t.service = Some(service);
+        debug!("tunnel {} from {} for {name}: idle", t.id, t.peer);
+        self.tunnels.push_idle(service, slot, false);
+        // Bytes that came with the hello (a heartbeat) raise no new edge: read on now.
+        self.drive_tunnel(cx, slot);
+        self.pair_waiting(cx, service);
+    }
+
+    fn close_tunnel(&mut self, cx: &mut Cx<'_>, slot: usize, end: TunnelEnd) {
+        let Some(mut t) = self.tunnels.remove(slot) else {
+            return;
+        };
+        let _ = cx.registry.deregister(t.tunnel.stream().source());
+        match (t.service, end) {
+            (Some(service), _) => info!(
+                "tunnel {} from {} for {}: {}",
+                t.id,
+                t.peer,
+                self.names.get(service).map_or("?", String::as_str),
+                end.as_str()
+            ),
+            // Refused at the idle-tunnel limit (logged when refused): not a failure.
+            (None, TunnelEnd::Denied) => {}
+            // Every other unfinished handshake counts against its source: a wrong proof,
+            // bad bytes, a trickle cut at the deadline, a peer that hung up half-way.
+            (None, _) => {
+                let auth = end == TunnelEnd::AuthFailed;
+                if auth {
+                    cx.counters.auth_failures += 1;
+                } else {
+                    cx.counters.handshake_failures += 1;
+                }
+                let failures = &mut self.tunnels.failures;
+                failures.record(t.peer.ip(), cx.now);
+                if may_warn(failures, cx.now) {
+                    let what = if auth {
+                        "authentication failed"
+                    } else {
+                        "handshake failed"
+                    };
+                    warn!("tunnel {} from {}: {what} ({})", t.id, t.peer, end.as_str());
+                }
+            }
+        }
+    }
+
+    /// A public client of `service` arrived: pair it at once, or let it wait.
+    pub(super) fn open_public(
+        &mut self,
+        cx: &mut Cx<'_>,
+        service: usize,
+        conn: Conn,
+        addr: SocketAddr,
+    ) {
+        let id = cx.ids.next();
+        let client = WaitingEntry {
+            id,
+            conn,
+            addr,
+            service,
+            since: cx.now,
+        };
+        if let Some(tunnel) = self.tunnels.pop_idle(service) {
+            return self.pair(cx, client, Registration::New, tunnel);
+        }
+        if self.waiting.queued(service) >= self.max_waiting {
+            return cx.unserved(id, addr, cx.now, CloseReason::Limit);
+        }
+        match self.waiting.add(cx.registry, cx.listener, client) {
+            Ok(slot) => {
+                let owner = Owner::Waiting {
+                    listener: cx.listener,
+                    slot,
+                };
+                cx.deadlines.arm(cx.now + self.pair_timeout, owner, id);
+            }
+            Err((_, e)) => {
+                warn!("session {id}: cannot register: {}", describe(&e));
+                cx.unserved(id, addr, cx.now, CloseReason::ClientError);
+            }
+        }
+    }
+
+    /// Pairs waiting clients of `service` with its idle tunnels, oldest first.
+    fn pair_waiting(&mut self, cx: &mut Cx<'_>, service: usize) {
+        while let Some(tunnel) = self.tunnels.pop_idle(service) {
+            let Some(client) = self.waiting.pop(service) else {
+                // Nobody waits: the tunnel stays first in line.
+                return self.tunnels.push_idle(service, tunnel, true);
+            };
+            self.pair(cx, client, Registration::Moved, tunnel);
+        }
+    }
+
+    /// Makes a session of a client and an idle tunnel: ATTACH goes first, and relaying
+    /// waits for the agent's READY.
+    fn pair(
+        &mut self,
+        cx: &mut Cx<'_>,
+        client: WaitingEntry,
+        registered: Registration,
+        tunnel: usize,
+    ) {
+        let Some(t) = self.tunnels.remove(tunnel) else {
+            return;
+        };
+        let (frame, n) = tunnel::attach(client.addr);
+        let preamble = Preamble {
+            to_upstream: Some(Cow::Owned(frame[..n].to_vec())),
+            reply: Some(ready_reply),
+            ..Preamble::default()
+        };
+        let session = Session::established(client.conn, t.tunnel.into_stream(), cx.now)
+            .with_preamble(preamble);
+        debug!(
+            "session {}: paired with tunnel {} from {}",
+            client.id, t.id, t.peer
+        );
+        cx.actions.push(Action::Start(Start {
+            listener: cx.listener,
+            id: client.id,
+            policy: Rc::clone(cx.policy),
+            session,
+            client_addr: client.addr,
+            upstream_addr: t.peer,
+            route: Route::Fixed,
+            client: registered,
+            upstream: Registration::Moved,
+            client_ready: Readiness::default(),
+        }));
+    }
+
+    /// A waiting client's socket changed: if it went away, forget it.
+    pub(super) fn on_waiting_event(&mut self, cx: &mut Cx<'_>, slot: usize) {
+        if let Some((w, reason)) = self.waiting.left(cx.registry, slot) {
+            cx.unserved(w.id, w.addr, w.since, reason);
+        }
+    }
+
+    /// A waiting client's pair timeout fired.
+    pub(super) fn on_waiting_deadline(&mut self, cx: &mut Cx<'_>, slot: usize, id: u64) {
+        if let Some(w) = self.waiting.take(cx.registry, slot, id) {
+            let service = self.names.get(w.service).map_or("?", String::as_str);
+            debug!("session {}: no tunnel for {service} in time", w.id);
+            cx.unserved(w.id, w.addr, w.since, CloseReason::PairTimeout);
+        }
+    }
+
+    /// Closing: idle tunnels and waiting clients go at once.
+    pub(super) fn close(&mut self, cx: &mut Cx<'_>) {
+        self.tunnels.drop_all(cx.registry);
+        for w in self.waiting.drop_all(cx.registry) {
+            cx.unserved(w.id, w.addr, w.since, CloseReason::Shutdown);
+        }
+    }
+
+    /// Idle tunnels per service, for metrics.
+    pub(super) fn idle_tunnels(&self) -> Vec<(&str, u64)> {
+        let counts = self.tunnels.idle_counts(self.names.len());
+        self.names.iter().map(String::as_str).zip(counts).collect()
+    }
+
+    pub(super) fn handshakes(&self) -> usize {
+        self.tunnels.handshakes()
+    }
+
+    pub(super) fn entries(&self) -> usize {
+        self.tunnels.slab.len() + self.waiting.len()
+    }
+
+    pub(super) fn waiting_clients(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub(super) fn tunnel_timer_is_live(&self, slot: usize, id: u64, at: Instant) -> bool {
+        self.tunnels.timer_is_live(slot, id, at)
+    }
+
+    pub(super) fn waiting_timer_is_live(&self, slot: usize, id: u64) -> bool {
+        self.waiting.timer_is_live(slot, id)
+    }
+}

@@ -1,0 +1,172 @@
+//! A relay's tunnels before pairing: the slab, the idle queue of each service (oldest
+//! first), the count of handshakes in progress, and the failed handshakes per source.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::{Interest, Registry};
+use slab::Slab;
+
+use crate::core::failures::Failures;
+use crate::core::tunnel::RelayTunnel;
+use crate::os::net::Conn;
+use crate::server::owner::{self, Owner};
+
+/// A tunnel before pairing.
+#[derive(Debug)]
+pub(super) struct RelayTunnelEntry {
+    pub(super) id: u64,
+    pub(super) tunnel: RelayTunnel<Conn>,
+    pub(super) peer: SocketAddr,
+    /// Set once admitted into a service's idle queue.
+    pub(super) service: Option<usize>,
+    /// Counted in the handshakes until verified.
+    pub(super) handshaking: bool,
+    pub(super) armed: Option<Instant>,
+}
+
+/// The tunnels of one relay listener.
+#[derive(Debug)]
+pub(super) struct Tunnels {
+    pub(super) slab: Slab<RelayTunnelEntry>,
+    /// Per service: idle tunnels, oldest first, as (slot, id).
+    idle: Vec<VecDeque<(usize, u64)>>,
+    handshakes: usize,
+    pub(super) failures: Failures,
+}
+
+impl Tunnels {
+    pub(super) fn new(services: usize) -> Tunnels {
+        Tunnels {
+            slab: Slab::new(),
+            idle: vec![VecDeque::new(); services],
+            handshakes: 0,
+            failures: Failures::default(),
+        }
+    }
+
+    /// Registers and inserts a tunnel in its handshake; its slot.
+    pub(super) fn insert(
+        &mut self,
+        registry: &Registry,
+        listener: usize,
+        id: u64,
+        mut conn: Conn,
+        peer: SocketAddr,
+        tunnel: impl FnOnce(Conn) -> RelayTunnel<Conn>,
+    ) -> std::io::Result<usize> {
+        let entry = self.slab.vacant_entry();
+        let slot = entry.key();
+        let token = owner::token(Owner::Tunnel { listener, slot });
+        registry.register(
+            conn.source(),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        entry.insert(RelayTunnelEntry {
+            id,
+            tunnel: tunnel(conn),
+            peer,
+            service: None,
+            handshaking: true,
+            armed: None,
+        });
+        self.handshakes += 1;
+        Ok(slot)
+    }
+
+    /// A verified tunnel leaves the handshakes.
+    pub(super) fn verified(&mut self, slot: usize) {
+        if let Some(t) = self.slab.get_mut(slot).filter(|t| t.handshaking) {
+            t.handshaking = false;
+            self.handshakes = self.handshakes.saturating_sub(1);
+        }
+    }
+
+    /// Idle tunnels of `service` still there (forgets those that died while idle, so the
+    /// queue stays bounded).
+    pub(super) fn idle_len(&mut self, service: usize) -> usize {
+        let slab = &self.slab;
+        let Some(queue) = self.idle.get_mut(service) else {
+            return 0;
+        };
+        queue.retain(|&(s, id)| slab.get(s).is_some_and(|t| t.id == id));
+        queue.len()
+    }
+
+    /// Puts an admitted tunnel at the back (`front`: first) of its service's queue.
+    pub(super) fn push_idle(&mut self, service: usize, slot: usize, front: bool) {
+        let Some(id) = self.slab.get(slot).map(|t| t.id) else {
+            return;
+        };
+        if let Some(queue) = self.idle.get_mut(service) {
+            if front {
+                queue.push_front((slot, id));
+            } else {
+                queue.push_back((slot, id));
+            }
+        }
+    }
+
+    /// Pops the oldest idle tunnel of `service` that is still there and ready to pair.
+    /// Closed tunnels are dropped from the queue; one still writing a heartbeat keeps its
+    /// place at the back.
+    pub(super) fn pop_idle(&mut self, service: usize) -> Option<usize> {
+        let queue = self.idle.get_mut(service)?;
+        for _ in 0..queue.len() {
+            let (slot, id) = queue.pop_front()?;
+            match self.slab.get(slot) {
+                Some(t) if t.id == id && t.tunnel.is_idle() => return Some(slot),
+                Some(t) if t.id == id => queue.push_back((slot, id)),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Takes a tunnel out (to pair it, or because it ended).
+    pub(super) fn remove(&mut self, slot: usize) -> Option<RelayTunnelEntry> {
+        let t = self.slab.try_remove(slot)?;
+        if t.handshaking {
+            self.handshakes = self.handshakes.saturating_sub(1);
+        }
+        Some(t)
+    }
+
+    /// Tunnels in their handshake.
+    pub(super) fn handshakes(&self) -> usize {
+        self.handshakes
+    }
+
+    /// Idle tunnels per service, by index.
+    pub(super) fn idle_counts(&self, services: usize) -> Vec<u64> {
+        let mut counts = vec![0u64; services];
+        for (_, t) in &self.slab {
+            if let Some(c) = t
+                .service
+                .filter(|_| t.tunnel.is_idle())
+                .and_then(|s| counts.get_mut(s))
+            {
+                *c += 1;
+            }
+        }
+        counts
+    }
+
+    /// Whether a heap entry is still a tunnel's current deadline.
+    pub(super) fn timer_is_live(&self, slot: usize, id: u64, at: Instant) -> bool {
+        self.slab
+            .get(slot)
+            .is_some_and(|t| t.id == id && t.armed == Some(at))
+    }
+
+    /// Every tunnel goes at once.
+    pub(super) fn drop_all(&mut self, registry: &Registry) {
+        for mut t in self.slab.drain() {
+            let _ = registry.deregister(t.tunnel.stream().source());
+        }
+        self.idle.iter_mut().for_each(VecDeque::clear);
+        self.handshakes = 0;
+    }
+}

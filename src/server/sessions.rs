@@ -1,0 +1,390 @@
+//! The sessions of the process: the slab, the lists of sessions to drive again (yielded
+//! their byte budget, waiting for a buffer, closed and to be freed), and the buffer pool
+//! they borrow rings from.
+//!
+//! A session is started from a [`Start`] (registered, inserted, driven once), driven
+//! after events and deadlines until it waits, settled (re-armed, queued, redialed or
+//! finished), and freed after the pass that closed it. What the rest of the loop must
+//! learn (a close, a failed connect attempt) is queued as a [`Report`] and taken by the
+//! loop once per step.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use log::debug;
+use mio::{Interest, Registry};
+use slab::Slab;
+
+use super::owner::{Owner, Target};
+
+mod records;
+
+use crate::core::pool::Pool;
+use crate::core::reason::{CloseReason, Side};
+use crate::core::session::{Drive, Phase, Policy, Session};
+use crate::core::stream::{ConnectFailure, Readiness};
+use crate::core::timers::{self, Timers};
+use crate::os::net::{describe, Conn};
+pub(super) use records::{Closed, Registration, Report, Route, Start};
+
+/// Bytes one session may write per pass before others get a turn.
+const BUDGET: usize = 256 * 1024;
+
+/// One live session in the slab.
+#[derive(Debug)]
+pub(super) struct Entry {
+    pub(super) id: u64,
+    /// The listener's slot.
+    pub(super) listener: usize,
+    /// The options the session started with (a reload does not change them).
+    policy: Rc<Policy>,
+    pub(super) session: Session<Conn>,
+    pub(super) client_addr: SocketAddr,
+    /// The upstream connected to, or tried last.
+    pub(super) upstream_addr: SocketAddr,
+    route: Route,
+    pub(super) started: Instant,
+    /// The deadline entry armed in the heap for this session, if any.
+    armed: Option<Instant>,
+    in_ready: bool,
+    starved: bool,
+    closed: bool,
+}
+
+impl Entry {
+    /// The phase of a live session; `None` once closed.
+    pub(super) fn phase(&self) -> Option<Phase> {
+        if self.closed {
+            None
+        } else {
+            self.session.phase()
+        }
+    }
+}
+
+/// What sessions may touch while driven: the poller and the deadline heap.
+#[derive(Debug)]
+pub(super) struct Io<'a> {
+    pub(super) registry: &'a Registry,
+    pub(super) deadlines: &'a mut Timers<Owner>,
+    pub(super) now: Instant,
+}
+
+/// The sessions and the buffers they borrow.
+#[derive(Debug)]
+pub(super) struct Sessions {
+    slab: Slab<Entry>,
+    /// Sessions that used up their budget: driven again next pass.
+    ready: Vec<usize>,
+    /// Sessions waiting for a pool buffer, in arrival order.
+    starved: VecDeque<usize>,
+    /// Slots of sessions closed in this pass, freed after it.
+    closed: Vec<usize>,
+    pool: Pool,
+    reports: Vec<Report>,
+}
+
+/// Bytes of state one session costs besides its buffers (slab entry, heap entry).
+pub(super) fn overhead() -> usize {
+    std::mem::size_of::<Entry>()
+        + std::mem::size_of::<usize>()
+        + std::mem::size_of::<timers::Entry<Owner>>()
+}
+
+impl Sessions {
+    pub(super) fn new(pool: Pool, capacity: usize) -> Sessions {
+        Sessions {
+            slab: Slab::with_capacity(capacity.min(4096)),
+            ready: Vec::new(),
+            starved: VecDeque::new(),
+            closed: Vec::new(),
+            pool,
+            reports: Vec::new(),
+        }
+    }
+
+    /// Registers a new session's sockets, inserts it and drives it once. False when its
+    /// sockets could not be registered (its close is reported).
+    pub(super) fn start(&mut self, start: Start, io: &mut Io<'_>) -> bool {
+        let Start {
+            listener,
+            id,
+            policy,
+            mut session,
+            client_addr,
+            upstream_addr,
+            route,
+            client,
+            upstream,
+            client_ready,
+        } = start;
+        let entry = self.slab.vacant_entry();
+        let slot = entry.key();
+        let both = Interest::READABLE | Interest::WRITABLE;
+        let mut put = |side, how| {
+            let token = Target::Socket(Owner::Session(slot), side).token();
+            let conn = session.stream(side).source();
+            match how {
+                Registration::New => io.registry.register(conn, token, both),
+                Registration::Moved => io.registry.reregister(conn, token, both),
+            }
+        };
+        let registered = put(Side::Client, client).and_then(|()| put(Side::Upstream, upstream));
+        if let Err(e) = registered {
+            log::warn!("session {id}: cannot register sockets: {}", describe(&e));
+            let _ = io
+                .registry
+                .deregister(session.stream(Side::Client).source());
+            let _ = io
+                .registry
+                .deregister(session.stream(Side::Upstream).source());
+            let reason = CloseReason::ClientError;
+            let closed = Closed::unserved(listener, id, client_addr, Duration::ZERO, reason);
+            self.reports.push(Report::Unserved(closed));
+            return false;
+        }
+        session.on_event(Side::Client, client_ready);
+        entry.insert(Entry {
+            id,
+            listener,
+            policy,
+            session,
+            client_addr,
+            upstream_addr,
+            route,
+            started: io.now,
+            armed: None,
+            in_ready: false,
+            starved: false,
+            closed: false,
+        });
+        self.drive(slot, io);
+        true
+    }
+
+    /// An event on one of a session's sockets.
+    pub(super) fn on_event(&mut self, slot: usize, side: Side, ready: Readiness, io: &mut Io<'_>) {
+        if let Some(e) = self.slab.get_mut(slot) {
+            e.session.on_event(side, ready);
+            self.drive(slot, io);
+        }
+    }
+
+    /// Drives one session until it waits, and settles what it reports.
+    pub(super) fn drive(&mut self, slot: usize, io: &mut Io<'_>) {
+        let Some(e) = self.slab.get_mut(slot).filter(|e| !e.closed) else {
+            return;
+        };
+        let d = e.session.drive(&mut self.pool, io.now, &e.policy, BUDGET);
+        self.settle(slot, d, io);
+    }
+
+    /// A session's deadline fired (ignored when stale: superseded, or the slot belongs
+    /// to a later session).
+    pub(super) fn expire(&mut self, slot: usize, id: u64, at: Instant, io: &mut Io<'_>) {
+        let Some(e) = self.slab.get_mut(slot) else {
+            return;
+        };
+        if e.id != id || e.armed != Some(at) || e.closed {
+            return;
+        }
+        e.armed = None;
+        let d = e.session.expire(&mut self.pool, io.now, &e.policy);
+        self.settle(slot, d, io);
+    }
+
+    /// Drives the sessions that yielded their budget in the last pass.
+    pub(super) fn drive_ready(&mut self, io: &mut Io<'_>) {
+        for slot in std::mem::take(&mut self.ready) {
+            if let Some(e) = self.slab.get_mut(slot) {
+                e.in_ready = false;
+                self.drive(slot, io);
+            }
+        }
+    }
+
+    /// Gives buffers that came back to sessions waiting for one, oldest first.
+    pub(super) fn feed_starved(&mut self, io: &mut Io<'_>) {
+        while self.pool.lent() < self.pool.budget() {
+            let Some(slot) = self.starved.pop_front() else {
+                break;
+            };
+            if let Some(e) = self.slab.get_mut(slot) {
+                e.starved = false;
+                self.drive(slot, io);
+            }
+        }
+    }
+
+    /// The drain timeout expired: every live session closes now.
+    pub(super) fn shut_down_all(&mut self, io: &mut Io<'_>) {
+        let live: Vec<usize> = self.live_slots().collect();
+        for slot in live {
+            if let Some(e) = self.slab.get_mut(slot) {
+                let d = e.session.shut_down(&mut self.pool);
+                self.settle(slot, d, io);
+            }
+        }
+        self.free_closed();
+    }
+
+    /// Frees the slots of sessions closed in this pass; dropping the streams closes the
+    /// sockets (RST where `abort` set linger 0).
+    pub(super) fn free_closed(&mut self) {
+        for slot in self.closed.drain(..) {
+            if self.slab.contains(slot) {
+                drop(self.slab.remove(slot));
+            }
+        }
+    }
+
+    /// What the loop must learn since it last asked.
+    pub(super) fn take_reports(&mut self) -> Vec<Report> {
+        std::mem::take(&mut self.reports)
+    }
+
+    /// Queues a close of a client that never became a session.
+    pub(super) fn report_unserved(&mut self, closed: Closed) {
+        self.reports.push(Report::Unserved(closed));
+    }
+
+    /// Sessions alive (closed ones leave at the end of the pass).
+    pub(super) fn live(&self) -> usize {
+        self.slab.len() - self.closed.len()
+    }
+
+    /// Slab entries, closed ones not yet freed included (they still hold sockets).
+    pub(super) fn held(&self) -> usize {
+        self.slab.len()
+    }
+
+    /// True when sessions yielded and must be driven without waiting.
+    pub(super) fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Live sessions, slab order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.slab.iter().map(|(_, e)| e).filter(|e| !e.closed)
+    }
+
+    /// The buffer pool.
+    pub(super) fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Whether a heap entry is still a session's current deadline.
+    pub(super) fn timer_is_live(&self, slot: usize, id: u64, at: Instant) -> bool {
+        self.slab
+            .get(slot)
+            .is_some_and(|e| !e.closed && e.id == id && e.armed == Some(at))
+    }
+
+    fn live_slots(&self) -> impl Iterator<Item = usize> + '_ {
+        self.slab.iter().filter(|(_, e)| !e.closed).map(|(s, _)| s)
+    }
+
+    fn settle(&mut self, slot: usize, drive: Drive, io: &mut Io<'_>) {
+        let Some(e) = self.slab.get_mut(slot) else {
+            return;
+        };
+        match drive {
+            Drive::Waiting => {}
+            Drive::Yielded if !e.in_ready => {
+                e.in_ready = true;
+                self.ready.push(slot);
+            }
+            Drive::Starved if !e.starved => {
+                e.starved = true;
+                self.starved.push_back(slot);
+            }
+            Drive::Yielded | Drive::Starved => {}
+            Drive::ConnectFailed(failure) => {
+                self.reports.push(Report::ConnectFailed {
+                    listener: e.listener,
+                    failure,
+                });
+                let d = self.redial(slot, failure, io);
+                return self.settle(slot, d, io);
+            }
+            Drive::Closed(reason) => return self.finish(slot, reason, io),
+        }
+        let Some(e) = self.slab.get_mut(slot) else {
+            return;
+        };
+        if let Some(deadline) = e.session.deadline(&e.policy) {
+            let owner = Owner::Session(slot);
+            io.deadlines.arm_once(&mut e.armed, deadline, owner, e.id);
+        }
+    }
+
+    /// Dials the next upstream of the session's route after a failed connect: `Waiting`
+    /// on a new connect, or the session's close when no route is left.
+    fn redial(&mut self, slot: usize, failure: ConnectFailure, io: &mut Io<'_>) -> Drive {
+        let Some(e) = self.slab.get_mut(slot) else {
+            return Drive::Waiting;
+        };
+        debug!(
+            "session {}: connect to {} failed ({failure:?})",
+            e.id, e.upstream_addr
+        );
+        let Route::Fallbacks { list, at } = &mut e.route else {
+            return e.session.fail_connect(failure, &mut self.pool);
+        };
+        let mut last = failure;
+        while let Some(&addr) = list.get(*at + 1) {
+            *at += 1;
+            e.upstream_addr = addr;
+            let attempt = Conn::dial(addr).and_then(|mut conn| {
+                let token = Target::Socket(Owner::Session(slot), Side::Upstream).token();
+                let both = Interest::READABLE | Interest::WRITABLE;
+                io.registry.register(conn.source(), token, both)?;
+                Ok(conn)
+            });
+            match attempt {
+                Ok(conn) => {
+                    let mut old = e.session.redial(conn, io.now);
+                    let _ = io.registry.deregister(old.source());
+                    return Drive::Waiting;
+                }
+                Err(err) => {
+                    debug!("session {}: connect to {addr}: {}", e.id, describe(&err));
+                    last = ConnectFailure::from_error(&err);
+                    self.reports.push(Report::ConnectFailed {
+                        listener: e.listener,
+                        failure: last,
+                    });
+                }
+            }
+        }
+        e.session.fail_connect(last, &mut self.pool)
+    }
+
+    /// Deregisters both sockets, queues the slot to be freed after this pass and reports
+    /// the close. Runs exactly once per session.
+    fn finish(&mut self, slot: usize, reason: CloseReason, io: &mut Io<'_>) {
+        let Some(e) = self.slab.get_mut(slot).filter(|e| !e.closed) else {
+            return;
+        };
+        e.closed = true;
+        let _ = io
+            .registry
+            .deregister(e.session.stream(Side::Client).source());
+        let _ = io
+            .registry
+            .deregister(e.session.stream(Side::Upstream).source());
+        self.closed.push(slot);
+        self.reports.push(Report::Finished(Closed {
+            listener: e.listener,
+            id: e.id,
+            client: e.client_addr,
+            upstream: Some(e.upstream_addr),
+            delivered: e.session.delivered(),
+            pauses: e.session.pauses(),
+            age: io.now.saturating_duration_since(e.started),
+            reason,
+        }));
+    }
+}
