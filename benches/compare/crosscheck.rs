@@ -62,6 +62,7 @@ pub fn run(
         Context {
             scratch: dir,
             tcpbridge: base.tcpbridge.clone(),
+            tcpbridge_previous: base.tcpbridge_previous.clone(),
             tcpbridge_max_sessions: base.tcpbridge_max_sessions,
             max_sessions: base.max_sessions,
         }

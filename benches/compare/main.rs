@@ -18,7 +18,9 @@
 //! tcpbridge itself: `TCPBRIDGE_BIN` when set, otherwise `tcpbridge` in the
 //! profile directory above this executable (`<target>/release/tcpbridge`):
 //! `cargo bench` builds the package's binaries, with the bench profile
-//! (which inherits `release`), before it runs a bench.
+//! (which inherits `release`), before it runs a bench. `TCPBRIDGE_PREVIOUS_BIN`
+//! adds the target `tcpbridge-previous`: another build (the one before a change),
+//! measured in the same interleaved run.
 
 mod backend;
 mod baselines;
@@ -53,7 +55,7 @@ use workloads::Scale;
 
 const USAGE: &str = "usage: cargo bench --bench compare -- [--quick] [--out DIR] \
 [--only a,b,...] [--runs N] [--workloads PREFIX,...] [--crosscheck | --crosscheck-only]
-targets: direct tcpbridge tokio-ct tokio-mt thread haproxy nginx socat rinetd";
+targets: direct tcpbridge tcpbridge-previous tokio-ct tokio-mt thread haproxy nginx socat rinetd";
 
 /// Session limit handed to tcpbridge (`--max-sessions`) and, as far as the
 /// file descriptor limit allows, to the others (maxconn, worker_connections).
@@ -172,6 +174,7 @@ fn run(options: Options) -> Result<(), String> {
     let ctx = Context {
         scratch: scratch.clone(),
         tcpbridge: child::tcpbridge_binary(&exe),
+        tcpbridge_previous: env::var_os("TCPBRIDGE_PREVIOUS_BIN").map(PathBuf::from),
         tcpbridge_max_sessions: MAX_SESSIONS,
         max_sessions: MAX_SESSIONS.min(nofile.saturating_sub(FD_RESERVE) / 2),
     };

@@ -31,6 +31,9 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Kind {
     Direct,
     Tcpbridge,
+    /// Another build of tcpbridge (`TCPBRIDGE_PREVIOUS_BIN`): the one before a change,
+    /// measured in the same run.
+    TcpbridgePrevious,
     TokioCt,
     TokioMt,
     Thread,
@@ -41,9 +44,10 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Direct,
         Kind::Tcpbridge,
+        Kind::TcpbridgePrevious,
         Kind::TokioCt,
         Kind::TokioMt,
         Kind::Thread,
@@ -57,6 +61,7 @@ impl Kind {
         match self {
             Kind::Direct => "direct",
             Kind::Tcpbridge => "tcpbridge",
+            Kind::TcpbridgePrevious => "tcpbridge-previous",
             Kind::TokioCt => "tokio-ct",
             Kind::TokioMt => "tokio-mt",
             Kind::Thread => "thread",
@@ -89,6 +94,8 @@ pub struct Context {
     pub scratch: PathBuf,
     /// The tcpbridge binary.
     pub tcpbridge: PathBuf,
+    /// Another tcpbridge binary to compare with (`TCPBRIDGE_PREVIOUS_BIN`), if any.
+    pub tcpbridge_previous: Option<PathBuf>,
     /// `--max-sessions` of tcpbridge (it lowers it itself to what
     /// RLIMIT_NOFILE allows, and logs that).
     pub tcpbridge_max_sessions: u64,
@@ -243,6 +250,11 @@ pub fn start(
             ctx.tcpbridge.display()
         ));
     }
+    if kind == Kind::TcpbridgePrevious
+        && !ctx.tcpbridge_previous.as_ref().is_some_and(|p| p.exists())
+    {
+        return Err("skipped (set TCPBRIDGE_PREVIOUS_BIN to a tcpbridge binary)".into());
+    }
     let mut target = launch(kind, upstream, ctx).map_err(|e| format!("failed to start: {e}"))?;
     if check {
         echo_check(target.addr).map_err(|e| format!("failed end-to-end check: {e}"))?;
@@ -268,8 +280,12 @@ fn launch(kind: Kind, upstream: SocketAddr, ctx: &Context) -> Result<Target, Str
                 fresh_rss_kib: None,
             })
         }
-        Kind::Tcpbridge => {
-            let mut command = Command::new(&ctx.tcpbridge);
+        Kind::Tcpbridge | Kind::TcpbridgePrevious => {
+            let binary = match kind {
+                Kind::TcpbridgePrevious => ctx.tcpbridge_previous.clone().unwrap_or_default(),
+                _ => ctx.tcpbridge.clone(),
+            };
+            let mut command = Command::new(binary);
             command.args(["forward", "--listen", "127.0.0.1:0", "--upstream"]);
             command.arg(upstream.to_string());
             command.args(["--max-sessions", &ctx.tcpbridge_max_sessions.to_string()]);
