@@ -13,8 +13,8 @@
 //!
 //! Programs: tcpbridge is `TCPBRIDGE_BIN` when set, else `tcpbridge` in the
 //! profile directory above this executable (`cargo bench` builds it first);
-//! rathole and bore are `RATHOLE_BIN` / `BORE_BIN`, else `/opt/peers/bin/`,
-//! else `PATH`. A chain that cannot be started is reported as skipped, with
+//! rathole and bore are `RATHOLE_BIN` / `BORE_BIN`, else in
+//! `TCPBRIDGE_PEERS_DIR`, else on `PATH`. A chain that cannot be started is reported as skipped, with
 //! the reason. `TCPBRIDGE_BENCH_KEEP=1` keeps configurations and logs.
 
 mod backend;
@@ -116,14 +116,16 @@ fn main() {
     }
 }
 
-/// `$VAR`, else `/opt/peers/bin/NAME`, else `NAME` on `PATH`.
+/// `$VAR`, else `$TCPBRIDGE_PEERS_DIR/NAME`, else `NAME` on `PATH`.
 fn locate_peer(var: &str, name: &str) -> Option<PathBuf> {
     if let Some(path) = env::var_os(var) {
         return Some(PathBuf::from(path));
     }
-    let peers = Path::new("/opt/peers/bin").join(name);
-    if peers.is_file() {
-        return Some(peers);
+    if let Some(dir) = env::var_os("TCPBRIDGE_PEERS_DIR") {
+        let peer = Path::new(&dir).join(name);
+        if peer.is_file() {
+            return Some(peer);
+        }
     }
     let path = env::var_os("PATH")?;
     env::split_paths(&path)
