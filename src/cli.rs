@@ -37,11 +37,12 @@ pub(crate) fn command() -> Command {
             .long("config")
             .value_name("FILE")
             .required(true)
-            .help("The config file (TOML; see docs/examples/tcpbridge.toml).")
+            .help("The config file (TOML; see docs/examples/tcpbridge.toml)")
     };
     let mut cmd = Command::new("tcpbridge")
         .version(env!("CARGO_PKG_VERSION"))
         .about(env!("CARGO_PKG_DESCRIPTION"))
+        .override_usage("tcpbridge [-v | -q] <COMMAND>")
         .subcommand_required(true)
         .arg(
             Arg::new("verbose")
@@ -50,7 +51,7 @@ pub(crate) fn command() -> Command {
                 .global(true)
                 .action(ArgAction::SetTrue)
                 .conflicts_with("quiet")
-                .help("More logging (debug)."),
+                .help("More logging (debug)"),
         )
         .arg(
             Arg::new("quiet")
@@ -58,33 +59,55 @@ pub(crate) fn command() -> Command {
                 .long("quiet")
                 .global(true)
                 .action(ArgAction::SetTrue)
-                .help("Less logging (warnings and errors only)."),
+                .help("Less logging (warnings and errors only)"),
         );
     let about = [
-        "Listen, connect to an upstream for each client, relay both ways.",
-        "NAT traversal, public side: pair public clients with agents' idle tunnels.",
-        "NAT traversal, NAT side: keep idle tunnels to a relay, dial its services.",
+        "Listen, connect to an upstream for each client, relay both ways",
+        "NAT traversal, public side: pair public clients with agents' idle tunnels",
+        "NAT traversal, NAT side: keep idle tunnels to a relay, dial its services",
     ];
     for (mode, about) in MODES.into_iter().zip(about) {
         let flags = flags_of(mode).into_iter().map(arg);
-        cmd = cmd.subcommand(Command::new(mode).about(about).args(flags));
+        let sub = Command::new(mode).about(about).override_usage(usage(mode));
+        cmd = cmd.subcommand(sub.args(flags));
     }
     cmd.subcommand(
         Command::new("gen-secret")
-            .about("Print a fresh random secret (64 hex characters) for --secret-file."),
+            .about("Print a fresh random secret (64 hex characters) for --secret-file")
+            .override_usage("tcpbridge gen-secret"),
     )
     .subcommand(
         Command::new("run")
-            .about("Run every listener of a config file (TOML).")
+            .about("Run every listener of a config file (TOML)")
+            .override_usage("tcpbridge run --config <FILE>")
             .arg(file()),
     )
     .subcommand(
         Command::new("check")
-            .about(
-                "Validate a config file; print the effective configuration and the memory bound.",
-            )
+            .about("Validate a config file; print the effective configuration and the memory bound")
+            .override_usage("tcpbridge check --config <FILE>")
             .arg(file()),
     )
+}
+
+/// A mode's usage line, from the table: its required flags, then `[OPTIONS]`. (Written
+/// here rather than by clap's `usage` feature, which costs 25 KiB of binary.)
+fn usage(mode: &str) -> String {
+    let mut line = format!("tcpbridge {mode}");
+    let required = flags_of(mode)
+        .into_iter()
+        .filter(|m| m.fallback == Fallback::Required);
+    for meta in required {
+        let many = matches!(meta.kind, Kind::Addresses { .. } | Kind::Services { .. });
+        let dots = if many { "..." } else { "" };
+        line.push_str(&format!(
+            " {} <{}>{dots}",
+            meta.flag_name(),
+            meta.value_name
+        ));
+    }
+    line.push_str(" [OPTIONS]");
+    line
 }
 
 /// The table's options that are flags of `mode`'s subcommand: its own, its sessions',
@@ -104,9 +127,7 @@ fn arg(meta: &'static Meta) -> Arg {
         Some(default) => format!("{} [default: {default}]", meta.help),
         None => meta.help.to_string(),
     };
-    let a = Arg::new(meta.key)
-        .long(meta.flag_name().trim_start_matches('-').to_string())
-        .help(help);
+    let a = Arg::new(meta.key).long(meta.long).help(help);
     match meta.kind {
         Kind::Switch => a.action(ArgAction::SetTrue),
         kind => {
@@ -242,6 +263,10 @@ fn pair(meta: &Meta, whole: &str) -> Result<Pair, Located> {
 /// Clap's error without the usage block, on one line: `error: ... (see --help)`.
 pub(crate) fn one_line(rendered: &str) -> String {
     let message = rendered.split("\n\nUsage:").next().unwrap_or(rendered);
+    let message = message
+        .split("\n\nFor more information")
+        .next()
+        .unwrap_or(message);
     let words: Vec<&str> = message.split_whitespace().collect();
     format!("{} (see 'tcpbridge --help')", words.join(" "))
 }

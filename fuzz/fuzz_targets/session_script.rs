@@ -341,7 +341,7 @@ fuzz_target!(|data: &[u8]| {
     } else if replies {
         Session::new(client, upstream, now).with_preamble(Preamble {
             to_client: Some(Bytes::Borrowed(READY)),
-            on_failure: Some(Bytes::Borrowed(REFUSED)),
+            on_failure: Some(REFUSED),
             ..Preamble::default()
         })
     } else {

@@ -110,6 +110,9 @@ pub struct Meta {
     /// Whether the command line has it (a listener's name and its own `max_sessions`
     /// exist in files only).
     pub flag: bool,
+    /// The long flag without its dashes: the key with `-` for `_` (written out, so the
+    /// command line needs no allocated names; a test checks it matches the key).
+    pub long: &'static str,
     /// Where it applies.
     pub scope: Scope,
     /// How it is written and bounded.
@@ -126,6 +129,7 @@ impl Meta {
     /// An option of both front ends.
     pub const fn new(
         key: &'static str,
+        long: &'static str,
         scope: Scope,
         kind: Kind,
         fallback: Fallback,
@@ -135,6 +139,7 @@ impl Meta {
         Meta {
             key,
             flag: true,
+            long,
             scope,
             kind,
             fallback,
@@ -153,7 +158,7 @@ impl Meta {
 
     /// The command-line flag: `--idle-timeout`.
     pub fn flag_name(&self) -> String {
-        format!("--{}", self.key.replace('_', "-"))
+        format!("--{}", self.long)
     }
 
     /// The default as help texts show it, if there is one to show.
@@ -174,6 +179,7 @@ mod tests {
     fn flags_are_keys_with_dashes() {
         let m = Meta::new(
             "half_close_timeout",
+            "half-close-timeout",
             Scope::Listener,
             Kind::Duration,
             Fallback::Value("60s"),

@@ -33,6 +33,7 @@ const COUNT: Kind = Kind::Count {
 /// after its mode). Read by the front ends themselves: errors name the listener by it.
 pub const NAME: Meta = Meta::new(
     "name",
+    "name",
     Scope::Own(&super::MODES),
     Kind::Name,
     Required,
@@ -46,6 +47,7 @@ pub const NAME: Meta = Meta::new(
 const BUFFER_SIZE: Opt<Global, usize> = Opt {
     meta: Meta::new(
         "buffer_size",
+        "buffer-size",
         Scope::Global,
         Kind::Size { max: MAX_BUFFER },
         Value("16KiB"),
@@ -59,6 +61,7 @@ const BUFFER_SIZE: Opt<Global, usize> = Opt {
 const MAX_SESSIONS_GLOBAL: Opt<Global, usize> = Opt {
     meta: Meta::new(
         "max_sessions",
+        "max-sessions",
         Scope::Global,
         COUNT,
         Value("1024"),
@@ -72,6 +75,7 @@ const MAX_SESSIONS_GLOBAL: Opt<Global, usize> = Opt {
 const POOL_BUDGET: Opt<Global, usize> = Opt {
     meta: Meta::new(
         "pool_budget",
+        "pool-budget",
         Scope::Global,
         Kind::Size { max: usize::MAX },
         Derived("2 x max-sessions x buffer-size"),
@@ -86,6 +90,7 @@ const POOL_BUDGET: Opt<Global, usize> = Opt {
 const DRAIN_TIMEOUT: Opt<Global, Duration> = Opt {
     meta: Meta::new(
         "drain_timeout",
+        "drain-timeout",
         Scope::Global,
         Kind::Duration,
         Value("10s"),
@@ -99,6 +104,7 @@ const DRAIN_TIMEOUT: Opt<Global, Duration> = Opt {
 const METRICS_LISTEN: Opt<Global, SocketAddr> = Opt {
     meta: Meta::new(
         "metrics_listen",
+        "metrics-listen",
         Scope::Global,
         Kind::Address { listen: true },
         Absent,
@@ -112,6 +118,7 @@ const METRICS_LISTEN: Opt<Global, SocketAddr> = Opt {
 const LOG_FORMAT: Opt<Global, LogFormat> = Opt {
     meta: Meta::new(
         "log_format",
+        "log-format",
         Scope::Global,
         Kind::Word(&["human", "json"]),
         Value("human"),
@@ -125,6 +132,7 @@ const LOG_FORMAT: Opt<Global, LogFormat> = Opt {
 const LOG_RATE: Opt<Global, u32> = Opt {
     meta: Meta::new(
         "log_rate",
+        "log-rate",
         Scope::Global,
         Kind::Rate,
         Value("100"),
@@ -149,9 +157,15 @@ pub const GLOBAL: &[&dyn Setting<Global>] = &[
 // ---- options of every listener ----
 
 /// A per-listener duration option (`[defaults]` may set it).
-const fn session_duration(key: &'static str, default: &'static str, help: &'static str) -> Meta {
+const fn session_duration(
+    key: &'static str,
+    long: &'static str,
+    default: &'static str,
+    help: &'static str,
+) -> Meta {
     Meta::new(
         key,
+        long,
         Scope::Listener,
         Kind::Duration,
         Value(default),
@@ -163,6 +177,7 @@ const fn session_duration(key: &'static str, default: &'static str, help: &'stat
 const CONNECT_TIMEOUT: Opt<Listener, Duration> = Opt {
     meta: session_duration(
         "connect_timeout",
+        "connect-timeout",
         "5s",
         "Bound on one upstream connect attempt (relay: on the agent's answer).",
     ),
@@ -173,6 +188,7 @@ const CONNECT_TIMEOUT: Opt<Listener, Duration> = Opt {
 const IDLE_TIMEOUT: Opt<Listener, Duration> = Opt {
     meta: session_duration(
         "idle_timeout",
+        "idle-timeout",
         "5m",
         "Close a session when no byte has moved either way for this long.",
     ),
@@ -183,6 +199,7 @@ const IDLE_TIMEOUT: Opt<Listener, Duration> = Opt {
 const HALF_CLOSE_TIMEOUT: Opt<Listener, Duration> = Opt {
     meta: session_duration(
         "half_close_timeout",
+        "half-close-timeout",
         "60s",
         "Inactivity limit once one direction has finished (FIN forwarded).",
     ),
@@ -193,6 +210,7 @@ const HALF_CLOSE_TIMEOUT: Opt<Listener, Duration> = Opt {
 const RESET_POLICY: Opt<Listener, ResetPolicy> = Opt {
     meta: Meta::new(
         "reset_policy",
+        "reset-policy",
         Scope::Listener,
         Kind::Word(&["mirror", "fin"]),
         Value("mirror"),
@@ -206,6 +224,7 @@ const RESET_POLICY: Opt<Listener, ResetPolicy> = Opt {
 const MAX_SESSIONS_OWN: Opt<Listener, usize> = Opt {
     meta: Meta::new(
         "max_sessions",
+        "max-sessions",
         Scope::Listener,
         Kind::Count {
             max: Bound::Sessions,
@@ -255,4 +274,31 @@ pub fn of_mode(mode: &str) -> Vec<&'static Meta> {
         .chain(SESSION.iter().map(|s| s.meta()))
         .chain(tunnel.filter(|m| m.scope.applies_to(mode)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flag_is_its_key_with_dashes() {
+        for meta in all() {
+            assert_eq!(meta.long, meta.key.replace('_', "-"), "{}", meta.key);
+        }
+    }
+
+    #[test]
+    fn a_key_is_defined_once_per_scope() {
+        let metas = all();
+        for (i, a) in metas.iter().enumerate() {
+            for b in &metas[i + 1..] {
+                assert!(
+                    a.key != b.key || a.scope != b.scope,
+                    "{} twice in {:?}",
+                    a.key,
+                    a.scope
+                );
+            }
+        }
+    }
 }

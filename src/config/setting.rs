@@ -199,28 +199,36 @@ impl<T, V: Typed> Setting<T> for Opt<T, V> {
     }
 
     fn load(&self, cx: &mut Cx<'_>, target: &mut T) -> Result<()> {
-        let given = match cx.values.get(&self.meta)? {
-            Some(given) => given,
-            None => match self.meta.fallback {
-                Fallback::Value(text) => Given {
-                    raw: Raw::One(Text {
-                        text: text.to_string(),
-                        span: cx.values.here(),
-                    }),
-                    span: cx.values.here(),
-                    origin: Origin::Builtin,
-                },
-                Fallback::Required => return Err(cx.values.missing(&self.meta)),
-                Fallback::Absent | Fallback::Derived(_) => return Ok(()),
-            },
-        };
-        let value = V::parse(&self.meta, &given, cx)?;
-        (self.set)(target, value);
+        if let Some(given) = given_or_fallback(&self.meta, cx)? {
+            let value = V::parse(&self.meta, &given, cx)?;
+            (self.set)(target, value);
+        }
         Ok(())
     }
 
     fn show(&self, target: &T) -> Option<String> {
         (self.get)(target).map(|v| v.render(&self.meta))
+    }
+}
+
+/// What the front end has for `meta`, else its fallback as if written (`None`: absent,
+/// nothing to set). One function for every option type: the typed part is only the
+/// parse.
+fn given_or_fallback(meta: &Meta, cx: &Cx<'_>) -> Result<Option<Given>> {
+    if let Some(given) = cx.values.get(meta)? {
+        return Ok(Some(given));
+    }
+    match meta.fallback {
+        Fallback::Value(text) => Ok(Some(Given {
+            raw: Raw::One(Text {
+                text: text.to_string(),
+                span: cx.values.here(),
+            }),
+            span: cx.values.here(),
+            origin: Origin::Builtin,
+        })),
+        Fallback::Required => Err(cx.values.missing(meta)),
+        Fallback::Absent | Fallback::Derived(_) => Ok(None),
     }
 }
 

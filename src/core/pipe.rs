@@ -70,8 +70,9 @@ pub struct Pipe {
     flow: Flow,
     delivered: u64,
     prefix: Option<Bytes>,
-    /// Bytes of the prefix written so far.
-    prefix_at: usize,
+    /// Bytes of the prefix written so far (a prefix is a few protocol bytes: `u32`
+    /// keeps the pipe as small as it was with a fixed inline prefix).
+    prefix_at: u32,
     /// Not reading a readable source, since the last read.
     paused: bool,
     pauses: u32,
@@ -107,9 +108,10 @@ impl Pipe {
     }
 
     fn prefix_pending(&self) -> usize {
+        let at = self.prefix_at as usize;
         self.prefix
             .as_ref()
-            .map_or(0, |p| p.len().saturating_sub(self.prefix_at))
+            .map_or(0, |p| p.len().saturating_sub(at))
     }
 
     /// The flow state.
@@ -311,13 +313,14 @@ impl Pipe {
         }
         while let Some(prefix) = &self.prefix {
             let bytes = [IoSlice::new(
-                prefix.get(self.prefix_at..).unwrap_or_default(),
+                prefix.get(self.prefix_at as usize..).unwrap_or_default(),
             )];
             match classify(retry(|| destination.write_vectored(&bytes))) {
                 // Prefix bytes are protocol, not relayed bytes: not counted as delivered.
                 Io::Moved(n) => {
-                    self.prefix_at += n;
-                    if self.prefix_at >= prefix.len() {
+                    let at = (self.prefix_at as usize).saturating_add(n);
+                    self.prefix_at = u32::try_from(at).unwrap_or(u32::MAX);
+                    if at >= prefix.len() {
                         self.prefix = None;
                         self.prefix_at = 0;
                     }

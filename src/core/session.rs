@@ -70,8 +70,9 @@ pub struct Preamble {
     pub reply: Option<ReplyCheck>,
     /// Written to the client before any upstream byte, once the upstream is connected.
     pub to_client: Option<Bytes>,
-    /// Written to the client (best effort) before closing when the connect fails.
-    pub on_failure: Option<Bytes>,
+    /// Written to the client (best effort) before closing when the connect fails (a
+    /// fixed frame or message).
+    pub on_failure: Option<&'static [u8]>,
 }
 
 /// The phase of a live session, for logs and metrics.
@@ -167,7 +168,7 @@ pub struct Session<S> {
     last_progress: Instant,
     first_eof: Option<Side>,
     reply: Option<ReplyCheck>,
-    on_failure: Option<Bytes>,
+    on_failure: Option<&'static [u8]>,
 }
 
 impl<S: Stream> Session<S> {
@@ -302,7 +303,7 @@ impl<S: Stream> Session<S> {
     /// preamble's failure bytes to the client.
     pub fn fail_connect(&mut self, failure: ConnectFailure, pool: &mut Pool) -> Drive {
         let reason = CloseReason::connect(failure);
-        if let Some(bytes) = &self.on_failure {
+        if let Some(bytes) = self.on_failure {
             // Best effort: the client is closed right after either way.
             let _ = retry(|| self.client.stream.write_vectored(&[IoSlice::new(bytes)]));
         }

@@ -334,7 +334,7 @@ impl Sessions {
             return e.session.fail_connect(failure, &mut self.pool);
         };
         let mut last = failure;
-        while let Some(&addr) = list.get(*at + 1) {
+        while let Some(&addr) = list.get(*at as usize + 1) {
             *at += 1;
             e.upstream_addr = addr;
             let attempt = Conn::dial(addr).and_then(|mut conn| {

@@ -19,6 +19,7 @@ const RELAY_AGENT: &[&str] = &["relay", "agent"];
 const LISTEN: Opt<Forward, Vec<SocketAddr>> = Opt {
     meta: Meta::new(
         "listen",
+        "listen",
         Scope::Own(&["forward"]),
         Kind::Addresses { listen: true },
         Required,
@@ -31,6 +32,7 @@ const LISTEN: Opt<Forward, Vec<SocketAddr>> = Opt {
 
 const UPSTREAM: Opt<Forward, Vec<SocketAddr>> = Opt {
     meta: Meta::new(
+        "upstream",
         "upstream",
         Scope::Own(&["forward"]),
         Kind::Addresses { listen: false },
@@ -50,6 +52,7 @@ pub const FORWARD: &[&dyn Setting<Forward>] = &[&LISTEN, &UPSTREAM];
 const TUNNEL_LISTEN: Opt<Relay, SocketAddr> = Opt {
     meta: Meta::new(
         "tunnel_listen",
+        "tunnel-listen",
         Scope::Own(&["relay"]),
         Kind::Address { listen: true },
         Required,
@@ -62,6 +65,7 @@ const TUNNEL_LISTEN: Opt<Relay, SocketAddr> = Opt {
 
 const PUBLIC: Opt<Relay, Vec<Service>> = Opt {
     meta: Meta::new(
+        "public",
         "public",
         Scope::Own(&["relay"]),
         Kind::Services { listen: true },
@@ -76,6 +80,7 @@ const PUBLIC: Opt<Relay, Vec<Service>> = Opt {
 const PAIR_TIMEOUT: Opt<Relay, Duration> = Opt {
     meta: Meta::new(
         "pair_timeout",
+        "pair-timeout",
         Scope::Own(&["relay"]),
         Kind::Duration,
         Value("10s"),
@@ -87,18 +92,34 @@ const PAIR_TIMEOUT: Opt<Relay, Duration> = Opt {
 };
 
 /// A relay's count option.
-const fn relay_count(key: &'static str, help: &'static str) -> Meta {
-    Meta::new(key, Scope::Own(&["relay"]), COUNT, Value("64"), "N", help)
+const fn relay_count(key: &'static str, long: &'static str, help: &'static str) -> Meta {
+    Meta::new(
+        key,
+        long,
+        Scope::Own(&["relay"]),
+        COUNT,
+        Value("64"),
+        "N",
+        help,
+    )
 }
 
 const MAX_WAITING: Opt<Relay, usize> = Opt {
-    meta: relay_count("max_waiting", "Most public clients waiting per service."),
+    meta: relay_count(
+        "max_waiting",
+        "max-waiting",
+        "Most public clients waiting per service.",
+    ),
     get: |r| Some(r.max_waiting),
     set: |r, v| r.max_waiting = v,
 };
 
 const MAX_IDLE_TUNNELS: Opt<Relay, usize> = Opt {
-    meta: relay_count("max_idle_tunnels", "Most idle tunnels per service."),
+    meta: relay_count(
+        "max_idle_tunnels",
+        "max-idle-tunnels",
+        "Most idle tunnels per service.",
+    ),
     get: |r| Some(r.max_idle_tunnels),
     set: |r, v| r.max_idle_tunnels = v,
 };
@@ -106,6 +127,7 @@ const MAX_IDLE_TUNNELS: Opt<Relay, usize> = Opt {
 const MAX_HANDSHAKES: Opt<Relay, usize> = Opt {
     meta: relay_count(
         "max_handshakes",
+        "max-handshakes",
         "Most tunnel connections in the handshake at once.",
     ),
     get: |r| Some(r.max_handshakes),
@@ -127,6 +149,7 @@ pub const RELAY: &[&dyn Setting<Relay>] = &[
 const RELAY_ADDRESS: Opt<Agent, String> = Opt {
     meta: Meta::new(
         "relay",
+        "relay",
         Scope::Own(&["agent"]),
         Kind::HostPort,
         Required,
@@ -140,6 +163,7 @@ const RELAY_ADDRESS: Opt<Agent, String> = Opt {
 const SERVICE: Opt<Agent, Vec<Service>> = Opt {
     meta: Meta::new(
         "service",
+        "service",
         Scope::Own(&["agent"]),
         Kind::Services { listen: false },
         Required,
@@ -152,6 +176,7 @@ const SERVICE: Opt<Agent, Vec<Service>> = Opt {
 
 const POOL: Opt<Agent, usize> = Opt {
     meta: Meta::new(
+        "pool",
         "pool",
         Scope::Own(&["agent"]),
         Kind::Count {
@@ -168,6 +193,7 @@ const POOL: Opt<Agent, usize> = Opt {
 const EXIT_ON_DISCONNECT: Opt<Agent, bool> = Opt {
     meta: Meta::new(
         "exit_on_disconnect",
+        "exit-on-disconnect",
         Scope::Own(&["agent"]),
         Kind::Switch,
         Value("false"),
@@ -181,6 +207,7 @@ const EXIT_ON_DISCONNECT: Opt<Agent, bool> = Opt {
 const BACKOFF_MAX: Opt<Agent, Duration> = Opt {
     meta: Meta::new(
         "backoff_max",
+        "backoff-max",
         Scope::Own(&["agent"]),
         Kind::Duration,
         Value("30s"),
@@ -203,9 +230,15 @@ pub const AGENT: &[&dyn Setting<Agent>] = &[
 // ---- tunnels: relay and agent ----
 
 /// A tunnel duration option (`[defaults]` may set it).
-const fn tunnel_duration(key: &'static str, default: &'static str, help: &'static str) -> Meta {
+const fn tunnel_duration(
+    key: &'static str,
+    long: &'static str,
+    default: &'static str,
+    help: &'static str,
+) -> Meta {
     Meta::new(
         key,
+        long,
         Scope::Tunnel,
         Kind::Duration,
         Value(default),
@@ -218,6 +251,7 @@ const fn tunnel_duration(key: &'static str, default: &'static str, help: &'stati
 const HANDSHAKE_TIMEOUT: Opt<TunnelOptions, Duration> = Opt {
     meta: tunnel_duration(
         "handshake_timeout",
+        "handshake-timeout",
         "5s",
         "Absolute bound on a tunnel handshake.",
     ),
@@ -229,6 +263,7 @@ const HANDSHAKE_TIMEOUT: Opt<TunnelOptions, Duration> = Opt {
 pub const HEARTBEAT_INTERVAL: Opt<TunnelOptions, Duration> = Opt {
     meta: tunnel_duration(
         "heartbeat_interval",
+        "heartbeat-interval",
         "20s",
         "An idle tunnel sends a heartbeat after this long without sending.",
     ),
@@ -240,6 +275,7 @@ pub const HEARTBEAT_INTERVAL: Opt<TunnelOptions, Duration> = Opt {
 pub const HEARTBEAT_TIMEOUT: Opt<TunnelOptions, Duration> = Opt {
     meta: tunnel_duration(
         "heartbeat_timeout",
+        "heartbeat-timeout",
         "60s",
         "An idle tunnel that heard nothing for this long is dead.",
     ),
@@ -250,6 +286,7 @@ pub const HEARTBEAT_TIMEOUT: Opt<TunnelOptions, Duration> = Opt {
 const SECRET_FILE: Opt<TunnelOptions, SecretFile> = Opt {
     meta: Meta::new(
         "secret_file",
+        "secret-file",
         Scope::Own(RELAY_AGENT),
         Kind::SecretFile,
         Required,

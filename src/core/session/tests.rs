@@ -463,7 +463,7 @@ fn paired(now: Instant) -> Session<Scripted> {
 fn replies() -> Preamble {
     Preamble {
         to_client: Some(Bytes::Borrowed(b"+")),
-        on_failure: Some(Bytes::Borrowed(b"-")),
+        on_failure: Some(b"-"),
         ..Preamble::default()
     }
 }

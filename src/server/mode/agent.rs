@@ -302,7 +302,7 @@ impl AgentState {
             Ok(upstream) => {
                 let preamble = Preamble {
                     to_client: Some(Cow::Borrowed(&[frame::READY])),
-                    on_failure: Some(Cow::Borrowed(&[frame::REFUSED])),
+                    on_failure: Some(&[frame::REFUSED]),
                     ..Preamble::default()
                 };
                 cx.actions.push(Action::Start(Start {

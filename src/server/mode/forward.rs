@@ -18,20 +18,20 @@ use crate::server::sessions::{Registration, Route, Start};
 /// Forward mode's own state: the upstream list new sessions start with.
 #[derive(Debug)]
 pub(super) struct ForwardState {
-    upstreams: Rc<[SocketAddr]>,
+    upstreams: Rc<Vec<SocketAddr>>,
 }
 
 impl ForwardState {
     pub(super) fn new(cfg: &Forward) -> ForwardState {
         ForwardState {
-            upstreams: cfg.upstreams.as_slice().into(),
+            upstreams: Rc::new(cfg.upstreams.clone()),
         }
     }
 
     /// New upstreams for new sessions (live sessions keep the list they started with).
     pub(super) fn update(&mut self, cfg: &Forward) {
-        if *self.upstreams != *cfg.upstreams {
-            self.upstreams = cfg.upstreams.as_slice().into();
+        if *self.upstreams != cfg.upstreams {
+            self.upstreams = Rc::new(cfg.upstreams.clone());
         }
     }
 
@@ -39,7 +39,7 @@ impl ForwardState {
     pub(super) fn open(&mut self, cx: &mut Cx<'_>, client: Conn, client_addr: SocketAddr) {
         let id = cx.ids.next();
         let mut last = None;
-        for (n, &addr) in self.upstreams.iter().enumerate() {
+        for (n, &addr) in (0u32..).zip(self.upstreams.iter()) {
             match Conn::dial(addr) {
                 Ok(upstream) => {
                     cx.actions.push(Action::Start(Start {

@@ -18,10 +18,11 @@ pub(in crate::server) enum Route {
     Fixed,
     /// Forward mode: the upstream list the session started with, and which it dialed.
     Fallbacks {
-        /// The listener's upstreams at the session's start.
-        list: Rc<[SocketAddr]>,
+        /// The listener's upstreams at the session's start (a thin pointer: the entry
+        /// stays as small as it was).
+        list: Rc<Vec<SocketAddr>>,
         /// The one dialed last.
-        at: usize,
+        at: u32,
     },
 }
 
