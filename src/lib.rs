@@ -27,5 +27,3 @@ pub mod os;
 pub mod proto;
 pub mod server;
 pub mod stats;
-#[allow(unsafe_code)]
-pub mod systemd;

@@ -105,7 +105,7 @@ fn run(config: Config, level: LevelFilter) -> ExitCode {
     let wanted = sizing::descriptors_wanted(&config, open_now);
     let soft = os::raise_nofile(wanted).ok();
     let sizes = sizing::sessions(&config, open_now, soft);
-    let mut inherited = match tcpbridge::systemd::take_listeners() {
+    let mut inherited = match tcpbridge::os::systemd::take_listeners() {
         Ok(sockets) => sockets,
         Err(e) => {
             eprintln!("error: socket activation: {}", net::describe(&e));

@@ -7,6 +7,7 @@ use std::io;
 
 pub mod net;
 pub mod random;
+pub mod systemd;
 
 /// Ignores SIGPIPE for the whole process, so a write to a reset peer returns EPIPE instead
 /// of killing us (std ignores it before `main` today, but embedding or build flags can

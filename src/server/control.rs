@@ -83,7 +83,7 @@ impl Server {
         };
         notify(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}",
-            crate::systemd::monotonic_usec()
+            crate::os::systemd::monotonic_usec()
         ));
         let planned = config::file::load(path)
             .map_err(|e| e.to_string())

@@ -71,7 +71,7 @@ pub(super) fn print_line(line: &str) {
 
 /// Tells the service manager (systemd) about a state change, when it is listening.
 pub(super) fn notify(state: &str) {
-    if let Err(e) = crate::systemd::notify(state) {
+    if let Err(e) = crate::os::systemd::notify(state) {
         log::debug!(
             "cannot notify the service manager: {}",
             crate::os::net::describe(&e)
