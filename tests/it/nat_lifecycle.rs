@@ -11,13 +11,11 @@
 //! Each test ends with the processes still running back at their fd
 //! baseline, holding only idle tunnels, with no CLOSE-WAIT.
 
-mod support;
-
+use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-use support::*;
 
 const SETTLE: Duration = Duration::from_secs(5);
 

@@ -6,15 +6,13 @@
 //! are not activity); pipes stop reading while their ring is full; ring
 //! memory is bounded by `--pool-budget` and sessions wait for a buffer.
 
-mod support;
-
+use crate::support::*;
 use socket2::SockRef;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::*;
 
 const MIB: u64 = 1024 * 1024;
 const CHUNK: usize = 64 * 1024;

@@ -6,14 +6,12 @@
 //! or the same checks by hand where the proxy needs a lowered fd limit from
 //! its start). C5 (churn) is `forward_churn.rs`; C6–C8 are `faults_scale.rs`.
 
-mod support;
-
+use crate::support::*;
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::*;
 
 const SETTLE: Duration = Duration::from_secs(5);
 

@@ -3,12 +3,10 @@
 //! address already in use is a bind error (exit 1, one line naming the
 //! address, no partial start), and the READY line lists every listener.
 
-mod support;
-
+use crate::support::*;
 use std::net::{TcpListener, TcpStream};
 use std::thread;
 use std::time::Duration;
-use support::*;
 
 /// How long a run that should fail at start-up may take.
 const EXIT_WITHIN: Duration = Duration::from_secs(5);

@@ -5,14 +5,12 @@
 //! Timing assertions use a firm lower bound (the proxy must not close early)
 //! and a generous upper bound (shared, noisy 2-core machines).
 
-mod support;
-
+use crate::support::*;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// After the proxy closed a session, can the upstream tell? It writes one
 /// byte and reads: EOF, RST or a write error mean "closed"; a read timeout

@@ -7,15 +7,13 @@
 //! Every test ends with both the relay and the agent back at their fd
 //! baseline, holding only the agent's idle tunnels, with no CLOSE-WAIT.
 
-mod support;
-
+use crate::support::*;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
-use support::*;
 
 const MIB: usize = 1024 * 1024;
 const CHUNK: usize = 64 * 1024;

@@ -11,14 +11,12 @@
 //! relay's `/metrics` at rest (no session, waiting client or handshake) and
 //! the processes settled at their idle pool with no CLOSE-WAIT.
 
-mod support;
-
+use crate::support::*;
 use socket2::{Domain, Socket, Type};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use support::*;
 
 const SETTLE: Duration = Duration::from_secs(10);
 const METRICS: [&str; 2] = ["--metrics-listen", "127.0.0.1:0"];

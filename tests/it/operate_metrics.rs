@@ -3,13 +3,11 @@
 //! lists a live session with the right fields, `/healthz` answers, and garbage, a
 //! trickle or a crowd on the metrics port never disturbs a relayed session.
 
-mod support;
-
+use crate::support::prom::{self, Sample};
+use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
-use support::prom::{self, Sample};
-use support::*;
 
 fn metric(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     prom::sum(samples, name, labels)

@@ -13,14 +13,12 @@
 //! Timing checks: a firm lower bound where closing early would be a bug, and
 //! generous upper bounds for a loaded 2-core machine.
 
-mod support;
-
+use crate::support::*;
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// Settle bound of the invariant checks.
 const SETTLE: Duration = Duration::from_secs(10);

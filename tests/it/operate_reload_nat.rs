@@ -2,13 +2,11 @@
 //! the agents' idle tunnels (no reconnect), and a new secret drops them, after which an
 //! agent with the old secret is refused and counted as an authentication failure.
 
-mod support;
-
+use crate::support::prom;
+use crate::support::*;
 use std::net::{Shutdown, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
-use support::prom;
-use support::*;
 
 fn relay_file(secret: &Path, pair_timeout: &str) -> String {
     format!(

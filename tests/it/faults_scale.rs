@@ -4,15 +4,13 @@
 //! sessions. Each ends with the §4.0 invariants (`FaultProxy::assert_invariants`).
 //! C1–C4 are in `faults_resources.rs`, C5 (churn) in `forward_churn.rs`.
 
-mod support;
-
+use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::*;
 
 const SETTLE: Duration = Duration::from_secs(5);
 

@@ -9,13 +9,11 @@
 //! once and more are closed at once; sessions of other listeners are not
 //! disturbed.
 
-mod support;
-
+use crate::support::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// Settle bound of the invariant checks.
 const SETTLE: Duration = Duration::from_secs(10);

@@ -5,12 +5,10 @@
 //! Every test ends with the proxy back at its fd baseline and no CLOSE-WAIT
 //! socket owned by it.
 
-mod support;
-
+use crate::support::*;
 use std::net::Shutdown;
 use std::sync::mpsc;
 use std::time::Duration;
-use support::*;
 
 const MIB: u64 = 1024 * 1024;
 

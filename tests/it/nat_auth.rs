@@ -15,12 +15,10 @@
 //! check has a positive twin built the same way, so a broken test hello
 //! cannot pass for a rejection.
 
-mod support;
-
+use crate::support::*;
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
-use support::*;
 
 /// How long after accept a malformed handshake may stay open: the 1 s
 /// handshake timeout plus a generous margin for 2 loaded cores.

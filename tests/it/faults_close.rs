@@ -11,15 +11,13 @@
 //! Scenarios that need the kernel's help (`ss -K`, iptables REJECT) run in a
 //! private network namespace.
 
-mod support;
-
+use crate::support::*;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::{Duration, Instant};
-use support::*;
 
 const KIB: usize = 1024;
 /// Settle bound of the invariant checks.

@@ -5,13 +5,11 @@
 //! Contract: when an attempt fails (refused, timed out) the next `--upstream`
 //! is tried; when none is left the client is closed (FIN) at once.
 
-mod support;
-
+use crate::support::*;
 use socket2::{Domain, Socket, Type};
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
-use support::*;
 
 /// Expects the proxy to close a fresh client without data; returns how long
 /// it took from the end of the client's connect.

@@ -2,14 +2,12 @@
 //! kernel backlog until a session closes, and running out of file descriptors
 //! (RLIMIT_NOFILE) neither spins the CPU nor stalls the waiting clients.
 
-mod support;
-
+use crate::support::*;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// `--max-sessions 2`: while two sessions live, a third client gets no
 /// service (its bytes are not echoed, the upstream sees no third connection);

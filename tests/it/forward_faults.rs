@@ -8,15 +8,13 @@
 //! its behaviour (`E`: echo, for the warm-up and the final liveness echo;
 //! anything else: the test's scenario).
 
-mod support;
-
+use crate::support::*;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::Duration;
-use support::*;
 
 const MIB: usize = 1024 * 1024;
 const CHUNK: usize = 64 * 1024;

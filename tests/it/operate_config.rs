@@ -3,14 +3,12 @@
 //! a broken file on SIGHUP keeping the old configuration, readiness on NOTIFY_SOCKET,
 //! socket activation, the SIGUSR1 line and JSON close records.
 
-mod support;
-
+use crate::support::*;
 use std::io::Read;
 use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::time::Duration;
-use support::*;
 
 /// A forward listener's table.
 fn forward(name: &str, listen: &str, up: SocketAddr) -> String {

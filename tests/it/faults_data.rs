@@ -9,13 +9,11 @@
 //! EOF is forwarded as FIN after the last byte while the other direction
 //! keeps flowing.
 
-mod support;
-
+use crate::support::*;
 use std::io::Write;
 use std::net::Shutdown;
 use std::sync::mpsc;
 use std::time::Duration;
-use support::*;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;

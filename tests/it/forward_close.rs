@@ -7,13 +7,11 @@
 //! RST (mirror) or FIN (fin) only after the bytes read from the reset side
 //! have been delivered.
 
-mod support;
-
+use crate::support::*;
 use std::io::Write;
 use std::net::Shutdown;
 use std::sync::mpsc;
 use std::time::Duration;
-use support::*;
 
 const MIB: usize = 1024 * 1024;
 const CHUNK: usize = 64 * 1024;

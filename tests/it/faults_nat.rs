@@ -11,14 +11,12 @@
 //! `faults_nat_limits.rs`; E12 (confidentiality) does not apply: the tunnel
 //! is authenticated, not encrypted.
 
-mod support;
-
+use crate::support::*;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::*;
 
 const SETTLE: Duration = Duration::from_secs(10);
 const METRICS: [&str; 2] = ["--metrics-listen", "127.0.0.1:0"];

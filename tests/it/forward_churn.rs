@@ -4,15 +4,13 @@
 //! session) shows as foreign bytes on one side or the other, or as a close
 //! line with the wrong reason.
 
-mod support;
-
+use crate::support::*;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::*;
 
 const CHUNK: usize = 64 * 1024;
 /// First byte of a churn session (anything but [`ECHO`]).

@@ -2,12 +2,10 @@
 //! a populated stats model renders to text that parses, with the values put in; and the
 //! parser itself rejects what the format (or the proxy's promises) forbid.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::prom::{self, Sample};
+use crate::support::prom::{self, Sample};
 use tcpbridge::core::reason::CloseReason;
 use tcpbridge::core::session::Phase;
 use tcpbridge::core::stream::{AcceptPause, ConnectFailure};

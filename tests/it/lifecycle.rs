@@ -6,14 +6,12 @@
 //! The process is gone at the end of these tests, so instead of the fd
 //! baseline they check the exit status and that nothing panicked.
 
-mod support;
-
+use crate::support::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::*;
 
 const MIB: u64 = 1024 * 1024;
 

@@ -4,11 +4,9 @@
 //! signal) are `lifecycle.rs`; the process exits there, so their invariants
 //! are the exit status, byte-exact transfers and no panic.
 
-mod support;
-
+use crate::support::*;
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
-use support::*;
 
 const SETTLE: Duration = Duration::from_secs(5);
 const EXIT_WITHIN: Duration = Duration::from_secs(10);

@@ -2,11 +2,9 @@
 //! effective configuration that `check` accepts again; a bad file makes `check` and `run`
 //! exit 2 with exactly one stderr line naming `FILE:LINE:COL`.
 
-mod support;
-
+use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use support::*;
 
 /// How long a `check` (or a failing `run`) may take.
 const EXIT_WITHIN: Duration = Duration::from_secs(10);
