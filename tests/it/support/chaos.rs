@@ -1,8 +1,8 @@
 //! A userland chaos relay that sits on a TCP path (client -> chaos -> target)
 //! and misbehaves on purpose, in place of netem: per direction it can delay
 //! each chunk, cut the stream into small chunks (1 byte with TCP_NODELAY),
-//! limit the rate, stall until released, send FIN or RST after N bytes, or
-//! swallow everything (blackhole). Std threads and blocking sockets only.
+//! limit the rate, send FIN or RST after N bytes, or swallow everything
+//! (blackhole). Std threads and blocking sockets only.
 //!
 //! A connection's two directions are pumped by two threads. EOF is passed on
 //! as `shutdown(Write)`, a reset as a reset. Resets use `connect(AF_UNSPEC)`
@@ -19,7 +19,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -32,8 +32,6 @@ pub struct Dir {
     pub chunk: Option<usize>,
     /// Forward at most this many bytes per second.
     pub rate: Option<u64>,
-    /// Start stalled: read and forward nothing until [`Chaos::release`].
-    pub stall: bool,
     /// After forwarding this many bytes: FIN toward the destination; later
     /// bytes from the source are read and dropped.
     pub fin_after: Option<u64>,
@@ -63,9 +61,6 @@ pub enum Way {
 #[derive(Default)]
 struct Control {
     stop: AtomicBool,
-    /// Per direction: stalled until released.
-    stalled: Mutex<[bool; 2]>,
-    wake: Condvar,
     /// Bytes forwarded per direction, over all connections.
     forwarded: [AtomicU64; 2],
     /// Every socket of every connection, to shut them down on drop.
@@ -76,19 +71,6 @@ struct Control {
 impl Control {
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
-    }
-
-    /// Blocks while direction `w` is stalled; false once the relay stops.
-    fn wait_released(&self, w: Way) -> bool {
-        let mut stalled = self.stalled.lock().expect("chaos stall lock");
-        while stalled[w as usize] && !self.stopped() {
-            stalled = self
-                .wake
-                .wait_timeout(stalled, Duration::from_millis(200))
-                .expect("chaos stall wait")
-                .0;
-        }
-        !self.stopped()
     }
 
     /// Sleeps `d` in slices, ending early when the relay stops.
@@ -121,8 +103,6 @@ impl Chaos {
         let listener = TcpListener::bind("127.0.0.1:0").expect("chaos: bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("chaos: local_addr");
         let ctl = Arc::new(Control::default());
-        *ctl.stalled.lock().expect("chaos stall lock") =
-            [opts.to_upstream.stall, opts.to_client.stall];
         let c = Arc::clone(&ctl);
         ctl.spawn(move || {
             for conn in listener.incoming() {
@@ -137,17 +117,6 @@ impl Chaos {
         Chaos { addr, ctl }
     }
 
-    /// Ends every stall: stalled directions forward again.
-    pub fn release(&self) {
-        *self.ctl.stalled.lock().expect("chaos stall lock") = [false, false];
-        self.ctl.wake.notify_all();
-    }
-
-    /// Stalls direction `w` again (it stops reading before its next chunk).
-    pub fn stall(&self, w: Way) {
-        self.ctl.stalled.lock().expect("chaos stall lock")[w as usize] = true;
-    }
-
     /// Bytes forwarded in direction `w` so far (all connections).
     pub fn forwarded(&self, w: Way) -> u64 {
         self.ctl.forwarded[w as usize].load(Ordering::SeqCst)
@@ -157,7 +126,6 @@ impl Chaos {
 impl Drop for Chaos {
     fn drop(&mut self) {
         self.ctl.stop.store(true, Ordering::SeqCst);
-        self.ctl.wake.notify_all();
         // Wake the blocking accept, then every blocked read or write.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
         for s in self.ctl.sockets.lock().expect("chaos sockets").drain(..) {
@@ -237,7 +205,7 @@ fn pump(ctl: &Control, way: Way, mut src: TcpStream, mut dst: TcpStream, dir: &D
     let start = Instant::now();
     let limit = dir.rst_after.or(dir.fin_after);
     loop {
-        if !ctl.wait_released(way) {
+        if ctl.stopped() {
             return;
         }
         let want = limit.map_or(buf.len(), |l| (l - sent).min(buf.len() as u64) as usize);

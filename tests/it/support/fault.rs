@@ -7,12 +7,9 @@
 //! scenarios drive: iptables and `ss -K` inside a private network namespace,
 //! and strace syscall fault injection attached to the running proxy.
 
-use super::{
-    connect, echo_once, echo_server, http_get, prom, wait_for, Proxy, SecretDir, Upstream,
-};
-use std::io::{BufRead, BufReader, Read, Write};
+use super::{echo_once, echo_server, http_get, prom, wait_for, Proxy, SecretDir, Upstream};
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -42,8 +39,6 @@ pub struct FaultProxy {
     pub probe: SocketAddr,
     /// The metrics endpoint.
     pub metrics: SocketAddr,
-    /// The configuration file.
-    pub config: PathBuf,
     pub dir: SecretDir,
     _echo: Upstream,
     base_fds: usize,
@@ -102,7 +97,6 @@ impl FaultProxy {
             main,
             probe,
             metrics,
-            config,
             dir,
             _echo: echo,
             base_fds,

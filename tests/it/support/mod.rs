@@ -19,8 +19,6 @@
 //! Everything else waits on events (the READY line, reads bounded by a
 //! timeout, channels, gates).
 
-#![allow(dead_code, unused_imports)]
-
 pub mod chaos;
 pub mod cli;
 pub mod data;

@@ -226,7 +226,6 @@ pub struct Chain {
     pub agent: Proxy,
     pub tunnel: SocketAddr,
     pub public: SocketAddr,
-    pub service: SocketAddr,
     /// The agent's `--pool`: idle tunnels it keeps per service.
     pub pool: usize,
     relay_extra: Vec<String>,
@@ -274,7 +273,6 @@ impl ChainBuilder {
             agent,
             tunnel,
             public,
-            service: self.service,
             pool: self.pool,
             relay_extra: self.relay_extra,
             relay_base: 0,

@@ -627,24 +627,3 @@ pub fn parse_ready_fields(line: &str) -> Result<Vec<(String, String)>, String> {
     }
     Ok(fields)
 }
-
-/// Parses `READY listen=IP:PORT [listen=IP:PORT ...] [other tokens]`.
-pub fn parse_ready(line: &str) -> Result<Vec<SocketAddr>, String> {
-    let mut tokens = line.split_whitespace();
-    if tokens.next() != Some("READY") {
-        return Err("does not start with `READY `".into());
-    }
-    let mut addrs = Vec::new();
-    for t in tokens {
-        if let Some(a) = t.strip_prefix("listen=") {
-            addrs.push(
-                a.parse::<SocketAddr>()
-                    .map_err(|e| format!("listen={a}: {e}"))?,
-            );
-        }
-    }
-    if addrs.is_empty() {
-        return Err("no listen=IP:PORT token".into());
-    }
-    Ok(addrs)
-}
