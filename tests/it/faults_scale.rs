@@ -151,6 +151,13 @@ fn bulk_session_does_not_starve_ping_pong_session() {
 }
 
 /// Raises this process's soft open-files limit to its hard limit.
+///
+/// Process-wide: every integration test runs in this process, and what any of them
+/// spawns afterwards inherits the raised soft limit. No outcome depends on it: the
+/// proxy raises its own soft limit toward what it needs, capped by the hard limit
+/// (not changed here), so its sizing is the same either way; tests that need a low
+/// limit set it on their child (`Proxy::spawn_with_nofile`, prlimit). The limit only
+/// ever grows, so no test sees its own shrink.
 fn raise_own_nofile() -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

@@ -27,7 +27,10 @@
 //! keeps what it changes to itself: network faults (iptables, `ss -K`,
 //! sysctls, fixed ports) only in a private network namespace entered by its
 //! own thread ([`support::enter_private_netns`]), files in a directory of its
-//! own ([`support::SecretDir`]), listeners on port 0 otherwise.
+//! own (e.g. [`support::SecretDir`]), listeners on port 0 otherwise. The one
+//! process-wide change, `faults_scale`'s raise of the soft open-files limit to
+//! the hard one for 4,000 sessions, changes no other test's outcome (see
+//! there).
 
 mod support;
 
