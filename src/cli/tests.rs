@@ -9,11 +9,14 @@ use super::*;
 use tcpbridge::config::meta::{Bound, Scope};
 use tcpbridge::config::{file, MAX_POOL, MAX_SESSIONS};
 
-/// A valid secret file, shared by the cases of this test binary.
+/// A valid secret file of its own for each caller (tests run in parallel: a file
+/// rewritten by one while another reads it would read empty).
 fn secret() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("tcpbridge-cli-tests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
-    let path = dir.join("secret");
+    let path = dir.join(format!("secret-{n}"));
     std::fs::write(&path, "0123456789abcdef".repeat(4)).expect("write secret");
     path
 }

@@ -319,11 +319,15 @@ fn agent_sigkill_relay_releases_tunnels_and_waiting_clients() {
 /// The agent's `--service` points at a closed port: a public client is
 /// closed within 1 s, the relay's close line says `reason=connect-refused`,
 /// and both processes are back at their baseline (a first refused session
-/// is the warm-up).
+/// is the warm-up). The time is taken from a relay that holds an idle tunnel
+/// (its metrics say so): what is measured is the refusal, not the agent's
+/// replacement of the tunnel the warm-up used.
 #[test]
 fn local_service_refused_closes_client_within_1s() {
     watchdog(|| {
-        let mut chain = Chain::builder(closed_port()).start();
+        let mut chain = Chain::builder(closed_port())
+            .relay(&["--metrics-listen", "127.0.0.1:0"])
+            .start();
         let mut warm = connect(chain.public);
         let end = wait_closed(&mut warm, Duration::from_secs(5));
         assert!(
@@ -339,6 +343,14 @@ fn local_service_refused_closes_client_within_1s() {
         );
         chain.take_baseline();
         let before = log_count(&chain.relay, "reason=connect-refused");
+        let metrics = chain.relay.field_addr("metrics");
+        let idle = || prom::sum(&scrape_metrics(metrics), "tcpbridge_idle_tunnels", &[]);
+        assert!(
+            wait_for(SETTLE, || idle() >= 1.0),
+            "the relay never held an idle tunnel (idle_tunnels {})\n{}",
+            idle(),
+            chain.logs()
+        );
 
         let t0 = Instant::now();
         let mut c = connect(chain.public);

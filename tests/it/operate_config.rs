@@ -260,3 +260,109 @@ fn sigusr1_snapshot_and_json_close_records() {
         proxy.assert_alive();
     });
 }
+
+/// Listening sockets the proxy owns now.
+fn listening(proxy: &Proxy) -> usize {
+    proxy
+        .owned_tcp()
+        .iter()
+        .filter(|s| s.state == TCP_LISTEN)
+        .count()
+}
+
+/// A reload that adds a listener (two new ports), removes one and changes another (a
+/// new option and one more port), with its last fallible step made to fail: strace
+/// injects ENOSPC into the third `epoll_ctl`, the registration of the last new port.
+/// The reload is refused and the running configuration is exactly the old one (`/config`
+/// byte for byte), every old port still serves, and no new port is left bound. The same
+/// file, reloaded without the fault, then applies.
+#[test]
+fn a_reload_failing_at_its_last_step_changes_nothing() {
+    watchdog(|| {
+        let up = echo_server();
+        let dir = SecretDir::new();
+        let names = ["keep", "change", "drop"];
+        let before: String = names
+            .iter()
+            .map(|n| forward(n, "127.0.0.1:0", up.addr))
+            .collect();
+        let metrics_line = "metrics_listen = \"127.0.0.1:0\"\n";
+        let file = dir.file(
+            "tcpbridge.toml",
+            format!("{metrics_line}{before}").as_bytes(),
+        );
+        let mut proxy = run(&file, &[]);
+        let metrics = proxy.field_addr("metrics");
+        let ports = names.map(|n| proxy.field_addr(&format!("{n}.listen")));
+        let (status, config_before) = http_get(metrics, "/config");
+        assert_eq!(status, 200, "{config_before}");
+        let listening_before = listening(&proxy);
+        assert_eq!(listening_before, 4, "three ports and the metrics endpoint");
+
+        let after = format!(
+            "{metrics_line}{}[[forward]]\nname = \"change\"\nlisten = [\"{}\", \"127.0.0.1:0\"]\n\
+             upstream = \"{}\"\nidle_timeout = \"1m\"\n\n[[forward]]\nname = \"add\"\n\
+             listen = [\"127.0.0.1:0\", \"127.0.0.1:0\"]\nupstream = \"{}\"\n",
+            forward("keep", &ports[0].to_string(), up.addr),
+            ports[1],
+            up.addr,
+            up.addr
+        );
+        dir.file("tcpbridge.toml", after.as_bytes());
+        let trace = dir.file("strace.out", b"");
+        let Some(strace) = Strace::attach_to(proxy.pid, "epoll_ctl:error=ENOSPC:when=3", &trace)
+        else {
+            return; // no strace outside CI (a SKIP line was printed)
+        };
+        proxy.send_signal(libc::SIGHUP);
+        let line = proxy
+            .wait_stdout("RELOAD-FAILED ", Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no RELOAD-FAILED line:\n{}", proxy.stderr()));
+        strace.detach();
+        assert!(line.contains("cannot listen on"), "{line}");
+        let injected = std::fs::read_to_string(&trace).unwrap_or_default();
+        assert!(
+            injected.contains("(INJECTED)"),
+            "the fault was injected: {injected}"
+        );
+
+        let (_, config_after) = http_get(metrics, "/config");
+        assert_eq!(config_after, config_before, "the running configuration");
+        assert_eq!(
+            listening(&proxy),
+            listening_before,
+            "no new port is left bound:\n{}",
+            proxy.dump()
+        );
+        for (name, addr) in names.iter().zip(ports) {
+            let mut c = connect(addr);
+            echo_roundtrip(&mut c, name.as_bytes());
+        }
+
+        // The same file without the fault: applied.
+        proxy.send_signal(libc::SIGHUP);
+        let line = proxy
+            .wait_stdout("RELOADED ", Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no RELOADED line:\n{}", proxy.stderr()));
+        assert!(line.contains("add.listen="), "{line}");
+        let (_, config_applied) = http_get(metrics, "/config");
+        assert!(
+            config_applied.contains("name = \"add\""),
+            "{config_applied}"
+        );
+        assert!(
+            config_applied.contains("idle_timeout = \"1m\""),
+            "{config_applied}"
+        );
+        assert!(
+            !config_applied.contains("name = \"drop\""),
+            "{config_applied}"
+        );
+        assert_eq!(listening(&proxy), 6, "keep, change x2, add x2, metrics");
+        assert!(
+            std::net::TcpStream::connect_timeout(&ports[2], Duration::from_secs(2)).is_err(),
+            "the removed listener refuses connections"
+        );
+        proxy.assert_no_panic();
+    });
+}
