@@ -4,10 +4,10 @@
 //! The core never sees a socket: it sees a [`Stream`]. In the product that is a mio TCP
 //! stream (see `os::net`); in unit tests a scripted in-memory stream. A stream and its
 //! readiness cache travel together as a [`Peer`]. Every I/O answer is classified here:
-//! reads, writes and shutdowns by [`classify`] into an [`Io`] value, connects by
-//! [`ConnectFailure::from_error`], accepts by [`classify_accept`], so EOF, reset,
-//! would-block, resource shortages and other errors are distinct values everywhere and
-//! are never confused with each other.
+//! reads, writes, shutdowns and peeks by [`classify`] into an [`Io`] value, connects by
+//! [`classify_connect`] (with [`ConnectFailure::from_error`]), accepts by
+//! [`classify_accept`], so EOF, reset, would-block, resource shortages and other errors
+//! are distinct values everywhere and are never confused with each other.
 
 use std::io::{self, IoSlice, IoSliceMut};
 
@@ -160,6 +160,18 @@ pub fn classify_error(e: &io::Error) -> Io {
     }
 }
 
+/// Sorts a connect in progress, after mio's recipe: `peer` is the pending error, else
+/// the peer address's result (`NotConnected`: not yet); `to_itself` when the socket is
+/// connected to its own address (a failed connect).
+pub fn classify_connect(peer: io::Result<()>, to_itself: bool) -> ConnectStatus {
+    match peer {
+        Ok(()) if to_itself => ConnectStatus::Failed(ConnectFailure::Error),
+        Ok(()) => ConnectStatus::Connected,
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => ConnectStatus::Pending,
+        Err(e) => ConnectStatus::Failed(ConnectFailure::from_error(&e)),
+    }
+}
+
 /// Why a listening socket stops accepting for a while.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AcceptPause {
@@ -294,6 +306,24 @@ mod tests {
             ConnectFailure::from_error(&unreachable),
             ConnectFailure::Error
         );
+    }
+
+    #[test]
+    fn connects_are_sorted() {
+        let err = |k| Err(io::Error::from(k));
+        assert!(matches!(classify_connect(Ok(()), false), ConnectStatus::Connected));
+        assert!(matches!(
+            classify_connect(Ok(()), true),
+            ConnectStatus::Failed(ConnectFailure::Error)
+        ));
+        assert!(matches!(
+            classify_connect(err(io::ErrorKind::NotConnected), false),
+            ConnectStatus::Pending
+        ));
+        assert!(matches!(
+            classify_connect(err(io::ErrorKind::ConnectionRefused), false),
+            ConnectStatus::Failed(ConnectFailure::Refused)
+        ));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use mio::net::TcpStream;
 use socket2::SockRef;
 
-use crate::core::stream::{ConnectFailure, ConnectStatus, Stream};
+use crate::core::stream::{classify_connect, ConnectStatus, Stream};
 
 /// A TCP connection, client or upstream.
 #[derive(Debug)]
@@ -63,25 +63,16 @@ impl Stream for Conn {
 
     fn connect_status(&mut self) -> ConnectStatus {
         // mio's recipe: take_error(), then peer_addr(); NotConnected means not yet.
-        match self.0.take_error() {
-            Ok(Some(e)) | Err(e) => {
-                return ConnectStatus::Failed(ConnectFailure::from_error(&e));
-            }
-            Ok(None) => {}
-        }
-        match self.0.peer_addr() {
-            Ok(peer) => {
-                if self.0.local_addr().is_ok_and(|local| local == peer) {
-                    // Simultaneous open to itself: an upstream port inside the ephemeral
-                    // range with nobody listening. Never a real upstream.
-                    ConnectStatus::Failed(ConnectFailure::Error)
-                } else {
-                    ConnectStatus::Connected
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => ConnectStatus::Pending,
-            Err(e) => ConnectStatus::Failed(ConnectFailure::from_error(&e)),
-        }
+        let peer = match self.0.take_error() {
+            Ok(Some(e)) | Err(e) => Err(e),
+            Ok(None) => self.0.peer_addr(),
+        };
+        // Simultaneous open to itself: an upstream port inside the ephemeral range with
+        // nobody listening. Never a real upstream.
+        let to_itself = peer
+            .as_ref()
+            .is_ok_and(|p| self.0.local_addr().is_ok_and(|local| local == *p));
+        classify_connect(peer.map(|_| ()), to_itself)
     }
 }
 
