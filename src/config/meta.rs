@@ -148,6 +148,25 @@ impl Meta {
         }
     }
 
+    /// A duration option with a default (`DURATION` in help texts).
+    pub const fn duration(
+        key: &'static str,
+        long: &'static str,
+        scope: Scope,
+        default: &'static str,
+        help: &'static str,
+    ) -> Meta {
+        Meta::new(
+            key,
+            long,
+            scope,
+            Kind::Duration,
+            Fallback::Value(default),
+            "DURATION",
+            help,
+        )
+    }
+
     /// The same option, in config files only.
     pub const fn file_only(self) -> Meta {
         Meta {

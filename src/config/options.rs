@@ -88,13 +88,11 @@ const POOL_BUDGET: Opt<Global, usize> = Opt {
 };
 
 const DRAIN_TIMEOUT: Opt<Global, Duration> = Opt {
-    meta: Meta::new(
+    meta: Meta::duration(
         "drain_timeout",
         "drain-timeout",
         Scope::Global,
-        Kind::Duration,
-        Value("10s"),
-        "DURATION",
+        "10s",
         "On SIGINT/SIGTERM, how long live sessions may take to finish.",
     ),
     get: |g| Some(g.drain_timeout),
@@ -156,28 +154,11 @@ pub const GLOBAL: &[&dyn Setting<Global>] = &[
 
 // ---- options of every listener ----
 
-/// A per-listener duration option (`[defaults]` may set it).
-const fn session_duration(
-    key: &'static str,
-    long: &'static str,
-    default: &'static str,
-    help: &'static str,
-) -> Meta {
-    Meta::new(
-        key,
-        long,
-        Scope::Listener,
-        Kind::Duration,
-        Value(default),
-        "DURATION",
-        help,
-    )
-}
-
 const CONNECT_TIMEOUT: Opt<Listener, Duration> = Opt {
-    meta: session_duration(
+    meta: Meta::duration(
         "connect_timeout",
         "connect-timeout",
+        Scope::Listener,
         "5s",
         "Bound on one upstream connect attempt (relay: on the agent's answer).",
     ),
@@ -186,9 +167,10 @@ const CONNECT_TIMEOUT: Opt<Listener, Duration> = Opt {
 };
 
 const IDLE_TIMEOUT: Opt<Listener, Duration> = Opt {
-    meta: session_duration(
+    meta: Meta::duration(
         "idle_timeout",
         "idle-timeout",
+        Scope::Listener,
         "5m",
         "Close a session when no byte has moved either way for this long.",
     ),
@@ -197,9 +179,10 @@ const IDLE_TIMEOUT: Opt<Listener, Duration> = Opt {
 };
 
 const HALF_CLOSE_TIMEOUT: Opt<Listener, Duration> = Opt {
-    meta: session_duration(
+    meta: Meta::duration(
         "half_close_timeout",
         "half-close-timeout",
+        Scope::Listener,
         "60s",
         "Inactivity limit once one direction has finished (FIN forwarded).",
     ),

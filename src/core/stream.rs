@@ -311,7 +311,10 @@ mod tests {
     #[test]
     fn connects_are_sorted() {
         let err = |k| Err(io::Error::from(k));
-        assert!(matches!(classify_connect(Ok(()), false), ConnectStatus::Connected));
+        assert!(matches!(
+            classify_connect(Ok(()), false),
+            ConnectStatus::Connected
+        ));
         assert!(matches!(
             classify_connect(Ok(()), true),
             ConnectStatus::Failed(ConnectFailure::Error)

@@ -78,13 +78,11 @@ const PUBLIC: Opt<Relay, Vec<Service>> = Opt {
 };
 
 const PAIR_TIMEOUT: Opt<Relay, Duration> = Opt {
-    meta: Meta::new(
+    meta: Meta::duration(
         "pair_timeout",
         "pair-timeout",
         Scope::Own(&["relay"]),
-        Kind::Duration,
-        Value("10s"),
-        "DURATION",
+        "10s",
         "How long a public client waits for an idle tunnel.",
     ),
     get: |r| Some(r.pair_timeout),
@@ -205,13 +203,11 @@ const EXIT_ON_DISCONNECT: Opt<Agent, bool> = Opt {
 };
 
 const BACKOFF_MAX: Opt<Agent, Duration> = Opt {
-    meta: Meta::new(
+    meta: Meta::duration(
         "backoff_max",
         "backoff-max",
         Scope::Own(&["agent"]),
-        Kind::Duration,
-        Value("30s"),
-        "DURATION",
+        "30s",
         "Cap of the reconnect backoff (exponential from 100ms, with jitter).",
     ),
     get: |a| Some(a.backoff_max),
@@ -229,29 +225,12 @@ pub const AGENT: &[&dyn Setting<Agent>] = &[
 
 // ---- tunnels: relay and agent ----
 
-/// A tunnel duration option (`[defaults]` may set it).
-const fn tunnel_duration(
-    key: &'static str,
-    long: &'static str,
-    default: &'static str,
-    help: &'static str,
-) -> Meta {
-    Meta::new(
-        key,
-        long,
-        Scope::Tunnel,
-        Kind::Duration,
-        Value(default),
-        "DURATION",
-        help,
-    )
-}
-
 /// Handshake timeout (absolute).
 const HANDSHAKE_TIMEOUT: Opt<TunnelOptions, Duration> = Opt {
-    meta: tunnel_duration(
+    meta: Meta::duration(
         "handshake_timeout",
         "handshake-timeout",
+        Scope::Tunnel,
         "5s",
         "Absolute bound on a tunnel handshake.",
     ),
@@ -261,9 +240,10 @@ const HANDSHAKE_TIMEOUT: Opt<TunnelOptions, Duration> = Opt {
 
 /// Heartbeat interval; shorter than the heartbeat timeout.
 pub const HEARTBEAT_INTERVAL: Opt<TunnelOptions, Duration> = Opt {
-    meta: tunnel_duration(
+    meta: Meta::duration(
         "heartbeat_interval",
         "heartbeat-interval",
+        Scope::Tunnel,
         "20s",
         "An idle tunnel sends a heartbeat after this long without sending.",
     ),
@@ -273,9 +253,10 @@ pub const HEARTBEAT_INTERVAL: Opt<TunnelOptions, Duration> = Opt {
 
 /// Heartbeat timeout; longer than the heartbeat interval.
 pub const HEARTBEAT_TIMEOUT: Opt<TunnelOptions, Duration> = Opt {
-    meta: tunnel_duration(
+    meta: Meta::duration(
         "heartbeat_timeout",
         "heartbeat-timeout",
+        Scope::Tunnel,
         "60s",
         "An idle tunnel that heard nothing for this long is dead.",
     ),
