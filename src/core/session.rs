@@ -15,14 +15,21 @@
 //! broke: the bytes read from it are handed to the other side, see `handover`), and
 //! `Closed` with exactly one [`CloseReason`]. Every state has a deadline.
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
-use super::handover::{hand_over, Handover, ResetPolicy};
-use super::pipe::{Bytes, End, Flow, Pipe, Pump};
+use super::handover::ResetPolicy;
+use super::pipe::{Flow, Pipe};
 use super::pool::Pool;
 use super::reason::{CloseReason, Side};
-use super::stream::{classify, retry, ConnectFailure, ConnectStatus, Io, Peer, Readiness, Stream};
+use super::stream::{retry, ConnectFailure, ConnectStatus, Peer, Readiness, Stream};
+
+mod flow;
+mod phase;
+mod preamble;
+
+pub use phase::Phase;
+pub use preamble::{Preamble, Reply, ReplyCheck};
 
 #[cfg(test)]
 mod random;
@@ -42,75 +49,6 @@ pub struct Policy {
     pub reset_flush_timeout: Duration,
     /// RST or FIN when the other side resets.
     pub reset_policy: ResetPolicy,
-}
-
-/// What one byte of the awaited reply means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply {
-    /// Not the answer yet (a keep-alive): read on.
-    Skip,
-    /// The upstream accepts: relaying starts with the next byte.
-    Accepted,
-    /// The upstream refuses: a refused connect.
-    Refused,
-    /// Not a valid answer: a failed connect.
-    Invalid,
-}
-
-/// Reads one byte of an awaited reply.
-pub type ReplyCheck = fn(u8) -> Reply;
-
-/// A mode's handshake with the upstream, as the session sees it.
-#[derive(Debug, Clone, Default)]
-pub struct Preamble {
-    /// Written to the upstream before any client byte (as soon as it takes writes).
-    pub to_upstream: Option<Bytes>,
-    /// Read from the upstream, one byte at a time, before relaying: no relayed byte is
-    /// ever consumed by it.
-    pub reply: Option<ReplyCheck>,
-    /// Written to the client before any upstream byte, once the upstream is connected.
-    pub to_client: Option<Bytes>,
-    /// Written to the client (best effort) before closing when the connect fails (a
-    /// fixed frame or message).
-    pub on_failure: Option<&'static [u8]>,
-}
-
-/// The phase of a live session, for logs and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// Waiting for the upstream connect (or its awaited reply).
-    Connecting,
-    /// Both directions open.
-    Relaying,
-    /// One direction finished, the other still flows.
-    HalfClosed,
-    /// One side broke; owed bytes are being handed over.
-    Resetting,
-}
-
-impl Phase {
-    /// Every phase, in declaration order: `ALL[p.index()] == p`.
-    pub const ALL: [Phase; 4] = [
-        Phase::Connecting,
-        Phase::Relaying,
-        Phase::HalfClosed,
-        Phase::Resetting,
-    ];
-
-    /// The phase's position in [`Phase::ALL`].
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The phase's word in metrics and session lines.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Connecting => "connecting",
-            Phase::Relaying => "relaying",
-            Phase::HalfClosed => "half_closed",
-            Phase::Resetting => "resetting",
-        }
-    }
 }
 
 /// What the event loop must do after a drive.
@@ -411,7 +349,7 @@ impl<S: Stream> Session<S> {
             }
         }
         if let Some(check) = self.reply {
-            match self.read_reply(check) {
+            match preamble::read_reply(&mut self.upstream, check) {
                 ConnectStatus::Connected => self.reply = None,
                 ConnectStatus::Pending => return None,
                 ConnectStatus::Failed(failure) => return Some(Drive::ConnectFailed(failure)),
@@ -431,179 +369,6 @@ impl<S: Stream> Session<S> {
         None
     }
 
-    /// Reads the awaited reply one byte at a time, so no relayed byte is consumed.
-    fn read_reply(&mut self, check: ReplyCheck) -> ConnectStatus {
-        while self.upstream.ready.readable {
-            let mut byte = [0u8; 1];
-            let stream = &mut self.upstream.stream;
-            let read = retry(|| stream.read_vectored(&mut [IoSliceMut::new(&mut byte)]));
-            match classify(read) {
-                Io::Moved(_) => match check(byte[0]) {
-                    Reply::Skip => continue,
-                    Reply::Accepted => return ConnectStatus::Connected,
-                    Reply::Refused => return ConnectStatus::Failed(ConnectFailure::Refused),
-                    Reply::Invalid => return ConnectStatus::Failed(ConnectFailure::Error),
-                },
-                Io::Blocked => self.upstream.ready.readable = false,
-                Io::Eof | Io::Reset | Io::Error(_) => {
-                    return ConnectStatus::Failed(ConnectFailure::Error)
-                }
-            }
-        }
-        ConnectStatus::Pending
-    }
-
-    /// Whether the upstream takes writes: connected, or awaiting the reply after connecting
-    /// (the preamble and the client's first bytes lose no round trip).
-    fn upstream_open(&self) -> bool {
-        !matches!(
-            self.state,
-            State::Connecting {
-                stage: Stage::Dialing,
-                ..
-            }
-        )
-    }
-
-    fn relay(&mut self, pool: &mut Pool, now: Instant, policy: &Policy, budget: usize) -> Drive {
-        let connected = self.connected();
-        let upstream_open = self.upstream_open();
-        let mut written_total = 0;
-        let mut starved = false;
-        loop {
-            let mut progress = false;
-            for source in [Side::Client, Side::Upstream] {
-                if source == Side::Upstream && !connected {
-                    continue;
-                }
-                let before = self.pipe_from(source).flow();
-                let pumped = self.pump(source, upstream_open, pool);
-                let after = self.pipe_from(source).flow();
-                if before == Flow::Open && after != Flow::Open {
-                    self.first_eof.get_or_insert(source);
-                }
-                match pumped {
-                    Pump::Progress { written } => {
-                        progress = true;
-                        written_total += written;
-                        if written > 0 || after == Flow::Done && before != Flow::Done {
-                            self.last_progress = now;
-                        }
-                    }
-                    Pump::Stuck => {}
-                    Pump::Starved => starved = true,
-                    Pump::Broken(End::Source, reset) => {
-                        return self.break_side(source, reset, pool, now, policy)
-                    }
-                    Pump::Broken(End::Destination, reset) => {
-                        return self.break_side(source.peer(), reset, pool, now, policy)
-                    }
-                }
-            }
-            if self.to_upstream.flow() == Flow::Done && self.to_client.flow() == Flow::Done {
-                let first = self.first_eof.unwrap_or(Side::Client);
-                return self.close(CloseReason::eof(first), pool);
-            }
-            if !progress {
-                break;
-            }
-            if written_total >= budget {
-                return Drive::Yielded;
-            }
-        }
-        self.assert_no_stall(upstream_open, connected, starved);
-        if starved {
-            Drive::Starved
-        } else {
-            Drive::Waiting
-        }
-    }
-
-    fn pump(&mut self, source: Side, upstream_open: bool, pool: &mut Pool) -> Pump {
-        match source {
-            Side::Client => {
-                self.to_upstream
-                    .pump(&mut self.client, &mut self.upstream, upstream_open, pool)
-            }
-            Side::Upstream => self
-                .to_client
-                .pump(&mut self.upstream, &mut self.client, true, pool),
-        }
-    }
-
-    /// One side reset or failed. Bytes toward it are dropped; bytes read from it are still
-    /// owed to the other side, which `drive_reset` hands over before the RST or FIN.
-    fn break_side(
-        &mut self,
-        side: Side,
-        reset: bool,
-        pool: &mut Pool,
-        now: Instant,
-        policy: &Policy,
-    ) -> Drive {
-        let reason = CloseReason::broken(side, reset);
-        if let State::Connecting { since, stage, .. } = self.state {
-            let owed = self.to_upstream.pending() > 0;
-            // An upstream awaiting its reply already takes writes: hand over at once
-            // (below). A dialing one does not yet: wait for the connect if bytes are owed.
-            if side == Side::Upstream || (stage == Stage::Dialing && !owed) {
-                if side == Side::Client && policy.reset_policy == ResetPolicy::Mirror {
-                    self.upstream.stream.abort();
-                }
-                return self.close(reason, pool);
-            }
-            if stage == Stage::Dialing {
-                self.to_client.end(pool);
-                self.to_upstream.stop_reading();
-                self.state = State::Connecting {
-                    since,
-                    stage,
-                    client_gone: Some(reason),
-                };
-                return Drive::Waiting;
-            }
-        }
-        self.pipe_from(side.peer()).end(pool);
-        self.state = State::Resetting {
-            broken: side,
-            reason,
-            since: now,
-            recheck: None,
-        };
-        self.drive_reset(pool, now, policy)
-    }
-
-    fn drive_reset(&mut self, pool: &mut Pool, now: Instant, policy: &Policy) -> Drive {
-        let State::Resetting {
-            broken,
-            reason,
-            since,
-            ..
-        } = self.state
-        else {
-            return self.drive(pool, now, policy, 0);
-        };
-        let expired = now >= since + policy.reset_flush_timeout;
-        let (pipe, broken_peer, other) = match broken {
-            Side::Upstream => (&mut self.to_client, &mut self.upstream, &mut self.client),
-            Side::Client => (&mut self.to_upstream, &mut self.client, &mut self.upstream),
-        };
-        let policy_word = policy.reset_policy;
-        match hand_over(pipe, broken_peer, other, pool, policy_word, now, expired) {
-            Handover::Waiting => Drive::Waiting,
-            Handover::Recheck(at) => {
-                self.state = State::Resetting {
-                    broken,
-                    reason,
-                    since,
-                    recheck: Some(at),
-                };
-                Drive::Waiting
-            }
-            Handover::Done => self.close(reason, pool),
-        }
-    }
-
     fn close(&mut self, reason: CloseReason, pool: &mut Pool) -> Drive {
         debug_assert!(
             !matches!(self.state, State::Closed(_)),
@@ -613,33 +378,5 @@ impl<S: Stream> Session<S> {
         self.to_client.discard(pool);
         self.state = State::Closed(reason);
         Drive::Closed(reason)
-    }
-
-    fn pipe_from(&mut self, source: Side) -> &mut Pipe {
-        match source {
-            Side::Client => &mut self.to_upstream,
-            Side::Upstream => &mut self.to_client,
-        }
-    }
-
-    /// Edge-triggered discipline: when the session waits, no pipe may have bytes and a
-    /// writable destination, or room and a readable source (unless the pool is empty).
-    fn assert_no_stall(&self, upstream_open: bool, connected: bool, starved: bool) {
-        debug_assert!(
-            !(upstream_open && self.to_upstream.pending() > 0 && self.upstream.ready.writable),
-            "stall: bytes for a writable upstream"
-        );
-        debug_assert!(
-            !(connected && self.to_client.pending() > 0 && self.client.ready.writable),
-            "stall: bytes for a writable client"
-        );
-        debug_assert!(
-            starved || !(self.client.ready.readable && self.to_upstream.wants_read()),
-            "stall: room for a readable client"
-        );
-        debug_assert!(
-            starved || !connected || !(self.upstream.ready.readable && self.to_client.wants_read()),
-            "stall: room for a readable upstream"
-        );
     }
 }

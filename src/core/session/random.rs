@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::core::pipe::Bytes;
 use crate::core::scripted::{ReadStep, Scripted, WriteStep};
 use crate::core::tunnel::ready_reply;
 use crate::proto::tunnel::frame;

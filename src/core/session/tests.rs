@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::core::handover::RESET_RECHECK;
+use crate::core::pipe::Bytes;
 use crate::core::scripted::{failed, ReadStep, Scripted, WriteStep};
 
 const BUDGET: usize = 1 << 20;
