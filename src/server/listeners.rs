@@ -224,6 +224,15 @@ impl Listeners {
             .any(|(n, p)| p.pending(now) && self.has_room(n, held, max))
     }
 
+    /// The first open listener at or after slot `from` whose mode needs upkeep (no
+    /// allocation: the loop asks on every pass).
+    pub(super) fn next_upkeep(&self, from: usize) -> Option<usize> {
+        self.slab
+            .iter()
+            .find(|(slot, l)| *slot >= from && !l.closed && l.mode.needs_upkeep())
+            .map(|(slot, _)| slot)
+    }
+
     /// Public clients waiting for a tunnel, over every listener.
     pub(super) fn waiting(&self) -> usize {
         self.slab.iter().map(|(_, l)| l.mode.waiting()).sum()

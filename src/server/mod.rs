@@ -360,15 +360,10 @@ impl Server {
         if self.life.stopping() {
             return;
         }
-        let open: Vec<usize> = self
-            .listeners
-            .slab
-            .iter()
-            .filter(|(_, l)| !l.closed)
-            .map(|(slot, _)| slot)
-            .collect();
-        for l in open {
+        let mut from = 0;
+        while let Some(l) = self.listeners.next_upkeep(from) {
             self.with_mode(l, now, |m, cx| m.upkeep(cx));
+            from = l + 1;
         }
     }
 

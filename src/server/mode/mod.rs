@@ -153,9 +153,15 @@ impl ModeState {
 
     /// Per-pass upkeep: an agent keeps its tunnels open.
     pub(super) fn upkeep(&mut self, cx: &mut Cx<'_>) {
+        debug_assert!(self.needs_upkeep());
         if let State::Agent(a) = &mut self.0 {
             a.upkeep(cx);
         }
+    }
+
+    /// Whether [`upkeep`](Self::upkeep) has work to do: only agents dial tunnels.
+    pub(super) fn needs_upkeep(&self) -> bool {
+        matches!(self.0, State::Agent(_))
     }
 
     /// A name resolver answered: an agent takes its answer, if it has one.
