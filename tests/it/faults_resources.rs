@@ -40,8 +40,8 @@ fn assert_metrics_quiet(metrics: SocketAddr, within: Duration) {
 }
 
 /// C1: RLIMIT_NOFILE=64 from the start, 100 clients connected and held. The
-/// proxy serves what its descriptors allow (at most ~30 sessions), uses under
-/// 5% of a core over 1 s while the rest wait in the backlog, serves 20 more as
+/// proxy serves the sessions its descriptors allow (the limit it logs at
+/// start), uses under 10% of a core over 1 s while the rest wait in the backlog, serves 20 more as
 /// soon as 20 held sessions close, then every client; no leak afterwards.
 #[test]
 fn fd_limit_64_holds_extra_clients_in_backlog_without_spinning() {
@@ -77,17 +77,37 @@ fn fd_limit_64_holds_extra_clients_in_backlog_without_spinning() {
             }));
         }
         drop(tx);
+        // The proxy lowers its session limit to what 64 descriptors allow and
+        // says so at start; that many clients are served, each echoing its tag,
+        // and every other one waits in the backlog.
+        let log = proxy.stderr();
+        let sessions: usize = log
+            .split("open-files limit 64 allows ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no lowered session limit in the log:\n{log}"));
         let mut served = Vec::new();
-        while let Ok(i) = rx.recv_timeout(Duration::from_millis(500)) {
-            served.push(i);
+        while served.len() < sessions {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(i) => served.push(i),
+                Err(_) => panic!(
+                    "{} of {sessions} sessions echoed\n{}",
+                    served.len(),
+                    proxy.dump()
+                ),
+            }
         }
         let first = served.len();
+        eprintln!("C1: {first} sessions with 64 fds");
         assert!(
             (1..=60).contains(&first),
             "{first} of {CLIENTS} served with 64 fds\n{}",
             proxy.dump()
         );
 
+        // Healthy: 0 or 1 clock tick (10 ms) in the second; a spin: ~1 s. The
+        // bound sits 10x above a healthy tick and 10x below a spin.
         let cpu0 = proxy.cpu_time();
         let window = Instant::now() + Duration::from_secs(1);
         while let Ok(i) = rx.recv_timeout(window.saturating_duration_since(Instant::now())) {
@@ -95,7 +115,7 @@ fn fd_limit_64_holds_extra_clients_in_backlog_without_spinning() {
         }
         let cpu = proxy.cpu_time() - cpu0;
         assert!(
-            cpu <= Duration::from_millis(50),
+            cpu <= Duration::from_millis(100),
             "{cpu:?} of CPU in 1 s while out of descriptors: a spin"
         );
         assert_eq!(
