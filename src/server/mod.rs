@@ -49,14 +49,12 @@ use crate::core::pool::Pool;
 use crate::core::stream::Readiness;
 use crate::core::timers::Timers;
 use crate::logging::LogHandle;
-use crate::stats::ProcessStats;
 use life::Life;
 use listeners::{Listener, Listeners};
 use metrics::Metrics;
 use mode::{Action, Cx, Ids, ModeState};
 use owner::{Owner, Target};
 use port::{Role, ACCEPT_BATCH};
-use report::View;
 use sessions::{Io, Sessions};
 
 /// Events taken per poll.
@@ -402,34 +400,5 @@ impl Server {
             fields.push(format!("metrics={}", m.addr));
         }
         fields
-    }
-
-    /// The owners at `now`, for renderings; `metrics` is the endpoint's (requests,
-    /// rejected).
-    fn view(&self, now: Instant, metrics: (u64, u64)) -> View<'_> {
-        let pool = self.sessions.pool();
-        let (sessions, listeners) = (&self.sessions, &self.listeners);
-        let timers_armed = deadlines::armed(&self.deadlines, sessions, listeners);
-        View {
-            sessions,
-            listeners,
-            process: ProcessStats {
-                uptime: now.saturating_duration_since(self.life.started),
-                max_sessions: self.max_sessions as u64,
-                buffers_lent: pool.lent() as u64,
-                pool_buffers: pool.budget() as u64,
-                buffer_size: self.global.buffer_size as u64,
-                timers_armed: timers_armed as u64,
-                stopping: self.life.stopping(),
-                reloads: self.life.reloads,
-                reload_failures: self.life.reload_failures,
-                log_lines_dropped: self.log.as_ref().map_or(0, LogHandle::dropped),
-                metrics_requests: metrics.0,
-                metrics_rejected: metrics.1,
-            },
-            global: &self.global,
-            source: &self.source,
-            now,
-        }
     }
 }

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use super::listeners::{Listener, Listeners};
 use super::sessions::{Entry, Sessions};
+use super::{deadlines, Server};
 use crate::config::{file, Config, Global, Source};
+use crate::logging::LogHandle;
 use crate::proto::http::Route;
 use crate::stats::{self, ListenerStats, Live, ProcessStats, SessionView};
 
@@ -20,6 +22,37 @@ pub(super) struct View<'a> {
     pub(super) global: &'a Global,
     pub(super) source: &'a Source,
     pub(super) now: Instant,
+}
+
+impl Server {
+    /// The owners at `now`, for renderings; `metrics` is the endpoint's (requests,
+    /// rejected).
+    pub(super) fn view(&self, now: Instant, metrics: (u64, u64)) -> View<'_> {
+        let pool = self.sessions.pool();
+        let (sessions, listeners) = (&self.sessions, &self.listeners);
+        let timers_armed = deadlines::armed(&self.deadlines, sessions, listeners);
+        View {
+            sessions,
+            listeners,
+            process: ProcessStats {
+                uptime: now.saturating_duration_since(self.life.started),
+                max_sessions: self.max_sessions as u64,
+                buffers_lent: pool.lent() as u64,
+                pool_buffers: pool.budget() as u64,
+                buffer_size: self.global.buffer_size as u64,
+                timers_armed: timers_armed as u64,
+                stopping: self.life.stopping(),
+                reloads: self.life.reloads,
+                reload_failures: self.life.reload_failures,
+                log_lines_dropped: self.log.as_ref().map_or(0, LogHandle::dropped),
+                metrics_requests: metrics.0,
+                metrics_rejected: metrics.1,
+            },
+            global: &self.global,
+            source: &self.source,
+            now,
+        }
+    }
 }
 
 impl View<'_> {
