@@ -170,7 +170,7 @@ fn emfile_on_upstream_socket_closes_client_cleanly() {
         let mut fp = FaultProxy::forward(&[up.addr], &[]);
         let (before, _) = fp.proxy.nofile();
         let failures0 = fp.metric("tcpbridge_connect_failures_total", &[("listener", "main")]);
-        fp.proxy.set_soft_nofile(fp.proxy.limit_leaving_free_fds(1));
+        fp.leave_free_fds(1);
 
         let mut c = connect(fp.main);
         c.set_read_timeout(Some(Duration::from_secs(5)))

@@ -113,6 +113,25 @@ impl FaultProxy {
         self.proxy.pid
     }
 
+    /// Lowers the soft open-files limit so that exactly `free` descriptors are
+    /// free, once the proxy is back at its baseline: the connection of a scrape
+    /// that just returned may still be open in the proxy for a moment, and would
+    /// free one more descriptor later.
+    pub fn leave_free_fds(&self, free: usize) {
+        let p = &self.proxy;
+        let settled = wait_for(Duration::from_secs(5), || {
+            p.fd_count() == self.base_fds && p.session_sockets().is_empty()
+        });
+        assert!(
+            settled,
+            "fds {} not back at the baseline {} before lowering the limit\n{}",
+            p.fd_count(),
+            self.base_fds,
+            p.dump()
+        );
+        p.set_soft_nofile(p.limit_leaving_free_fds(free));
+    }
+
     /// The current `/metrics` samples.
     pub fn scrape(&self) -> Vec<prom::Sample> {
         scrape_metrics(self.metrics)
