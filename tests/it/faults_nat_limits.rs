@@ -251,6 +251,15 @@ fn waiting_and_handshake_limits_close_the_excess_at_once() {
         let mut agent = spawn_agent(tunnel, up.addr, &secret, &owned(&["--pool", "1"]));
         assert_eq!(read_exact_n(&mut a, 5, "first waiting client"), b"first");
         assert_eq!(read_exact_n(&mut b, 6, "second waiting client"), b"second");
+        // The agent refills its pool after each pairing: its handshake must be
+        // over before the probes count against the limit of 2.
+        assert!(
+            wait_for(SETTLE, || relay_metric(&relay, "tcpbridge_idle_tunnels")
+                == 1.0
+                && relay_metric(&relay, "tcpbridge_tunnel_handshakes") == 0.0),
+            "the agent's pool did not refill\n{}",
+            relay.dump()
+        );
         let held: Vec<TcpStream> = (0..2)
             .map(|_| open_probe_from("127.0.0.4", tunnel))
             .collect();
