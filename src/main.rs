@@ -12,6 +12,7 @@ use log::{error, info, warn, LevelFilter};
 
 use cli::Task;
 use tcpbridge::config::{self, sizing, Config};
+use tcpbridge::core::pool::Classes;
 use tcpbridge::os::{self, net};
 use tcpbridge::server::{self, Server, Stopped};
 
@@ -101,6 +102,10 @@ fn run(config: Config, level: LevelFilter) -> ExitCode {
         }
     };
     os::ignore_sigpipe();
+    let classes = Classes::new(g.buffer_size, g.buffer_max);
+    if let Some(&large) = classes.sizes().get(1) {
+        os::map_large_blocks(large);
+    }
     let open_now = os::open_descriptors().unwrap_or(0);
     let wanted = sizing::descriptors_wanted(&config, open_now);
     let soft = os::raise_nofile(wanted).ok();
@@ -132,7 +137,7 @@ fn run(config: Config, level: LevelFilter) -> ExitCode {
         warn!("{line}");
     }
     info!("{}", sizes.memory_line(&config, server::session_overhead()));
-    let server = match Server::new(config, bound, sizes.max_sessions, Some(log)) {
+    let server = match Server::new(config, bound, sizes, Some(log)) {
         Ok(s) => s,
         Err(e) => {
             error!("cannot start the event loop: {}", net::describe(&e));

@@ -4,8 +4,10 @@
 
 use super::meta::{Fallback, Kind, Meta};
 use super::options::{
-    AGENT, FORWARD, GLOBAL, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, RELAY, SESSION, TUNNEL,
+    AGENT, BUFFER_MAX, BUFFER_SIZE, FORWARD, GLOBAL, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, RELAY,
+    SESSION, TUNNEL,
 };
+use super::parse::human_size;
 use super::setting::{load_all, Cx, Located, Origin, Raw, Result, Taken, Values};
 use super::{
     Agent, Forward, Global, Listener, Mode, Relay, TunnelOptions, MODES, RESET_FLUSH_TIMEOUT,
@@ -21,12 +23,38 @@ pub fn global(values: &dyn Values, taken: &mut Taken) -> Result<Global> {
     };
     let mut g = Global::default();
     load_all(GLOBAL, |_| true, &mut cx, &mut g)?;
-    if g.pool_buffers == 0 {
-        // The derived default: two buffers per session.
-        g.pool_buffers = g.max_sessions.saturating_mul(2);
+    // The derived defaults.
+    if g.pool_budget == 0 {
+        // Two smallest buffers per session: today's worst case, however large the
+        // classes a bulk direction earns.
+        g.pool_budget = g
+            .max_sessions
+            .saturating_mul(2)
+            .saturating_mul(g.buffer_size);
+    }
+    if g.max_pipes == 0 {
+        // HAProxy's `maxpipes` default: a quarter of the connection limit.
+        g.max_pipes = (g.max_sessions / 4).max(1);
+    }
+    if g.buffer_max == 0 {
+        g.buffer_max = DEFAULT_BUFFER_MAX.max(g.buffer_size);
+    } else if g.buffer_max < g.buffer_size {
+        let (text, span, _) = written(values, &BUFFER_MAX.meta)?;
+        return Err(Located::new(
+            span,
+            format!(
+                "invalid value '{text}' for {}: must be at least {} ({})",
+                values.name(&BUFFER_MAX.meta),
+                values.name(&BUFFER_SIZE.meta),
+                human_size(g.buffer_size)
+            ),
+        ));
     }
     Ok(g)
 }
+
+/// The largest ring class when `buffer_max` is not given.
+const DEFAULT_BUFFER_MAX: usize = 256 << 10;
 
 /// Checks the per-listener options a config file's `[defaults]` holds, each on its own
 /// (even those no listener uses).

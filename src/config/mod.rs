@@ -13,6 +13,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::core::pool::Splice;
 use crate::core::session::Policy;
 use crate::core::tunnel::TunnelPolicy;
 use crate::proto::auth::Secret;
@@ -77,13 +78,21 @@ pub enum LogFormat {
 /// (a reload that changes them logs that a restart is needed).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Global {
-    /// Capacity of one ring buffer in bytes.
+    /// Capacity of the smallest ring buffer in bytes (what small messages use).
     pub buffer_size: usize,
+    /// Capacity of the largest ring buffer a pipe moving bulk may earn, and of a kernel
+    /// pipe (0 until derived: 256 KiB, at least `buffer_size`).
+    pub buffer_max: usize,
     /// Most sessions alive at once, over all listeners (as configured; `sizing` may
     /// lower it to fit the open-files limit).
     pub max_sessions: usize,
-    /// Most ring buffers lent at once (the pool budget over the buffer size).
-    pub pool_buffers: usize,
+    /// Most bytes lent at once to ring buffers and kernel pipes (0 until derived: two
+    /// smallest buffers per session).
+    pub pool_budget: usize,
+    /// When pipes splice through kernel pipes.
+    pub splice: Splice,
+    /// Most kernel pipes open at once (0 until derived: a quarter of `max_sessions`).
+    pub max_pipes: usize,
     /// Bound on the graceful drain after SIGINT/SIGTERM.
     pub drain_timeout: Duration,
     /// Where the metrics endpoint listens, if anywhere.
@@ -95,9 +104,9 @@ pub struct Global {
 }
 
 impl Global {
-    /// Worst-case bytes of ring buffers: the pool budget.
+    /// Worst-case bytes of ring buffers and kernel pipes: the pool budget.
     pub fn buffer_bound(&self) -> usize {
-        self.pool_buffers.saturating_mul(self.buffer_size)
+        self.pool_budget
     }
 }
 

@@ -18,6 +18,7 @@ use super::meta::{Bound, Fallback, Kind, Meta, Scope};
 use super::setting::{Opt, Setting};
 use super::{Global, Listener, LogFormat, MAX_BUFFER, MAX_SESSIONS};
 use crate::core::handover::ResetPolicy;
+use crate::core::pool::Splice;
 
 use Fallback::{Absent, Derived, Required, Value};
 
@@ -44,7 +45,8 @@ pub const NAME: Meta = Meta::new(
 
 // ---- process-wide settings ----
 
-const BUFFER_SIZE: Opt<Global, usize> = Opt {
+/// The smallest ring class (read before `buffer_max` and `pool_budget`).
+pub const BUFFER_SIZE: Opt<Global, usize> = Opt {
     meta: Meta::new(
         "buffer_size",
         "buffer-size",
@@ -52,10 +54,26 @@ const BUFFER_SIZE: Opt<Global, usize> = Opt {
         Kind::Size { max: MAX_BUFFER },
         Value("16KiB"),
         "SIZE",
-        "Ring buffer per direction (B, KiB, MiB).",
+        "Smallest ring buffer per direction, for small messages (B, KiB, MiB).",
     ),
     get: |g| Some(g.buffer_size),
     set: |g, v| g.buffer_size = v,
+};
+
+/// The largest ring class and the kernel pipe size; at least `buffer_size` (checked by
+/// the builder, read after it).
+pub const BUFFER_MAX: Opt<Global, usize> = Opt {
+    meta: Meta::new(
+        "buffer_max",
+        "buffer-max",
+        Scope::Global,
+        Kind::Size { max: MAX_BUFFER },
+        Derived("256KiB, at least buffer-size"),
+        "SIZE",
+        "Largest ring buffer a direction moving bulk earns; also the kernel pipe size.",
+    ),
+    get: |g| Some(g.buffer_max),
+    set: |g, v| g.buffer_max = v,
 };
 
 const MAX_SESSIONS_GLOBAL: Opt<Global, usize> = Opt {
@@ -80,11 +98,39 @@ const POOL_BUDGET: Opt<Global, usize> = Opt {
         Kind::Size { max: usize::MAX },
         Derived("2 x max-sessions x buffer-size"),
         "SIZE",
-        "Most ring-buffer memory lent at once.",
+        "Most memory lent at once to ring buffers and kernel pipes.",
     ),
-    // The effective budget: buffers lent at once, each of `buffer_size` (read before).
     get: |g| Some(g.buffer_bound()),
-    set: |g, v| g.pool_buffers = (v / g.buffer_size.max(1)).max(1),
+    // At least one smallest buffer (`buffer_size` is read before).
+    set: |g, v| g.pool_budget = v.max(g.buffer_size),
+};
+
+const SPLICE: Opt<Global, Splice> = Opt {
+    meta: Meta::new(
+        "splice",
+        "splice",
+        Scope::Global,
+        Kind::Word(&["auto", "always", "off"]),
+        Value("auto"),
+        "MODE",
+        "splice(2) through kernel pipes, no copy: auto (directions moving bulk), always, off.",
+    ),
+    get: |g| Some(g.splice),
+    set: |g, v| g.splice = v,
+};
+
+const MAX_PIPES: Opt<Global, usize> = Opt {
+    meta: Meta::new(
+        "max_pipes",
+        "max-pipes",
+        Scope::Global,
+        COUNT,
+        Derived("max-sessions / 4"),
+        "N",
+        "Most kernel pipes open at once for splice (two descriptors each).",
+    ),
+    get: |g| Some(g.max_pipes),
+    set: |g, v| g.max_pipes = v,
 };
 
 const DRAIN_TIMEOUT: Opt<Global, Duration> = Opt {
@@ -144,8 +190,11 @@ const LOG_RATE: Opt<Global, u32> = Opt {
 /// Process-wide settings (top-level keys; a change needs a restart).
 pub const GLOBAL: &[&dyn Setting<Global>] = &[
     &BUFFER_SIZE,
+    &BUFFER_MAX,
     &MAX_SESSIONS_GLOBAL,
     &POOL_BUDGET,
+    &SPLICE,
+    &MAX_PIPES,
     &DRAIN_TIMEOUT,
     &METRICS_LISTEN,
     &LOG_FORMAT,

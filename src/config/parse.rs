@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::{ConfigError, LogFormat, MAX_DURATION};
 use crate::core::handover::ResetPolicy;
+use crate::core::pool::Splice;
 use crate::proto::auth::Secret;
 
 fn error(flag: &str, value: &str, problem: impl Into<String>) -> ConfigError {
@@ -133,6 +134,14 @@ pub trait Word: Copy + PartialEq + 'static {
 impl Word for ResetPolicy {
     const WORDS: &'static [(&'static str, Self)] =
         &[("mirror", ResetPolicy::Mirror), ("fin", ResetPolicy::Fin)];
+}
+
+impl Word for Splice {
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("auto", Splice::Auto),
+        ("always", Splice::Always),
+        ("off", Splice::Off),
+    ];
 }
 
 impl Word for LogFormat {

@@ -10,6 +10,7 @@
 
 use super::parse::human_size;
 use super::Config;
+use crate::core::pool::{Classes, Splice};
 
 /// Descriptors kept free besides sessions' and the modes' sockets.
 const SPARE: usize = 16;
@@ -21,6 +22,9 @@ pub struct Sizing {
     pub max_sessions: usize,
     /// Set when the configured limit was lowered to fit the open-files limit.
     pub lowered: Option<Lowered>,
+    /// Kernel pipes for splice: what the configuration allows, within the descriptors
+    /// left after every session's (never a session less for a pipe).
+    pub pipes: usize,
 }
 
 /// Why and from what the session limit was lowered.
@@ -32,32 +36,47 @@ pub struct Lowered {
     pub wanted: usize,
 }
 
-/// Descriptors the configuration wants: two per session, the modes' sockets, those open
-/// now (`open_now`) and a few spare. `run` raises its soft limit toward this.
+/// Descriptors the configuration wants: two per session and per kernel pipe, the modes'
+/// sockets, those open now (`open_now`) and a few spare. `run` raises its soft limit
+/// toward this.
 pub fn descriptors_wanted(config: &Config, open_now: usize) -> u64 {
     let total = config
         .global
         .max_sessions
+        .saturating_add(pipes_wanted(config))
         .saturating_mul(2)
         .saturating_add(in_use(config, open_now))
         .saturating_add(SPARE);
     u64::try_from(total).unwrap_or(u64::MAX)
 }
 
+/// Kernel pipes the configuration allows: none with splice off or where the system has
+/// no splice(2); else `max_pipes`, within half the pool budget (the pool lends large
+/// storage only while half the budget is free).
+pub fn pipes_wanted(config: &Config) -> usize {
+    let g = &config.global;
+    if g.splice == Splice::Off || !cfg!(target_os = "linux") {
+        return 0;
+    }
+    g.max_pipes.min(g.pool_budget / 2 / g.buffer_max.max(1))
+}
+
 /// The session limit under an open-files soft limit of `soft` (`None`: unknown, keep
 /// the configured one).
 pub fn sessions(config: &Config, open_now: usize, soft: Option<u64>) -> Sizing {
     let wanted = config.global.max_sessions;
+    let pipes = pipes_wanted(config);
     let Some(soft) = soft else {
         return Sizing {
             max_sessions: wanted,
             lowered: None,
+            pipes,
         };
     };
-    let affordable = usize::try_from(soft)
+    let free = usize::try_from(soft)
         .unwrap_or(usize::MAX)
-        .saturating_sub(in_use(config, open_now).saturating_add(SPARE))
-        / 2;
+        .saturating_sub(in_use(config, open_now).saturating_add(SPARE));
+    let affordable = free / 2;
     if affordable < wanted {
         Sizing {
             max_sessions: affordable.max(1),
@@ -65,11 +84,13 @@ pub fn sessions(config: &Config, open_now: usize, soft: Option<u64>) -> Sizing {
                 limit: soft,
                 wanted,
             }),
+            pipes: 0,
         }
     } else {
         Sizing {
             max_sessions: wanted,
             lowered: None,
+            pipes: pipes.min((free - 2 * wanted) / 2),
         }
     }
 }
@@ -94,15 +115,27 @@ impl Sizing {
         })
     }
 
-    /// The memory bound: the pool budget, and `per_session` bytes of state for each
-    /// session (slab and timer entries).
+    /// The memory bound: the pool budget (ring buffers of the classes, kernel pipes), and
+    /// `per_session` bytes of state for each session (slab and timer entries).
     pub fn memory_line(&self, config: &Config, per_session: usize) -> String {
         let g = &config.global;
+        let classes = Classes::new(g.buffer_size, g.buffer_max);
+        let rings = match classes.sizes() {
+            [one] => format!("rings of {}", human_size(*one)),
+            sizes => format!(
+                "rings of {} to {}",
+                human_size(sizes[0]),
+                human_size(sizes[sizes.len() - 1])
+            ),
+        };
+        let pipes = match self.pipes {
+            0 => "no splice".to_string(),
+            n => format!("at most {n} kernel pipes of {}", human_size(g.buffer_max)),
+        };
         format!(
-            "memory bound: {} of buffers ({} x {}) + {} of session state ({} sessions)",
+            "memory bound: {} of buffers ({rings}; {pipes}) + {} of session state \
+             ({} sessions)",
             human_size(g.buffer_bound()),
-            g.pool_buffers,
-            human_size(g.buffer_size),
             human_size(self.max_sessions.saturating_mul(per_session)),
             self.max_sessions
         )
@@ -126,8 +159,11 @@ mod tests {
     #[test]
     fn a_limit_that_carries_every_session_changes_nothing() {
         let c = config(100);
-        assert_eq!(descriptors_wanted(&c, 4), 200 + 4 + 16);
-        let s = sessions(&c, 4, Some(220));
+        // 100 sessions and 6 kernel pipes of two descriptors each: max-sessions / 4 = 25,
+        // but 6 of 256 KiB fill half the 3.2 MB budget.
+        assert_eq!(descriptors_wanted(&c, 4), 212 + 4 + 16);
+        let s = sessions(&c, 4, Some(232));
+        assert_eq!(s.pipes, 6);
         assert_eq!((s.max_sessions, s.lowered), (100, None));
         assert_eq!(s.lowered_line(), None);
         assert_eq!(sessions(&c, 4, None).max_sessions, 100);
@@ -158,10 +194,26 @@ mod tests {
         let s = sessions(&c, 4, Some(20_000));
         assert_eq!(
             s.memory_line(&c, 490),
-            "memory bound: 32 MiB of buffers (2048 x 16 KiB) + 490 KiB of session state \
-             (1024 sessions)"
+            "memory bound: 32 MiB of buffers (rings of 16 KiB to 256 KiB; at most 64 kernel \
+             pipes of 256 KiB) + 490 KiB of session state (1024 sessions)"
         );
         let lowered = sessions(&c, 4, Some(1044));
         assert!(lowered.memory_line(&c, 490).ends_with("(512 sessions)"));
+        assert_eq!(lowered.pipes, 0, "no descriptor left for a kernel pipe");
+    }
+
+    #[test]
+    fn kernel_pipes_take_only_the_descriptors_sessions_leave() {
+        let c = config(100);
+        // 220 = 4 open + 16 spare + 200 for the sessions: none left for kernel pipes.
+        assert_eq!(sessions(&c, 4, Some(220)).pipes, 0);
+        assert_eq!(sessions(&c, 4, Some(230)).pipes, 5);
+        let text = "splice = \"off\"\n[[forward]]\nname = \"f\"\n\
+                    listen = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:9\"\n";
+        let off = parse(text, Path::new("t.toml")).expect("valid");
+        assert_eq!(pipes_wanted(&off), 0);
+        assert!(sessions(&off, 4, None)
+            .memory_line(&off, 490)
+            .contains("(rings of 16 KiB to 256 KiB; no splice)"));
     }
 }

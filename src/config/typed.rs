@@ -13,6 +13,7 @@ use super::parse::{
 use super::setting::{located, Cx, Given, Located, Raw, Result, Text, Typed};
 use super::{LogFormat, Service, MAX_SESSIONS};
 use crate::core::handover::ResetPolicy;
+use crate::core::pool::Splice;
 use crate::proto::auth::Secret;
 use crate::proto::tunnel::valid_service_name;
 
@@ -95,6 +96,7 @@ macro_rules! typed_word {
 
 typed_word!(ResetPolicy);
 typed_word!(LogFormat);
+typed_word!(Splice);
 
 impl Typed for bool {
     fn parse(meta: &Meta, given: &Given, _: &mut Cx<'_>) -> Result<Self> {

@@ -13,15 +13,22 @@
 //! reports what happened; the session calls it until nothing moves.
 //!
 //! Backpressure is counted: a *read pause* is the source being readable while the pipe
-//! will not read (its ring is full, or the pool has no buffer to lend); a *resume* is the
-//! next read after a pause.
+//! will not read (its storage is full, or the pool has no buffer to lend); a *resume* is
+//! the next read after a pause.
+//!
+//! The storage is a ring of the size class the pipe's reads earned, or a kernel pipe
+//! (splice): see [`store`]. The flow rules are the same for both; only the readiness
+//! shortcuts differ (a short splice says nothing about the socket).
 
 use std::borrow::Cow;
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
 
 use super::pool::Pool;
-use super::ring::Ring;
 use super::stream::{classify, classify_error, retry, Io, Peer, Stream};
+
+mod store;
+
+use store::{Gear, Store};
 
 /// Protocol bytes a pipe writes before any relayed byte: static for fixed frames, owned
 /// for built ones.
@@ -66,7 +73,11 @@ pub enum Pump {
 /// One direction of a session.
 #[derive(Debug)]
 pub struct Pipe {
-    ring: Option<Ring>,
+    store: Store,
+    gear: Gear,
+    /// A kernel pipe answered "would block" while holding bytes: out of slots, so no
+    /// read until it drains (the source's readiness is kept).
+    stuffed: bool,
     flow: Flow,
     delivered: u64,
     prefix: Option<Bytes>,
@@ -89,7 +100,9 @@ impl Pipe {
     /// An open pipe with no buffer.
     pub fn new() -> Pipe {
         Pipe {
-            ring: None,
+            store: Store::Empty,
+            gear: Gear::default(),
+            stuffed: false,
             flow: Flow::Open,
             delivered: 0,
             prefix: None,
@@ -124,14 +137,25 @@ impl Pipe {
         self.delivered
     }
 
-    /// Bytes waiting: prefix and ring.
+    /// Bytes waiting: prefix and storage.
     pub fn pending(&self) -> usize {
-        self.prefix_pending() + self.ring.as_ref().map_or(0, Ring::len)
+        self.prefix_pending() + self.store.len()
     }
 
-    /// True while a pool buffer is held.
+    /// True while a ring buffer or kernel pipe is held.
     pub fn holds_buffer(&self) -> bool {
-        self.ring.is_some()
+        !matches!(self.store, Store::Empty)
+    }
+
+    /// True while a kernel pipe is held (the direction splices).
+    pub fn splicing(&self) -> bool {
+        self.store.is_kernel()
+    }
+
+    /// The storage the pipe's reads earned: a ring class, or one above the largest for a
+    /// kernel pipe.
+    pub fn gear(&self) -> u8 {
+        self.gear.level()
     }
 
     /// Read pauses and resumes so far (backpressure).
@@ -148,7 +172,7 @@ impl Pipe {
 
     /// True if the pipe would read now, given a readable source and a free buffer.
     pub fn wants_read(&self) -> bool {
-        self.flow == Flow::Open && !self.ring.as_ref().is_some_and(Ring::is_full)
+        self.flow == Flow::Open && !self.store.is_full() && !self.stuffed
     }
 
     /// Moves what can move: one read (if the source is readable), one write (if
@@ -225,10 +249,8 @@ impl Pipe {
     pub fn discard(&mut self, pool: &mut Pool) {
         self.prefix = None;
         self.prefix_at = 0;
-        if let Some(mut ring) = self.ring.take() {
-            ring.clear();
-            pool.give(ring.into_buffer());
-        }
+        self.stuffed = false;
+        self.store.release(pool);
     }
 
     /// Marks the direction finished after an error elsewhere: nothing more will move.
@@ -250,7 +272,7 @@ impl Pipe {
         self.read(&mut source.stream, &mut source.ready.readable, true, pool)
     }
 
-    fn read<S: Stream + ?Sized>(
+    fn read<S: Stream>(
         &mut self,
         source: &mut S,
         ready: &mut bool,
@@ -264,32 +286,49 @@ impl Pipe {
             self.pause();
             return None;
         }
-        if self.ring.is_none() {
-            match pool.take() {
-                Some(buf) => self.ring = Some(Ring::new(buf)),
+        if let Store::Empty = self.store {
+            match self.gear.take(pool) {
+                Some(store) => self.store = store,
                 None => {
                     self.pause();
                     return Some(Pump::Starved);
                 }
             }
         }
-        let ring = self.ring.as_mut()?;
-        let room = ring.room();
-        let outcome = classify(retry(|| ring.read_from(source)));
+        let room = self.store.room();
+        let kernel = self.store.is_kernel();
+        let result = retry(|| self.store.fill(source));
+        if kernel && is_unsupported(&result) {
+            // Splice is not for this stream: copy from now on (the kernel pipe is empty).
+            self.gear.refuse_splice(pool);
+            self.store.release(pool);
+            return Some(Pump::Progress { written: 0 });
+        }
+        let outcome = classify(result);
         if self.paused && matches!(outcome, Io::Moved(_) | Io::Eof) {
             self.paused = false;
             self.resumes = self.resumes.saturating_add(1);
         }
         let result = match outcome {
             Io::Moved(n) => {
-                if n < room && !closed {
-                    *ready = false; // drained: the next arrival is a new edge
+                self.gear.note_read(n, room, pool);
+                // A short read drained the socket: the next arrival is a new edge. A short
+                // splice may only mean the kernel pipe ran out of slots: read again.
+                if n < room && !closed && !kernel {
+                    *ready = false;
                 }
                 Pump::Progress { written: 0 }
             }
             Io::Eof => {
                 self.flow = Flow::Eof;
                 Pump::Progress { written: 0 }
+            }
+            // A kernel pipe holding bytes may be out of slots rather than the socket
+            // empty: keep the readiness and read again once it drains (HAProxy's rule).
+            Io::Blocked if kernel && self.store.len() > 0 => {
+                self.stuffed = true;
+                self.pause();
+                Pump::Stuck
             }
             Io::Blocked => {
                 *ready = false;
@@ -298,11 +337,11 @@ impl Pipe {
             Io::Reset => Pump::Broken(End::Source, true),
             Io::Error(_) => Pump::Broken(End::Source, false),
         };
-        self.release_if_empty(pool);
+        self.store.release_if_empty(pool);
         Some(result)
     }
 
-    fn write<D: Stream + ?Sized>(
+    fn write<D: Stream>(
         &mut self,
         destination: &mut D,
         ready: &mut bool,
@@ -333,15 +372,25 @@ impl Pipe {
                 Io::Reset => return Err(true),
             }
         }
-        let Some(ring) = self.ring.as_mut() else {
+        let offered = self.store.len();
+        if offered == 0 {
             return Ok(0);
-        };
-        let offered = ring.len();
-        let written = match classify(retry(|| ring.write_to(destination))) {
+        }
+        let kernel = self.store.is_kernel();
+        let result = retry(|| self.store.drain(destination));
+        if kernel && is_unsupported(&result) {
+            // Bytes are already in the kernel pipe and cannot leave it: the direction
+            // is broken (never seen with TCP sockets on both ends).
+            return Err(false);
+        }
+        let written = match classify(result) {
             Io::Moved(n) => {
-                if n < offered {
-                    *ready = false; // send buffer full: freed space is a new edge
+                // A short write filled the send buffer: freed space is a new edge. A
+                // short splice says nothing certain: write again.
+                if n < offered && !kernel {
+                    *ready = false;
                 }
+                self.stuffed = false;
                 n
             }
             Io::Blocked => {
@@ -353,18 +402,17 @@ impl Pipe {
             Io::Reset => return Err(true),
         };
         self.delivered += written as u64;
-        self.release_if_empty(pool);
+        self.store.release_if_empty(pool);
         Ok(written)
     }
+}
 
-    fn release_if_empty(&mut self, pool: &mut Pool) {
-        if self.ring.as_ref().is_some_and(Ring::is_empty) {
-            if let Some(ring) = self.ring.take() {
-                pool.give(ring.into_buffer());
-            }
-        }
-    }
+/// Splice refused: the stream has no descriptor to splice, or the kernel cannot.
+fn is_unsupported(result: &io::Result<usize>) -> bool {
+    matches!(result, Err(e) if e.kind() == io::ErrorKind::Unsupported)
 }
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_store;

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, IoSliceMut};
 
+use super::pool::{KernelPipe, OpenPipe};
 use super::stream::{ConnectFailure, ConnectStatus, Stream};
 
 /// What the next read returns.
@@ -193,4 +194,80 @@ fn ended(step: &ReadStep) -> io::Result<usize> {
 /// A connect that fails with `failure` (for scripting [`Scripted::connect`]).
 pub fn failed(failure: ConnectFailure) -> ConnectStatus {
     ConnectStatus::Failed(failure)
+}
+
+/// An in-memory kernel pipe: bytes pass through the streams' reads and writes (a copy
+/// where the kernel would splice), with the kernel's answers, including "would block"
+/// while holding bytes when the kernel pipe runs out of slots.
+#[derive(Debug, Default)]
+pub struct ScriptedPipe {
+    bytes: VecDeque<u8>,
+    capacity: usize,
+    /// Fills to answer with `WouldBlock` while bytes are inside (out of slots), one each.
+    pub out_of_slots: usize,
+    /// Every fill answers `Unsupported` (a stream that cannot be spliced).
+    pub unsupported: bool,
+}
+
+impl ScriptedPipe {
+    /// An empty kernel pipe holding up to `capacity` bytes.
+    pub fn new(capacity: usize) -> ScriptedPipe {
+        ScriptedPipe {
+            capacity,
+            ..ScriptedPipe::default()
+        }
+    }
+
+    /// A way to open scripted kernel pipes of `capacity` bytes, each answering
+    /// "out of slots" on every `slots_every`-th fill while holding bytes (0: never).
+    pub fn opener(capacity: usize, slots_every: usize) -> OpenPipe {
+        let mut opened = 0usize;
+        Box::new(move || {
+            opened += 1;
+            let mut p = ScriptedPipe::new(capacity);
+            if slots_every > 0 && opened % slots_every == 0 {
+                p.out_of_slots = usize::MAX;
+            }
+            Ok(Box::new(p) as Box<dyn KernelPipe>)
+        })
+    }
+}
+
+impl KernelPipe for ScriptedPipe {
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn fill(&mut self, source: &mut dyn Stream, max: usize) -> io::Result<usize> {
+        if self.unsupported {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        if self.out_of_slots > 0 && !self.bytes.is_empty() {
+            self.out_of_slots -= 1;
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let room = max.min(self.capacity - self.bytes.len());
+        assert!(room > 0, "the core spliced into a full kernel pipe");
+        let mut tmp = vec![0u8; room];
+        let n = source.read_vectored(&mut [IoSliceMut::new(&mut tmp)])?;
+        self.bytes.extend(&tmp[..n]);
+        Ok(n)
+    }
+
+    fn drain(&mut self, destination: &mut dyn Stream, max: usize) -> io::Result<usize> {
+        assert!(
+            max > 0 && !self.bytes.is_empty(),
+            "the core spliced nothing out"
+        );
+        let (a, b) = self.bytes.as_slices();
+        let a = &a[..a.len().min(max)];
+        let b = &b[..b.len().min(max - a.len())];
+        let n = destination.write_vectored(&[IoSlice::new(a), IoSlice::new(b)])?;
+        self.bytes.drain(..n);
+        Ok(n)
+    }
 }

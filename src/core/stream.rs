@@ -26,6 +26,11 @@ pub trait Stream {
     fn unacked(&self) -> io::Result<usize>;
     /// For an upstream connect in progress: connected, still pending, or failed.
     fn connect_status(&mut self) -> ConnectStatus;
+    /// The descriptor a kernel pipe splices from or to; `None` when the stream cannot be
+    /// spliced (in-memory streams, and later encrypted ones).
+    fn splice_fd(&self) -> Option<i32> {
+        None
+    }
 }
 
 /// Readiness cache of one socket: set by events, cleared by `WouldBlock` (or a short read

@@ -1,13 +1,34 @@
-//! The operating-system layer: sockets as core streams (`net`), random bytes (`random`),
-//! systemd (`systemd`), and the few process-wide settings here (SIGPIPE, the open-files
-//! limit). The only modules with `unsafe` code, each block with a `SAFETY:` note: the
-//! rest of the crate denies it.
+//! The operating-system layer: sockets as core streams (`net`), kernel pipes for splice
+//! (`splice`), random bytes (`random`), systemd (`systemd`), and the few process-wide
+//! settings here (SIGPIPE, the open-files limit, the allocator's large blocks). The only
+//! modules with `unsafe` code, each block with a `SAFETY:` note: the rest of the crate
+//! denies it.
 
 use std::io;
 
 pub mod net;
 pub mod random;
+pub mod splice;
 pub mod systemd;
+
+/// Asks the allocator to map blocks of `threshold` bytes and more on their own, so that
+/// freeing one gives its memory straight back to the OS: the pool's larger ring classes
+/// return after a burst. glibc only (and its adaptive threshold, which would otherwise
+/// keep such blocks on the heap after the first free, is switched off); musl already maps
+/// large blocks.
+pub fn map_large_blocks(threshold: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let threshold = libc::c_int::try_from(threshold).unwrap_or(libc::c_int::MAX);
+        // SAFETY: mallopt only sets an allocator parameter; it is called once at start-up
+        // before any thread is spawned.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, threshold);
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = threshold;
+}
 
 /// Ignores SIGPIPE for the whole process, so a write to a reset peer returns EPIPE instead
 /// of killing us (std ignores it before `main` today, but embedding or build flags can

@@ -74,6 +74,11 @@ impl Stream for Conn {
             .is_ok_and(|p| self.0.local_addr().is_ok_and(|local| local == *p));
         classify_connect(peer.map(|_| ()), to_itself)
     }
+
+    fn splice_fd(&self) -> Option<i32> {
+        use std::os::fd::AsRawFd;
+        Some(self.0.as_raw_fd())
+    }
 }
 
 #[cfg(target_os = "linux")]

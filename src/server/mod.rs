@@ -44,8 +44,9 @@ use mio::{Events, Interest, Poll, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
+use crate::config::sizing::Sizing;
 use crate::config::{Config, Global, Source};
-use crate::core::pool::Pool;
+use crate::core::pool::{Classes, Pipes, Pool};
 use crate::core::stream::Readiness;
 use crate::core::timers::Timers;
 use crate::logging::LogHandle;
@@ -109,9 +110,10 @@ impl Server {
     pub fn new(
         cfg: Config,
         bound: Bound,
-        max_sessions: usize,
+        sizing: Sizing,
         log: Option<LogHandle>,
     ) -> io::Result<Server> {
+        let max_sessions = sizing.max_sessions;
         let poll = Poll::new()?;
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1])?;
         let registry = poll.registry();
@@ -130,7 +132,15 @@ impl Server {
         if let Some(m) = metrics.as_mut() {
             m.register(registry)?;
         }
-        let pool = Pool::new(cfg.global.buffer_size, cfg.global.pool_buffers);
+        let g = &cfg.global;
+        let pipes = Pipes::new(
+            g.splice,
+            sizing.pipes,
+            g.buffer_max,
+            crate::os::splice::opener(g.buffer_max),
+        );
+        let classes = Classes::new(g.buffer_size, g.buffer_max);
+        let pool = Pool::with_classes(classes, g.pool_budget).with_pipes(pipes);
         Ok(Server {
             signals,
             waker,
@@ -173,6 +183,7 @@ impl Server {
             self.sessions.drive_ready(&mut io!(self, now));
             self.fire_deadlines(now);
             self.sessions.feed_starved(&mut io!(self, now));
+            self.sessions.trim_pool(now);
             self.settle_reports();
             // Free closed sessions' sockets first: accepting needs their descriptors.
             self.sessions.free_closed();
@@ -383,6 +394,7 @@ impl Server {
             .into_iter()
             .chain(self.listeners.next_wake())
             .chain(self.life.drain_until)
+            .chain(self.sessions.pool().next_trim(now))
             .min();
         next.map(|t| t.saturating_duration_since(now))
     }

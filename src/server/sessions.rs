@@ -207,7 +207,7 @@ impl Sessions {
 
     /// Gives buffers that came back to sessions waiting for one, oldest first.
     pub(super) fn feed_starved(&mut self, io: &mut Io<'_>) {
-        while self.pool.lent() < self.pool.budget() {
+        while self.pool.can_lend() {
             let Some(slot) = self.starved.pop_front() else {
                 break;
             };
@@ -273,6 +273,13 @@ impl Sessions {
     /// The buffer pool.
     pub(super) fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Frees the pool's spares that stayed unused, when due (see [`Pool::trim`]).
+    pub(super) fn trim_pool(&mut self, now: Instant) {
+        if self.pool.next_trim(now).is_some_and(|at| at <= now) {
+            self.pool.trim(now);
+        }
     }
 
     /// Whether a heap entry is still a session's current deadline.

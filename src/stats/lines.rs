@@ -77,8 +77,9 @@ pub fn snapshot_line(p: &ProcessStats, listeners: &[ListenerStats<'_>]) -> Strin
     let _ = write!(
         line,
         ") draining={draining} waiting={waiting} accepted={accepted} closed={closed} \
-         to_upstream={to_upstream} to_client={to_client} buffers={}/{} timers={} listeners=",
-        p.buffers_lent, p.pool_buffers, p.timers_armed
+         to_upstream={to_upstream} to_client={to_client} buffers={} pipes={} pool={}/{} \
+         timers={} listeners=",
+        p.buffers_lent, p.pipes_lent, p.pool_lent, p.pool_budget, p.timers_armed
     );
     if listeners.is_empty() {
         line.push('-');

@@ -209,9 +209,13 @@ pub struct ProcessStats {
     pub max_sessions: u64,
     /// Ring buffers lent to pipes now.
     pub buffers_lent: u64,
-    /// The pool's budget, in buffers.
-    pub pool_buffers: u64,
-    /// Bytes per buffer.
+    /// Kernel pipes lent to pipes now (splice).
+    pub pipes_lent: u64,
+    /// Bytes of the pool's budget lent now (rings and kernel pipes).
+    pub pool_lent: u64,
+    /// The pool's budget, in bytes: the memory bound of buffers.
+    pub pool_budget: u64,
+    /// Bytes of the smallest ring buffer.
     pub buffer_size: u64,
     /// Deadlines armed in the timer heap.
     pub timers_armed: u64,

@@ -234,22 +234,34 @@ pub fn render_metrics(out: &mut String, p: &ProcessStats, listeners: &[ListenerS
         p.buffers_lent,
     );
     w.single(
+        "tcpbridge_pipes_lent",
+        Gauge,
+        "Kernel pipes lent to pipes now (splice).",
+        p.pipes_lent,
+    );
+    w.single(
+        "tcpbridge_pool_lent_bytes",
+        Gauge,
+        "Bytes of the pool budget lent now (ring buffers and kernel pipes).",
+        p.pool_lent,
+    );
+    w.single(
         "tcpbridge_pool_buffers",
         Gauge,
-        "The buffer pool's budget.",
-        p.pool_buffers,
+        "The pool budget, in smallest ring buffers.",
+        p.pool_budget / p.buffer_size.max(1),
     );
     w.single(
         "tcpbridge_buffer_size_bytes",
         Gauge,
-        "Bytes per ring buffer.",
+        "Bytes of the smallest ring buffer.",
         p.buffer_size,
     );
     w.single(
         "tcpbridge_memory_bound_bytes",
         Gauge,
-        "Most bytes the ring buffers may hold (pool budget times buffer size).",
-        p.pool_buffers.saturating_mul(p.buffer_size),
+        "Most bytes ring buffers and kernel pipes may hold (the pool budget).",
+        p.pool_budget,
     );
     w.single(
         "tcpbridge_timers_armed",

@@ -199,7 +199,9 @@ fn process() -> ProcessStats {
         uptime: Duration::from_millis(11_100_250),
         max_sessions: 1000,
         buffers_lent: 3,
-        pool_buffers: 2048,
+        pipes_lent: 1,
+        pool_lent: 3 * 16384 + 262_144,
+        pool_budget: 2048 * 16384,
         buffer_size: 16384,
         timers_armed: 14,
         stopping: false,
@@ -282,6 +284,9 @@ fn metrics_have_the_expected_lines_and_are_deterministic() {
         "tcpbridge_tunnel_handshakes{listener=\"nat\"} 1",
         "tcpbridge_idle_tunnels{listener=\"nat\",service=\"ssh\"} 3",
         "tcpbridge_buffers_lent 3",
+        "tcpbridge_pipes_lent 1",
+        "tcpbridge_pool_lent_bytes 311296",
+        "tcpbridge_pool_buffers 2048",
         "tcpbridge_memory_bound_bytes 33554432",
         "tcpbridge_uptime_seconds 11100.250",
         "tcpbridge_stopping 0",
@@ -335,12 +340,12 @@ fn snapshot_is_one_line() {
         snapshot_line(&process(), &ls),
         "stats: uptime=3h05m sessions=2 (connecting=0 relaying=1 half_closed=0 resetting=1) \
          draining=1 waiting=2 accepted=1234 closed=2 to_upstream=1256 to_client=2932 \
-         buffers=3/2048 timers=14 listeners=web:1,nat:1"
+         buffers=3 pipes=1 pool=311296/33554432 timers=14 listeners=web:1,nat:1"
     );
     assert_eq!(
         snapshot_line(&ProcessStats::default(), &[]),
         "stats: uptime=0ms sessions=0 (connecting=0 relaying=0 half_closed=0 resetting=0) \
          draining=0 waiting=0 accepted=0 closed=0 to_upstream=0 to_client=0 \
-         buffers=0/0 timers=0 listeners=-"
+         buffers=0 pipes=0 pool=0/0 timers=0 listeners=-"
     );
 }

@@ -54,7 +54,7 @@ fn built_in_defaults_are_the_command_lines() {
     let g = &c.global;
     assert_eq!(g.buffer_size, 16 << 10);
     assert_eq!(g.max_sessions, 1024);
-    assert_eq!(g.pool_buffers, 2048);
+    assert_eq!(g.pool_budget, 2048 * 16 * 1024);
     assert_eq!(g.drain_timeout, Duration::from_secs(10));
     assert_eq!(g.metrics_listen, None);
     assert_eq!(g.log_format, LogFormat::Human);
@@ -109,7 +109,7 @@ upstream = \"127.0.0.1:3\"
     let g = &c.global;
     assert_eq!(g.buffer_size, 4096);
     assert_eq!(g.max_sessions, 100);
-    assert_eq!(g.pool_buffers, 256);
+    assert_eq!(g.pool_budget, 256 * g.buffer_size);
     assert_eq!(g.drain_timeout, Duration::from_secs(2));
     assert_eq!(g.metrics_listen, Some("127.0.0.1:0".parse().expect("addr")));
     assert_eq!(g.log_format, LogFormat::Json);

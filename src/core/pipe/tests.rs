@@ -133,7 +133,7 @@ fn a_full_ring_counts_one_pause_and_one_resume() {
 fn an_empty_pool_counts_as_a_pause() {
     let mut b = bench(4);
     b.pool = Pool::new(4, 1);
-    let held = b.pool.take();
+    let held = b.pool.take(0);
     b.src.stream.send(b"ab");
     assert_eq!(b.run(), Pump::Starved);
     assert_eq!(b.pipe.pauses(), (1, 0));
@@ -162,7 +162,7 @@ fn partial_writes_keep_order() {
 #[test]
 fn starved_pipe_reports_it_and_reads_nothing() {
     let mut b = bench(4);
-    let _held: Vec<_> = (0..4).map(|_| b.pool.take().expect("take")).collect();
+    let _held: Vec<_> = (0..4).map(|_| b.pool.take(0).expect("take")).collect();
     b.src.stream.send(b"x");
     assert_eq!(b.pump(), Pump::Starved);
     assert_eq!(b.src.stream.read_calls, 0);

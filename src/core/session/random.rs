@@ -4,14 +4,18 @@
 //! partial writes, EOF or RST at the end or none), then feeds the session random events
 //! and clock jumps until it closes. It asserts: bytes out equal bytes in per direction
 //! (a prefix when the session did not end cleanly), the FIN comes after the last byte,
-//! exactly one close, no buffer kept. A failing case prints its seed; replay it with
-//! `TCPBRIDGE_SEED=<seed> cargo test --lib random`. `TCPBRIDGE_CASES` sets the count.
+//! exactly one close, no buffer or kernel pipe kept. Every seed runs in both data paths:
+//! copying through rings of random size classes, and splicing through (scripted) kernel
+//! pipes, some of which run out of slots while holding bytes. A failing case prints its
+//! seed and path; replay it with `TCPBRIDGE_SEED=<seed> cargo test --lib <test name>`.
+//! `TCPBRIDGE_CASES` sets the count.
 
 use std::time::{Duration, Instant};
 
 use super::*;
 use crate::core::pipe::Bytes;
-use crate::core::scripted::{ReadStep, Scripted, WriteStep};
+use crate::core::pool::{Classes, Pipes, Splice};
+use crate::core::scripted::{ReadStep, Scripted, ScriptedPipe, WriteStep};
 use crate::core::tunnel::ready_reply;
 use crate::proto::tunnel::frame;
 
@@ -95,10 +99,47 @@ fn event(rng: &mut Rng, peer: &Scripted) -> Readiness {
     }
 }
 
-fn run_case(seed: u64) -> Result<(), String> {
-    let mut rng = Rng(seed);
+/// The two data paths a seed runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// Rings of random size classes.
+    Copy,
+    /// Kernel pipes (`auto` or `always`), rings when none is free.
+    Splice,
+}
+
+/// A pool for `path`: a small budget (starvation) or a large one (large classes).
+fn pool(rng: &mut Rng, path: Path) -> Pool {
     let ring = [1, 2, 3, 7, 16, 64, 4096][rng.below(7) as usize];
-    let mut pool = Pool::new(ring, 1 + rng.below(3) as usize);
+    let largest = ring * [1, 4, 16][rng.below(3) as usize];
+    let mut budget = ring * [1, 2, 3, 64][rng.below(4) as usize];
+    if path == Path::Copy {
+        return Pool::with_classes(Classes::new(ring, largest), budget);
+    }
+    let mode = if rng.chance(50) {
+        Splice::Always
+    } else {
+        Splice::Auto
+    };
+    let size = [1, 7, 64, 4096][rng.below(4) as usize];
+    let slots_every = rng.below(4) as usize;
+    let max = 1 + rng.below(2) as usize;
+    if rng.chance(80) {
+        // Room for the kernel pipes within half the budget; else rings only.
+        budget += 2 * size * max;
+    }
+    Pool::with_classes(Classes::new(ring, largest), budget).with_pipes(Pipes::new(
+        mode,
+        max,
+        size,
+        ScriptedPipe::opener(size, slots_every),
+    ))
+}
+
+/// Runs one case; `Ok(true)` when a kernel pipe was lent.
+fn run_case(seed: u64, path: Path) -> Result<bool, String> {
+    let mut rng = Rng(seed);
+    let mut pool = pool(&mut rng, path);
     let policy = Policy {
         connect_timeout: Duration::from_secs(5),
         idle_timeout: Duration::from_secs(300),
@@ -194,8 +235,12 @@ fn run_case(seed: u64) -> Result<(), String> {
     {
         return Err("a closed session did I/O".into());
     }
-    if pool.lent() != 0 {
-        return Err(format!("{} buffers kept after close", pool.lent()));
+    if pool.lent() != 0 || pool.pipes_lent() != 0 {
+        return Err(format!(
+            "{} buffers and {} kernel pipes kept after close",
+            pool.lent(),
+            pool.pipes_lent()
+        ));
     }
     if paired {
         // ATTACH goes first; a session closed early may have sent only part of it.
@@ -249,7 +294,7 @@ fn run_case(seed: u64) -> Result<(), String> {
     if reason == CloseReason::ClientReset && client_peer.ending != Ending::Reset {
         return Err("client-reset without a client RST".into());
     }
-    Ok(())
+    Ok(pool.pipe_lends() > 0)
 }
 
 /// The destination got a prefix of the source's payload; all of it with a FIN right after
@@ -295,14 +340,14 @@ fn check_direction(
     Ok(())
 }
 
-#[test]
-fn random_interleavings_conserve_bytes_and_close_once() {
+/// Runs every seed (or `TCPBRIDGE_SEED` alone) in `path`.
+fn run_all(path: Path, test: &str) {
     if let Some(seed) = std::env::var("TCPBRIDGE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
     {
-        if let Err(e) = run_case(seed) {
-            panic!("seed {seed}: {e}");
+        if let Err(e) = run_case(seed, path) {
+            panic!("seed {seed} ({path:?}): {e}");
         }
         return;
     }
@@ -311,13 +356,38 @@ fn random_interleavings_conserve_bytes_and_close_once() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(10_000);
     let base = 0x7CB_0000_0000u64;
+    let mut spliced = 0;
     for i in 0..cases {
         let seed = base + i;
-        let result = std::panic::catch_unwind(|| run_case(seed));
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("seed {seed}: {e} (replay: TCPBRIDGE_SEED={seed})"),
-            Err(_) => panic!("seed {seed} panicked (replay: TCPBRIDGE_SEED={seed})"),
+        let replay = format!("replay: TCPBRIDGE_SEED={seed} cargo test --lib {test}");
+        match std::panic::catch_unwind(|| run_case(seed, path)) {
+            Ok(Ok(pipe)) => spliced += u64::from(pipe),
+            Ok(Err(e)) => panic!("seed {seed} ({path:?}): {e} ({replay})"),
+            Err(_) => panic!("seed {seed} ({path:?}) panicked ({replay})"),
         }
     }
+    match path {
+        Path::Copy => assert_eq!(spliced, 0, "a copying pool lent a kernel pipe"),
+        // Most splicing cases lend a kernel pipe (budget and count permitting).
+        Path::Splice => assert!(
+            spliced * 2 > cases,
+            "kernel pipes lent in only {spliced} of {cases} cases"
+        ),
+    }
+}
+
+#[test]
+fn random_interleavings_conserve_bytes_and_close_once_copying() {
+    run_all(
+        Path::Copy,
+        "random_interleavings_conserve_bytes_and_close_once_copying",
+    );
+}
+
+#[test]
+fn random_interleavings_conserve_bytes_and_close_once_splicing() {
+    run_all(
+        Path::Splice,
+        "random_interleavings_conserve_bytes_and_close_once_splicing",
+    );
 }

@@ -225,7 +225,7 @@ fn budget_yields_and_resumes() {
 #[test]
 fn starved_pool_is_reported_and_recovers() {
     let mut w = World::connected(4);
-    let held: Vec<_> = std::iter::from_fn(|| w.pool.take()).collect();
+    let held: Vec<_> = std::iter::from_fn(|| w.pool.take(0)).collect();
     w.s.client.stream.send(b"abc");
     let e = event_for(&w.s.client.stream);
     w.s.on_event(Side::Client, e);
