@@ -195,7 +195,18 @@ impl Pipe {
         let mut changed = false;
         let mut starved = false;
         let closed = source.ready.read_closed;
-        match self.read(&mut source.stream, &mut source.ready.readable, closed, pool) {
+        // A kernel pipe only between two streams that can be spliced: bytes spliced in
+        // must be able to leave the same way.
+        let splice =
+            source.stream.splice_fd().is_some() && destination.stream.splice_fd().is_some();
+        let read = self.read(
+            &mut source.stream,
+            &mut source.ready.readable,
+            closed,
+            splice,
+            pool,
+        );
+        match read {
             Some(Pump::Progress { .. }) => changed = true,
             // No buffer to read into; a prefix may still be waiting to go out.
             Some(Pump::Starved) => starved = true,
@@ -268,8 +279,15 @@ impl Pipe {
 
     /// One read from the source into the ring, without writing or forwarding EOF: used to
     /// collect what a reset side's kernel still holds. `None` when no read was attempted.
+    /// The hand-over copies: it does not know the destination's kind.
     pub fn fill<S: Stream>(&mut self, source: &mut Peer<S>, pool: &mut Pool) -> Option<Pump> {
-        self.read(&mut source.stream, &mut source.ready.readable, true, pool)
+        self.read(
+            &mut source.stream,
+            &mut source.ready.readable,
+            true,
+            false,
+            pool,
+        )
     }
 
     fn read<S: Stream>(
@@ -277,6 +295,7 @@ impl Pipe {
         source: &mut S,
         ready: &mut bool,
         closed: bool,
+        splice: bool,
         pool: &mut Pool,
     ) -> Option<Pump> {
         if !*ready || self.flow != Flow::Open {
@@ -287,7 +306,7 @@ impl Pipe {
             return None;
         }
         if let Store::Empty = self.store {
-            match self.gear.take(pool) {
+            match self.gear.take(pool, splice) {
                 Some(store) => self.store = store,
                 None => {
                     self.pause();

@@ -61,6 +61,9 @@ pub struct Scripted {
     pub aborts: usize,
     /// The peer is gone: writes fail with `BrokenPipe`, shutdown with `NotConnected`.
     pub broken: bool,
+    /// The stream cannot be spliced (`splice_fd` is `None`); otherwise scripted kernel
+    /// pipes move its bytes through its reads and writes.
+    pub no_splice: bool,
     ended: Option<ReadStep>,
 }
 
@@ -181,6 +184,11 @@ impl Stream for Scripted {
 
     fn connect_status(&mut self) -> ConnectStatus {
         self.connect.pop_front().unwrap_or(ConnectStatus::Connected)
+    }
+
+    fn splice_fd(&self) -> Option<i32> {
+        // A stand-in: scripted kernel pipes never use it.
+        (!self.no_splice).then_some(-1)
     }
 }
 

@@ -94,11 +94,14 @@ mod linux {
                 libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, wanted);
                 libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ)
             };
+            // Never more than asked for, though the kernel rounds up to whole pages: the
+            // pool counts `size` against its budget.
+            let capacity = usize::try_from(capacity).unwrap_or(0).clamp(1, size.max(1));
             Ok(PipePair {
                 read,
                 write,
                 len: 0,
-                capacity: usize::try_from(capacity).unwrap_or(0).max(1),
+                capacity,
             })
         }
     }

@@ -124,17 +124,18 @@ pub(super) struct Gear {
 }
 
 impl Gear {
-    /// Takes the storage this gear asks for: a kernel pipe when splicing applies and one
-    /// is free, else a ring of the earned class (or the largest the budget allows).
-    /// `None` when the pool cannot lend even the smallest ring.
-    pub(super) fn take(&self, pool: &mut Pool) -> Option<Store> {
+    /// Takes the storage this gear asks for: a kernel pipe when splicing applies (`splice`:
+    /// both streams can be spliced) and one is free, else a ring of the earned class (or
+    /// the largest the budget allows). `None` when the pool cannot lend even the smallest
+    /// ring.
+    pub(super) fn take(&self, pool: &mut Pool, splice: bool) -> Option<Store> {
         let top = pool.classes().top();
-        let splice = match pool.splice() {
+        let wanted = match pool.splice() {
             Splice::Off => false,
             Splice::Auto => self.level > top,
             Splice::Always => true,
         };
-        if splice && !self.no_splice {
+        if wanted && splice && !self.no_splice {
             if let Some(k) = pool.take_pipe() {
                 return Some(Store::Kernel(k));
             }

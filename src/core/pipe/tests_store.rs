@@ -163,6 +163,17 @@ fn a_stream_that_cannot_be_spliced_is_copied_from_then_on() {
 }
 
 #[test]
+fn no_kernel_pipe_toward_a_stream_that_cannot_be_spliced() {
+    let open = ScriptedPipe::opener(64, 0);
+    let mut b = bench(splicing(Splice::Always, 64, open));
+    b.dst.stream.no_splice = true;
+    b.src.stream.send(b"abc");
+    b.run();
+    assert_eq!(b.dst.stream.written, b"abc");
+    assert_eq!(b.pool.pipe_lends(), 0, "bytes spliced in could not leave");
+}
+
+#[test]
 fn a_kernel_pipe_discarded_with_bytes_inside_is_closed_not_kept() {
     let open = ScriptedPipe::opener(64, 0);
     let mut b = bench(splicing(Splice::Always, 64, open));

@@ -177,6 +177,10 @@ fn run_case(seed: u64, path: Path) -> Result<bool, String> {
             .push_back(ConnectStatus::Failed(ConnectFailure::Refused)),
         _ => {}
     }
+    if path == Path::Splice && rng.chance(10) {
+        // A stream that cannot be spliced: both directions copy.
+        client.no_splice = true;
+    }
     if rng.chance(20) {
         // A peer that never acknowledges: an RST toward it waits for the flush timeout.
         client.unacked = 1 + rng.below(100) as usize;
