@@ -260,6 +260,38 @@ fn pair(meta: &Meta, whole: &str) -> Result<Pair, Located> {
     }
 }
 
+/// A flag of another mode given to `argv`'s subcommand, as one line saying which mode
+/// has it (and why this one does not, when the table says): `--reuse-port is for forward
+/// mode: ...`. `None` for any other error.
+pub(crate) fn misplaced(e: &clap::Error, argv: &[String]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if e.kind() != ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(given)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    // Before the subcommand there are only flags without values (-v, -q).
+    let mode = argv.iter().skip(1).find(|a| !a.starts_with('-'))?;
+    let long = given.strip_prefix("--")?.split('=').next()?;
+    let meta = options::all()
+        .into_iter()
+        .find(|m| m.flag && m.long == long && !m.scope.applies_to(mode))?;
+    let modes = options::modes_having(meta.key);
+    let owners = match modes.as_slice() {
+        [] => return None,
+        [one] => format!("{one} mode"),
+        [first @ .., last] => format!("{} and {last} modes", first.join(", ")),
+    };
+    Some(match meta.reason_not_in(mode) {
+        Some(why) => format!("{} is for {owners}: {why}", meta.flag_name()),
+        None => format!(
+            "{} is for {owners}, not {mode} (see 'tcpbridge {mode} --help')",
+            meta.flag_name()
+        ),
+    })
+}
+
 /// Clap's error without the usage block, on one line: `error: ... (see --help)`.
 pub(crate) fn one_line(rendered: &str) -> String {
     let message = rendered.split("\n\nUsage:").next().unwrap_or(rendered);

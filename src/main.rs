@@ -25,7 +25,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("{}", cli::one_line(&e.render().to_string()));
+            let argv: Vec<String> = std::env::args().collect();
+            match cli::misplaced(&e, &argv) {
+                Some(line) => eprintln!("error: {line}"),
+                None => eprintln!("{}", cli::one_line(&e.render().to_string())),
+            }
             return ExitCode::from(2);
         }
     };

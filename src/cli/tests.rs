@@ -318,3 +318,58 @@ fn the_readme_option_tables_agree_with_the_table() {
         );
     }
 }
+
+/// The one line `main` prints for a command line clap refuses, if it is a misplaced flag.
+fn misplaced_line(argv: &[&str]) -> Option<String> {
+    let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+    let e = command()
+        .try_get_matches_from(&argv)
+        .expect_err("refused by clap");
+    misplaced(&e, &argv)
+}
+
+#[test]
+fn a_flag_of_another_mode_says_which_mode_has_it_and_why() {
+    let relay_reason = "error: --reuse-port is for forward mode: relay pairs an agent's \
+                        tunnel with a client's connection, both must reach the same process";
+    for argv in [
+        &[
+            "tcpbridge",
+            "relay",
+            "--tunnel-listen",
+            "127.0.0.1:0",
+            "--reuse-port",
+        ][..],
+        &["tcpbridge", "-q", "relay", "--reuse-port=true"],
+    ] {
+        let line = misplaced_line(argv).map(|l| format!("error: {l}"));
+        assert_eq!(line.as_deref(), Some(relay_reason), "{argv:?}");
+    }
+    assert_eq!(
+        misplaced_line(&["tcpbridge", "agent", "--reuse-port"]).as_deref(),
+        Some("--reuse-port is for forward mode: an agent listens on no port")
+    );
+    assert_eq!(
+        misplaced_line(&["tcpbridge", "forward", "--pool", "3"]).as_deref(),
+        Some("--pool is for agent mode, not forward (see 'tcpbridge forward --help')")
+    );
+    assert_eq!(
+        misplaced_line(&["tcpbridge", "forward", "--secret-file", "s"]).as_deref(),
+        Some("--secret-file is for relay and agent modes, not forward (see 'tcpbridge forward --help')")
+    );
+    // Not a flag of any mode: clap's own line.
+    assert_eq!(misplaced_line(&["tcpbridge", "forward", "--bogus"]), None);
+}
+
+#[test]
+fn reuse_port_is_a_switch_of_forward_in_both_front_ends() {
+    let secret = secret();
+    let mut given = required("forward", &secret);
+    let off = from_flags("forward", &given).expect("valid");
+    given.push(("reuse_port", String::new()));
+    let on = (from_flags("forward", &given), from_file("forward", &given));
+    for config in [on.0.expect("flags"), on.1.expect("file")] {
+        assert!(config.listeners[0].mode.reuse_port());
+    }
+    assert!(!off.listeners[0].mode.reuse_port());
+}

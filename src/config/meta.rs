@@ -123,6 +123,9 @@ pub struct Meta {
     pub value_name: &'static str,
     /// One line of help.
     pub help: &'static str,
+    /// Why listeners of other modes do not have it, as (mode, reason): said when it is
+    /// given to one of them (on its subcommand or in its table).
+    pub why_not: &'static [(&'static str, &'static str)],
 }
 
 impl Meta {
@@ -145,6 +148,7 @@ impl Meta {
             fallback,
             value_name,
             help,
+            why_not: &[],
         }
     }
 
@@ -173,6 +177,19 @@ impl Meta {
             flag: false,
             ..self
         }
+    }
+
+    /// The same option, with the reasons listeners of other modes do not have it.
+    pub const fn not_in(self, why_not: &'static [(&'static str, &'static str)]) -> Meta {
+        Meta { why_not, ..self }
+    }
+
+    /// Why a listener of `mode` does not have it, if the table says.
+    pub fn reason_not_in(&self, mode: &str) -> Option<&'static str> {
+        self.why_not
+            .iter()
+            .find(|(m, _)| *m == mode)
+            .map(|(_, why)| *why)
     }
 
     /// The command-line flag: `--idle-timeout`.

@@ -148,6 +148,8 @@ pub struct Forward {
     pub listen: Vec<SocketAddr>,
     /// Upstream addresses, tried in order when a connect fails.
     pub upstreams: Vec<SocketAddr>,
+    /// SO_REUSEPORT on the listening sockets: other processes may listen on them too.
+    pub reuse_port: bool,
 }
 
 /// What relay and agent listeners share: the secret and the tunnels' timeouts.
@@ -233,6 +235,11 @@ impl Mode {
             Mode::Relay(_) => MODES[1],
             Mode::Agent(_) => MODES[2],
         }
+    }
+
+    /// Whether its listening sockets get SO_REUSEPORT (forward's `reuse_port`).
+    pub fn reuse_port(&self) -> bool {
+        matches!(self, Mode::Forward(f) if f.reuse_port)
     }
 
     /// Sockets the mode holds besides its sessions': a relay's idle tunnels and

@@ -308,6 +308,28 @@ pub fn of_mode(mode: &str) -> Vec<&'static Meta> {
         .collect()
 }
 
+/// The modes whose listeners have the option `key`, in the order of [`MODES`].
+///
+/// [`MODES`]: super::MODES
+pub fn modes_having(key: &str) -> Vec<&'static str> {
+    super::MODES
+        .into_iter()
+        .filter(|mode| {
+            all()
+                .into_iter()
+                .any(|m| m.key == key && m.scope.applies_to(mode))
+        })
+        .collect()
+}
+
+/// Why a listener of `mode` does not have the option `key`, if the table says.
+pub fn reason_not_in(key: &str, mode: &str) -> Option<&'static str> {
+    all()
+        .into_iter()
+        .filter(|m| m.key == key)
+        .find_map(|m| m.reason_not_in(mode))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

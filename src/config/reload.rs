@@ -54,6 +54,8 @@ pub struct OpenPort<'a> {
     pub configured: SocketAddr,
     /// The address it is bound to.
     pub bound: SocketAddr,
+    /// Whether its socket has SO_REUSEPORT.
+    pub reuse_port: bool,
 }
 
 /// A listening port the new configuration wants.
@@ -65,6 +67,8 @@ pub struct WantedPort<'a> {
     pub role: &'a str,
     /// The address as configured.
     pub addr: SocketAddr,
+    /// Whether its listener asks for SO_REUSEPORT.
+    pub reuse_port: bool,
 }
 
 /// For each wanted port, the open port it keeps (an index into `open`), or `None` to bind
@@ -93,6 +97,28 @@ pub fn match_ports(open: &[OpenPort<'_>], wanted: &[WantedPort<'_>]) -> Vec<Opti
         .collect()
 }
 
+/// The open ports kept by `kept` (as [`match_ports`] gave it) whose SO_REUSEPORT differs
+/// from what their new listener asks: each keeps its setting until a restart, as
+/// (listener, bound address, the setting it keeps). The option is set before a socket is
+/// bound, and a second socket cannot be bound to the address while the open one lacks it
+/// (EADDRINUSE), so a reload, which binds everything new before closing anything, cannot
+/// swap the socket; closing it first would refuse clients, and leave nothing to fall
+/// back to if the new bind then failed.
+pub fn reuse_port_kept<'a>(
+    open: &[OpenPort<'_>],
+    wanted: &[WantedPort<'a>],
+    kept: &[Option<usize>],
+) -> Vec<(&'a str, SocketAddr, bool)> {
+    wanted
+        .iter()
+        .zip(kept)
+        .filter_map(|(w, k)| {
+            let p = open.get((*k)?)?;
+            (p.reuse_port != w.reuse_port).then_some((w.listener, p.bound, p.reuse_port))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +135,7 @@ mod tests {
             role,
             configured: addr(configured),
             bound: addr(bound),
+            reuse_port: false,
         }
     }
 
@@ -117,6 +144,7 @@ mod tests {
             listener,
             role,
             addr: addr(a),
+            reuse_port: false,
         }
     }
 
@@ -159,6 +187,45 @@ mod tests {
             want("b", "listen", "127.0.0.1:0"),
         ];
         assert_eq!(match_ports(&ports, &wanted), [Some(0), None]);
+    }
+
+    #[test]
+    fn a_changed_reuse_port_keeps_the_open_socket_and_says_so() {
+        let on = |p: OpenPort<'static>| OpenPort {
+            reuse_port: true,
+            ..p
+        };
+        let ports = [
+            open("a", "listen", "127.0.0.1:7000", "127.0.0.1:7000"),
+            on(open("b", "listen", "127.0.0.1:7001", "127.0.0.1:7001")),
+            on(open("c", "listen", "127.0.0.1:7002", "127.0.0.1:7002")),
+        ];
+        let wanted = [
+            WantedPort {
+                reuse_port: true,
+                ..want("a", "listen", "127.0.0.1:7000")
+            },
+            want("b", "listen", "127.0.0.1:7001"),
+            WantedPort {
+                reuse_port: true,
+                ..want("c", "listen", "127.0.0.1:7002")
+            },
+            WantedPort {
+                reuse_port: true,
+                ..want("d", "listen", "127.0.0.1:7003")
+            },
+        ];
+        // Toggled either way, the port is still matched by its address: kept, not rebound.
+        let kept = match_ports(&ports, &wanted);
+        assert_eq!(kept, [Some(0), Some(1), Some(2), None]);
+        assert_eq!(
+            reuse_port_kept(&ports, &wanted, &kept),
+            [
+                ("a", addr("127.0.0.1:7000"), false),
+                ("b", addr("127.0.0.1:7001"), true),
+            ],
+            "unchanged (c) and new (d) ports need no restart"
+        );
     }
 
     fn config(text: &str) -> super::super::Config {

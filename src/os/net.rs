@@ -101,15 +101,30 @@ fn unacked_bytes(_stream: &TcpStream) -> io::Result<usize> {
 }
 
 /// A non-blocking listener on `addr` (SO_REUSEADDR, as mio sets it) with the given
-/// backlog.
-pub fn listen(addr: SocketAddr, backlog: i32) -> io::Result<mio::net::TcpListener> {
+/// backlog; with `reuse_port`, SO_REUSEPORT is set before the bind, so other sockets with
+/// it (other processes of the same user) may listen on `addr` too and the kernel spreads
+/// new connections over them by a hash of the 4-tuple.
+pub fn listen(
+    addr: SocketAddr,
+    backlog: i32,
+    reuse_port: bool,
+) -> io::Result<mio::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
+/// Whether SO_REUSEPORT is set on `listener` (a socket passed by socket activation has
+/// what its `.socket` unit's `ReusePort=` says).
+pub fn reuses_port(listener: &mio::net::TcpListener) -> io::Result<bool> {
+    SockRef::from(listener).reuse_port()
 }
 
 /// A readable name for an I/O error, without the "(os error N)" noise.

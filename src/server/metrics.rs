@@ -59,7 +59,7 @@ pub(super) struct Metrics {
 impl Metrics {
     /// Binds the endpoint (before the loop starts, like the other ports).
     pub(super) fn bind(addr: SocketAddr) -> io::Result<Metrics> {
-        let socket = crate::os::net::listen(addr, 64)?;
+        let socket = crate::os::net::listen(addr, 64, false)?;
         let addr = socket.local_addr()?;
         Ok(Metrics {
             socket,

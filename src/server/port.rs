@@ -12,7 +12,7 @@ use mio::net::TcpListener;
 use mio::{Interest, Registry, Token};
 
 use crate::core::stream::{classify_accept, retry, Accept, AcceptPause};
-use crate::os::net::{describe, Conn};
+use crate::os::net::{describe, reuses_port, Conn};
 
 /// Accepts per port per pass, so an accept storm cannot starve live sessions.
 pub(super) const ACCEPT_BATCH: usize = 64;
@@ -60,6 +60,8 @@ pub(super) struct Port {
     pub(super) addr: SocketAddr,
     /// The address as configured (a reload matches ports by it).
     pub(super) configured: SocketAddr,
+    /// Whether the socket has SO_REUSEPORT (set before its bind: a kept port keeps it).
+    pub(super) reuse_port: bool,
     /// Set by events, cleared only by `WouldBlock`.
     pub(super) readable: bool,
     /// Paused after a resource error until this instant (or until a session closes).
@@ -71,11 +73,14 @@ pub(super) struct Port {
 }
 
 impl Port {
-    /// Binds (SO_REUSEADDR, a backlog of 1024), or adopts the inherited socket bound to
-    /// `configured` (socket activation), taking it out of `inherited`.
+    /// Binds (SO_REUSEADDR, SO_REUSEPORT when asked, a backlog of 1024), or adopts the
+    /// inherited socket bound to `configured` (socket activation), taking it out of
+    /// `inherited`: that one has SO_REUSEPORT as its `.socket` unit says (a warning when
+    /// it differs from `reuse_port`).
     pub(super) fn bind(
         role: Role,
         configured: SocketAddr,
+        reuse_port: bool,
         inherited: &mut Vec<std::net::TcpListener>,
     ) -> io::Result<Port> {
         let adopted = inherited
@@ -83,15 +88,25 @@ impl Port {
             .position(|l| l.local_addr().is_ok_and(|a| a == configured));
         let socket = match adopted {
             Some(n) => TcpListener::from_std(inherited.swap_remove(n)),
-            None => crate::os::net::listen(configured, BACKLOG)?,
+            None => crate::os::net::listen(configured, BACKLOG, reuse_port)?,
         };
         let addr = socket.local_addr()?;
+        let has = reuses_port(&socket)?;
+        if has != reuse_port {
+            warn!(
+                "{addr}: the socket passed by systemd has SO_REUSEPORT {}, reuse_port is {}; \
+                 set ReusePort= in the .socket unit to match",
+                on_off(has),
+                on_off(reuse_port)
+            );
+        }
         Ok(Port {
             listener: None,
             role,
             socket: Some(socket),
             addr,
             configured,
+            reuse_port: has,
             readable: false,
             paused_until: None,
             limited: false,
@@ -197,6 +212,15 @@ impl Port {
         );
         self.last_warning = Some(now);
         self.suppressed = 0;
+    }
+}
+
+/// `on` or `off`, as log lines write a switch.
+pub(super) fn on_off(on: bool) -> &'static str {
+    if on {
+        "on"
+    } else {
+        "off"
     }
 }
 

@@ -11,18 +11,20 @@
 //! Listeners are matched by name. A listener whose options changed takes them for new
 //! sessions only: each session holds the policy it started with. A relay or agent keeps
 //! its tunnels when only limits and timeouts changed; a new secret, service list or
-//! relay address starts it afresh. Process-wide settings need a restart.
+//! relay address starts it afresh. Process-wide settings need a restart, and so does a
+//! changed `reuse_port` on an address kept open (the socket keeps its SO_REUSEPORT; a
+//! warning says so when the plan is committed).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use log::info;
+use log::{info, warn};
 use mio::{Registry, Waker};
 
 use super::listeners::{Listener, Listeners};
 use super::mode::ModeState;
-use super::port::{Port, Role};
-use crate::config::reload::{keeps_state, match_ports, OpenPort, WantedPort};
+use super::port::{on_off, Port, Role};
+use crate::config::reload::{keeps_state, match_ports, reuse_port_kept, OpenPort, WantedPort};
 use crate::config::{self, Config, Mode, MAX_LISTENERS};
 use crate::os::net::describe;
 
@@ -67,6 +69,8 @@ pub(super) struct Plan {
     listeners: Vec<(config::Listener, Fate, Vec<PortPlan>)>,
     /// Held ports, to drop if the plan is abandoned.
     held: Vec<usize>,
+    /// What stays as it was until a restart, logged when the plan is committed.
+    restart: Vec<String>,
 }
 
 /// Plans `cfg` against the running `listeners`. On error nothing has changed.
@@ -79,6 +83,7 @@ pub(super) fn plan(
     let mut plan = Plan {
         listeners: Vec::with_capacity(cfg.listeners.len()),
         held: Vec::new(),
+        restart: Vec::new(),
     };
     let result = fill(&mut plan, listeners, registry, waker, cfg);
     match result {
@@ -142,6 +147,7 @@ fn fill(
             role,
             configured: p.configured,
             bound: p.addr,
+            reuse_port: p.reuse_port,
         })
         .collect();
     let wanted_by: Vec<Vec<(Role, SocketAddr)>> = cfg.listeners.iter().map(wanted).collect();
@@ -158,17 +164,25 @@ fn fill(
                 listener: &l.name,
                 role,
                 addr: *addr,
+                reuse_port: l.mode.reuse_port(),
             })
         })
         .collect();
     let kept = match_ports(&open, &flat);
+    for (listener, addr, keeps) in reuse_port_kept(&open, &flat, &kept) {
+        plan.restart.push(format!(
+            "reload: listener {listener}: reuse_port changed; {addr} stays open with \
+             SO_REUSEPORT {} until a restart",
+            on_off(keeps)
+        ));
+    }
     let mut bound = Vec::new();
-    for (w, keep) in wanted_by.iter().flatten().zip(&kept) {
+    let ports = flat.iter().zip(wanted_by.iter().flatten());
+    for ((w, (role, addr)), keep) in ports.zip(&kept) {
         match keep {
             Some(i) => bound.push(PortSource::Open(open_slots[*i])),
             None => {
-                let (role, addr) = w;
-                let port = Port::bind(role.clone(), *addr, &mut Vec::new())
+                let port = Port::bind(role.clone(), *addr, w.reuse_port, &mut Vec::new())
                     .map_err(|e| format!("cannot bind {addr}: {}", describe(&e)))?;
                 bound.push(PortSource::Bound(port));
             }
@@ -223,6 +237,9 @@ pub(super) fn commit(
     registry: &Registry,
     mut close: impl FnMut(&mut Listeners, usize),
 ) -> Vec<usize> {
+    for line in &plan.restart {
+        warn!("{line}");
+    }
     let kept: Vec<usize> = plan
         .listeners
         .iter()

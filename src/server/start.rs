@@ -38,9 +38,12 @@ pub fn bind(
         .listeners
         .iter()
         .map(|l| {
+            let reuse_port = l.mode.reuse_port();
             wanted(l)
                 .into_iter()
-                .map(|(role, addr)| Port::bind(role, addr, inherited).map_err(|e| (addr, e)))
+                .map(|(role, addr)| {
+                    Port::bind(role, addr, reuse_port, inherited).map_err(|e| (addr, e))
+                })
                 .collect::<Result<Vec<_>, _>>()
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -51,16 +51,19 @@ pub(super) fn home(key: &str, mode: Option<&str>) -> Option<String> {
     if scopes.iter().any(|s| s.in_defaults()) {
         return Some("per-listener options go in [defaults] or a listener table".into());
     }
-    let owners: Vec<String> = MODES
+    let owners: Vec<String> = options::modes_having(key)
         .iter()
-        .filter(|mode| scopes.iter().any(|s| s.applies_to(mode)))
         .map(|m| format!("[[{m}]]"))
         .collect();
+    let because = match mode.and_then(|m| options::reason_not_in(key, m)) {
+        Some(why) => format!("; {why}"),
+        None => String::new(),
+    };
     match owners.as_slice() {
         [] => None,
-        [one] => Some(format!("it is an option of {one} listeners")),
+        [one] => Some(format!("it is an option of {one} listeners{because}")),
         [first @ .., last] => Some(format!(
-            "it is an option of {} and {last} listeners",
+            "it is an option of {} and {last} listeners{because}",
             first.join(", ")
         )),
     }

@@ -283,6 +283,29 @@ fn a_relay_without_an_agent_key_says_where_it_belongs() {
 }
 
 #[test]
+fn reuse_port_in_a_relay_or_agent_table_says_why_not() {
+    let relay = "[[relay]]\nname = \"r\"\nreuse_port = true\n";
+    assert_eq!(
+        err(relay),
+        "t.toml:3:1: key 'reuse_port' does not belong in [[relay]] 'r': \
+         it is an option of [[forward]] listeners; relay pairs an agent's tunnel with a \
+         client's connection, both must reach the same process"
+    );
+    assert_eq!(
+        err(&relay.replace("relay", "agent")),
+        "t.toml:3:1: key 'reuse_port' does not belong in [[agent]] 'r': \
+         it is an option of [[forward]] listeners; an agent listens on no port"
+    );
+    assert_eq!(
+        err("[defaults]\nreuse_port = true\n"),
+        "t.toml:2:1: key 'reuse_port' does not belong in [defaults]: \
+         it is an option of [[forward]] listeners"
+    );
+    let forward = ok(&format!("{}reuse_port = true\n", super::tests::FORWARD));
+    assert!(forward.listeners[0].mode.reuse_port());
+}
+
+#[test]
 fn at_most_256_listeners() {
     let one = |i: usize| {
         format!(

@@ -44,8 +44,32 @@ const UPSTREAM: Opt<Forward, Vec<SocketAddr>> = Opt {
     set: |f, v| f.upstreams = v,
 };
 
+/// Set SO_REUSEPORT on the listening sockets, so several processes share a port. A relay
+/// pairs two connections the kernel would spread over processes; an agent listens on
+/// nothing.
+const REUSE_PORT: Opt<Forward, bool> = Opt {
+    meta: Meta::new(
+        "reuse_port",
+        "reuse-port",
+        Scope::Own(&["forward"]),
+        Kind::Switch,
+        Value("false"),
+        "",
+        "SO_REUSEPORT: several processes share the listening ports; the kernel spreads clients.",
+    )
+    .not_in(&[
+        (
+            "relay",
+            "relay pairs an agent's tunnel with a client's connection, both must reach the same process",
+        ),
+        ("agent", "an agent listens on no port"),
+    ]),
+    get: |f| Some(f.reuse_port),
+    set: |f, v| f.reuse_port = v,
+};
+
 /// A forward listener's own options.
-pub const FORWARD: &[&dyn Setting<Forward>] = &[&LISTEN, &UPSTREAM];
+pub const FORWARD: &[&dyn Setting<Forward>] = &[&LISTEN, &UPSTREAM, &REUSE_PORT];
 
 // ---- relay ----
 
