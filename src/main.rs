@@ -124,7 +124,17 @@ fn run(config: Config, level: LevelFilter) -> ExitCode {
     let bound = match server::bind(&config, &mut inherited) {
         Ok(b) => b,
         Err((addr, e)) => {
-            eprintln!("error: cannot bind {addr}: {}", net::describe(&e));
+            let shared = config.listeners.iter().any(|l| match &l.mode {
+                config::Mode::Forward(f) => f.reuse_port && f.listen.contains(&addr),
+                _ => false,
+            });
+            let hint = match e.kind() {
+                std::io::ErrorKind::AddrInUse if shared => {
+                    " (every process sharing a port needs --reuse-port, and the same user)"
+                }
+                _ => "",
+            };
+            eprintln!("error: cannot bind {addr}: {}{hint}", net::describe(&e));
             return ExitCode::from(1);
         }
     };

@@ -6,7 +6,7 @@
 //! - `cli`, `config_file`, `lifecycle`: start-up, command line, config files,
 //!   shutdown on signals;
 //! - `forward_*`: forward mode (data, close, timeouts, upstreams, limits,
-//!   memory, faults, churn);
+//!   memory, faults, churn, a port shared by processes);
 //! - `nat_*`: the relay -> agent bridge (data, lifecycle, authentication);
 //! - `operate_*`, `stats_format`: running it (config reloads, systemd,
 //!   metrics);
@@ -51,6 +51,7 @@ mod forward_data;
 mod forward_faults;
 mod forward_limits;
 mod forward_memory;
+mod forward_reuse_port;
 mod forward_timeouts;
 mod forward_upstream;
 mod lifecycle;
