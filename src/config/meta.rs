@@ -1,8 +1,9 @@
 //! What describes one option, independent of its type: its key (the flag is the key with
-//! `-` for `_`), where it applies, how its value is written and bounded, its default, and
-//! its help text. The table of options (`options`) is made of these; the command line,
-//! the file's key checks, `check`'s rendering, the reload's restart list and the docs'
-//! option tables are driven by or checked against them.
+//! `-` for `_`), where it applies, how its value is written and bounded, its default, its
+//! help text, and why listeners of other modes do not have it (when that needs saying).
+//! The table of options (`options`) is made of these; the command line, the file's key
+//! checks, `check`'s rendering, the reload's restart list and the docs' option tables are
+//! driven by or checked against them.
 
 /// Where an option applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
