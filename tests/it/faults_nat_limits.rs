@@ -8,8 +8,9 @@
 //!
 //! Hostile connections come from 127.0.0.2..5 so the per-source failure
 //! count never touches the agent's 127.0.0.1. Every scenario ends with the
-//! relay's `/metrics` at rest (no session, waiting client or handshake) and
-//! the processes settled at their idle pool with no CLOSE-WAIT.
+//! relay's `/metrics` at rest (no session, waiting client, handshake, lent
+//! buffer or kernel pipe) and the processes settled at their idle pool with
+//! no CLOSE-WAIT.
 
 use crate::support::*;
 use socket2::{Domain, Socket, Type};
@@ -26,12 +27,15 @@ fn relay_metric(relay: &Proxy, name: &str) -> f64 {
     prom::sum(&scrape_metrics(relay.field_addr("metrics")), name, &[])
 }
 
-/// Waits until the relay shows no session, waiting client or handshake.
+/// Waits until the relay shows no session, waiting client, handshake, lent
+/// buffer or kernel pipe.
 fn assert_relay_metrics_at_rest(relay: &Proxy) {
     let names = [
         "tcpbridge_sessions",
         "tcpbridge_waiting_clients",
         "tcpbridge_tunnel_handshakes",
+        "tcpbridge_buffers_lent",
+        "tcpbridge_pipes_lent",
     ];
     let quiet = wait_for(SETTLE, || {
         names.iter().all(|n| relay_metric(relay, n) == 0.0)

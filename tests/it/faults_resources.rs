@@ -24,6 +24,7 @@ fn assert_metrics_quiet(metrics: SocketAddr, within: Duration) {
         let busy: Vec<String> = [
             "tcpbridge_sessions",
             "tcpbridge_buffers_lent",
+            "tcpbridge_pipes_lent",
             "tcpbridge_timers_armed",
         ]
         .iter()

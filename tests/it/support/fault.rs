@@ -120,15 +120,17 @@ impl FaultProxy {
     pub fn leave_free_fds(&self, free: usize) {
         let p = &self.proxy;
         let settled = wait_for(Duration::from_secs(5), || {
-            p.fd_count() == self.base_fds && p.session_sockets().is_empty()
+            p.steady_fds() == self.base_fds && p.session_sockets().is_empty()
         });
         assert!(
             settled,
-            "fds {} not back at the baseline {} before lowering the limit\n{}",
-            p.fd_count(),
+            "fds {} without kernel pipes not back at the baseline {} before lowering the limit\n{}",
+            p.steady_fds(),
             self.base_fds,
             p.dump()
         );
+        // Spare kernel pipes closed later would free descriptors under the limit.
+        p.assert_pipes_closed();
         p.set_soft_nofile(p.limit_leaving_free_fds(free));
     }
 
@@ -170,10 +172,12 @@ impl FaultProxy {
 
     /// The RELIABILITY.md §4.0 invariants, each part polled for up to
     /// `within`: alive, a fresh echo through `probe`, no live session,
-    /// waiting client, lent buffer, armed timer or tunnel handshake, accepted
-    /// equals closed, fds back at the baseline with no session socket (so no
-    /// CLOSE-WAIT) owned, RSS within baseline + the memory bound (at least 16 MiB), under 5% of a core
-    /// over 500 ms idle, and no `panicked` on stderr.
+    /// waiting client, lent buffer or kernel pipe, armed timer or tunnel
+    /// handshake, accepted equals closed, fds (kernel pipes aside) back at the
+    /// baseline with no session socket (so no CLOSE-WAIT) owned, then no kernel
+    /// pipe left at all (spares trimmed, [`Proxy::assert_pipes_closed`]), RSS
+    /// within baseline + the memory bound (at least 16 MiB), under 5% of a
+    /// core over 500 ms idle, and no `panicked` on stderr.
     pub fn assert_invariants(&mut self, within: Duration) {
         self.proxy.assert_alive();
         echo_once(self.probe);
@@ -195,16 +199,17 @@ impl FaultProxy {
         let base = self.base_fds;
         let p = &self.proxy;
         let settled = wait_for(within, || {
-            p.fd_count() == base && p.session_sockets().is_empty()
+            p.steady_fds() == base && p.session_sockets().is_empty()
         });
         assert!(
             settled,
-            "proxy not back at its baseline after {within:?}: fds {} (baseline {base}), session sockets {}, CLOSE-WAIT {}\n{}",
-            p.fd_count(),
+            "proxy not back at its baseline after {within:?}: fds {} without kernel pipes (baseline {base}), session sockets {}, CLOSE-WAIT {}\n{}",
+            p.steady_fds(),
             p.session_sockets().len(),
             p.close_wait_owned().len(),
             p.dump()
         );
+        p.assert_pipes_closed();
         // Freed ring buffers stay with the allocator after a large scenario, so the
         // bound is the configured one (pool budget plus session state), at least 16 MiB.
         let bound_kib = (self.metric("tcpbridge_memory_bound_bytes", &[])
@@ -237,6 +242,7 @@ fn quiet_metrics(s: &[prom::Sample]) -> Result<(), String> {
         ("tcpbridge_waiting_clients", "waiting clients"),
         ("tcpbridge_tunnel_handshakes", "tunnel handshakes"),
         ("tcpbridge_buffers_lent", "lent buffers"),
+        ("tcpbridge_pipes_lent", "lent kernel pipes"),
         ("tcpbridge_timers_armed", "armed timers"),
     ] {
         let v = prom::sum(s, name, &[]);

@@ -9,6 +9,8 @@
 //! - [`cli`]: runs of the binary that should exit by themselves;
 //! - [`nat`]: relay and agent processes, the relay -> agent [`Chain`], raw
 //!   tunnel handshakes and settle checks for processes holding idle tunnels;
+//! - [`pipes`]: the proxy's kernel pipe descriptors, kept apart from fd
+//!   baselines (spares come and go) and required to be gone at rest;
 //! - [`chaos`] and [`fault`]: the chaos relay and the fault-injection proxy
 //!   with its invariant checks, iptables, `ss -K` and strace injection;
 //! - here: [`wait_until`], the per-test [`watchdog`], [`Gate`] and
@@ -25,6 +27,7 @@ pub mod data;
 pub mod fault;
 pub mod nat;
 pub mod net;
+pub mod pipes;
 pub mod procfs;
 pub mod prom;
 pub mod proxy;
