@@ -116,7 +116,6 @@ impl Doorman {
 /// With `--backoff-max 1s` and a pool of 2, the agent makes at most 5
 /// attempts a second once backed off, uses under 5% of a core, and when a
 /// relay returns on the same ports it reconnects and serves, leaking nothing.
-#[test]
 fn agent_backs_off_capped_while_relay_is_gone_and_returns() {
     watchdog(|| {
         let up = echo_server();
@@ -170,6 +169,7 @@ fn agent_backs_off_capped_while_relay_is_gone_and_returns() {
         assert_nat_at_rest(&mut chain);
     });
 }
+both_paths!(agent_backs_off_capped_while_relay_is_gone_and_returns);
 
 /// `iptables -A INPUT -p tcp --{dport,sport} PORT -j DROP` (both directions
 /// of the tunnel port on `lo`), or `-D` to remove them.
@@ -185,7 +185,6 @@ fn drop_tunnel_port(op: &str, port: u16) -> bool {
 /// both relay and agent drop their idle tunnels within 5 s, and neither owns
 /// a tunnel socket; once the rules are removed, the agent reconnects and a
 /// client is served.
-#[test]
 fn silent_drop_of_tunnel_packets_is_found_by_heartbeats_and_recovered() {
     watchdog(|| {
         if !enter_private_netns() {
@@ -245,3 +244,4 @@ fn silent_drop_of_tunnel_packets_is_found_by_heartbeats_and_recovered() {
         assert_nat_at_rest(&mut chain);
     });
 }
+both_paths!(silent_drop_of_tunnel_packets_is_found_by_heartbeats_and_recovered);

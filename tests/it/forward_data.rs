@@ -2,6 +2,10 @@
 //! order, both ways at the same time, with the default ring and with a 1-byte
 //! ring (`--buffer-size 1`), including the FIN that ends each direction.
 //!
+//! The echo and the 64 MiB transfer run on both data paths (`::copy`,
+//! `::splice`); the 1-byte and 7-byte rings are copy-path shapes (such a pool
+//! affords no kernel pipe) and run once.
+//!
 //! Every test ends with the proxy back at its fd baseline and no CLOSE-WAIT
 //! socket owned by it.
 
@@ -14,7 +18,6 @@ const MIB: u64 = 1024 * 1024;
 
 /// Bytes sent through an echo upstream come back unchanged, across several
 /// round trips of different sizes, and a half-close ends the session cleanly.
-#[test]
 fn echo_through_proxy() {
     watchdog(|| {
         let up = echo_server();
@@ -40,6 +43,7 @@ fn echo_through_proxy() {
         up.assert_no_handler_panics();
     });
 }
+both_paths!(echo_through_proxy);
 
 /// Runs one full-duplex transfer of `len` bytes each way through a proxy
 /// started with `extra` args: random write and read sizes on both ends, each
@@ -65,10 +69,10 @@ fn duplex_through_proxy(extra: &[&str], len: u64, max_chunk: usize) {
 
 /// 64 MiB each way at the same time, random write sizes up to 64 KiB:
 /// byte-exact in both directions (sha256).
-#[test]
 fn full_duplex_64_mib_each_way_is_byte_exact() {
     watchdog(|| duplex_through_proxy(&[], 64 * MIB, 64 * 1024));
 }
+both_paths!(full_duplex_64_mib_each_way_is_byte_exact);
 
 /// With a 1-byte ring, 1 MiB each way at the same time still arrives byte
 /// exact, and each side's FIN (half-close after sending) is forwarded only

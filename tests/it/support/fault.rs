@@ -7,7 +7,9 @@
 //! scenarios drive: iptables and `ss -K` inside a private network namespace,
 //! and strace syscall fault injection attached to the running proxy.
 
-use super::{echo_once, echo_server, http_get, prom, wait_for, Proxy, SecretDir, Upstream};
+use super::{
+    echo_once, echo_server, http_get, prom, wait_for, DataPath, Proxy, SecretDir, Upstream,
+};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -19,8 +21,11 @@ use std::time::{Duration, Instant};
 /// starting with one of them goes before the tables.
 const PROCESS_KEYS: &[&str] = &[
     "buffer_size",
+    "buffer_max",
     "max_sessions",
     "pool_budget",
+    "splice",
+    "max_pipes",
     "drain_timeout",
     "log_format",
     "log_rate",
@@ -48,9 +53,11 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// `main` is a forward listener to `upstreams`, with `lines` (TOML
     /// `key = value`) as its options. Lines with a process-wide key
-    /// (`buffer_size`, `max_sessions`, `pool_budget`, `drain_timeout`,
-    /// `log_format`, `log_rate`) go to the top level instead, so they apply
-    /// to `probe` too (`max_sessions` there is the process-wide limit).
+    /// (`buffer_size`, `buffer_max`, `max_sessions`, `pool_budget`, `splice`,
+    /// `max_pipes`, `drain_timeout`, `log_format`, `log_rate`) go to the top
+    /// level instead, so they apply to `probe` too (`max_sessions` there is
+    /// the process-wide limit). The current [`DataPath`], if any, is the
+    /// top-level `splice` unless a line sets it.
     pub fn forward(upstreams: &[SocketAddr], lines: &[&str]) -> FaultProxy {
         let ups: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
         let mut table = vec![
@@ -71,6 +78,12 @@ impl FaultProxy {
             PROCESS_KEYS.contains(&key)
         });
         let mut text = String::from("metrics_listen = \"127.0.0.1:0\"\n");
+        let own_splice = top
+            .iter()
+            .any(|l| l.split('=').next().unwrap_or("").trim() == "splice");
+        if let (Some(path), false) = (DataPath::current(), own_splice) {
+            text.push_str(&format!("splice = \"{}\"\n", path.mode()));
+        }
         for l in top {
             text.push_str(&format!("{l}\n"));
         }

@@ -3,7 +3,8 @@
 //! signals and the exit status.
 
 use super::{
-    drain_into, tcp_rows, wait_for, wait_until, OwnedSocket, TCP_CLOSE_WAIT, TCP_LISTEN, TEST_PIDS,
+    apply_data_path, drain_into, expect_kernel_pipes, tcp_rows, wait_for, wait_until, DataPath,
+    OwnedSocket, TCP_CLOSE_WAIT, TCP_LISTEN, TEST_PIDS,
 };
 use std::collections::HashSet;
 use std::fs;
@@ -171,6 +172,9 @@ impl Proxy {
         }
         self.ready = fields;
         self.listen = listen;
+        if DataPath::current() == Some(DataPath::Splice) {
+            expect_kernel_pipes(self)?;
+        }
         Ok(())
     }
 
@@ -198,8 +202,9 @@ impl Proxy {
         nofile: Option<u64>,
         configure: impl FnOnce(&mut Command),
     ) -> (Proxy, mpsc::Receiver<String>) {
+        let args = apply_data_path(program, args);
         let mut cmd = Command::new(program);
-        cmd.args(args)
+        cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
