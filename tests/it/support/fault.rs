@@ -4,18 +4,16 @@
 //! [`FaultProxy::assert_invariants`], the checks every fault scenario ends
 //! with (fds, CLOSE-WAIT, live sessions and timers from `/metrics`, counters,
 //! memory, idle CPU, a fresh echo, no panic). Also the kernel tools the
-//! scenarios drive: iptables and `ss -K` inside a private network namespace,
-//! and strace syscall fault injection attached to the running proxy.
+//! scenarios drive: iptables and `ss -K` inside a private network namespace
+//! (strace is [`super::strace`]).
 
 use super::{
     echo_once, echo_server, http_get, prom, wait_for, DataPath, Proxy, SecretDir, Upstream,
 };
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Top-level (process-wide) keys of the configuration file: a scenario line
 /// starting with one of them goes before the tables.
@@ -313,103 +311,4 @@ pub fn ss_kill(filter: &str) -> bool {
     let mut args = vec!["-K", "-tn"];
     args.extend(filter.split_whitespace());
     tool("ss", &args)
-}
-
-/// strace attached to a running process, injecting syscall faults; detached
-/// (SIGTERM to strace, by its PID) on drop.
-pub struct Strace {
-    child: Child,
-}
-
-impl Strace {
-    /// `strace -f -o /dev/null -e inject=SPEC -p PID`, waiting until it has
-    /// attached to every thread. `None` (after a skip line) when strace is
-    /// unavailable and `CI` is not `true`.
-    pub fn attach(pid: u32, inject: &str) -> Option<Strace> {
-        Self::attach_to(pid, inject, std::path::Path::new("/dev/null"))
-    }
-
-    /// [`Strace::attach`] writing the trace to `out`, so a test can count the
-    /// `(INJECTED)` lines and prove the fault was injected.
-    pub fn attach_to(pid: u32, inject: &str, out: &std::path::Path) -> Option<Strace> {
-        let spawned = Command::new("strace")
-            .args(["-f", "-o"])
-            .arg(out)
-            .arg("-e")
-            .arg(format!("inject={inject}"))
-            .args(["-p", &pid.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn();
-        let mut child = match spawned {
-            Ok(c) => c,
-            Err(e) => {
-                assert!(!in_ci(), "cannot run strace: {e}");
-                eprintln!("SKIP: cannot run strace: {e}; set CI=true to fail instead");
-                return None;
-            }
-        };
-        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .map(|d| d.count())
-            .unwrap_or(1);
-        let (tx, rx) = mpsc::channel();
-        let err = child.stderr.take().expect("strace stderr is piped");
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut attached = 0;
-        let mut seen = Vec::new();
-        while attached < threads {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    // "Process N attached", or "... attached with K threads".
-                    if line.contains("attached") {
-                        attached += line
-                            .split("attached with ")
-                            .nth(1)
-                            .and_then(|r| r.split_whitespace().next())
-                            .and_then(|k| k.parse().ok())
-                            .unwrap_or(1);
-                    }
-                    seen.push(line);
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("strace did not attach to {pid} ({threads} threads): {seen:?}");
-                }
-            }
-        }
-        Some(Strace { child })
-    }
-
-    /// Detaches now (strace detaches on SIGTERM) and waits for it to exit.
-    pub fn detach(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // Our own child, by its PID.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-            let exited = wait_for(Duration::from_secs(5), || {
-                matches!(self.child.try_wait(), Ok(Some(_)))
-            });
-            if !exited {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
-    }
-}
-
-impl Drop for Strace {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }

@@ -14,7 +14,8 @@
 //! - [`pipes`]: the proxy's kernel pipe descriptors, kept apart from fd
 //!   baselines (spares come and go) and required to be gone at rest;
 //! - [`chaos`] and [`fault`]: the chaos relay and the fault-injection proxy
-//!   with its invariant checks, iptables, `ss -K` and strace injection;
+//!   with its invariant checks, iptables and `ss -K`;
+//! - [`strace`]: syscall fault injection and syscall counts;
 //! - here: [`wait_until`], the per-test [`watchdog`], [`Gate`] and
 //!   [`enter_private_netns`].
 //!
@@ -34,6 +35,7 @@ pub mod pipes;
 pub mod procfs;
 pub mod prom;
 pub mod proxy;
+pub mod strace;
 
 pub use chaos::*;
 pub use cli::*;
@@ -44,6 +46,7 @@ pub use net::*;
 pub use path::*;
 pub use procfs::*;
 pub use proxy::*;
+pub use strace::*;
 
 use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
