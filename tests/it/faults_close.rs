@@ -87,22 +87,22 @@ fn simultaneous_close(len: usize, close: bool) {
 }
 
 /// A4: both half-close at once with nothing in flight.
-#[test]
 fn simultaneous_half_close_gives_both_eof() {
     watchdog(|| simultaneous_close(0, false));
 }
+both_paths!(simultaneous_half_close_gives_both_eof);
 
 /// A4: both half-close at once with 64 KiB in flight each way.
-#[test]
 fn simultaneous_half_close_with_64_kib_in_flight_delivers_all_then_eof() {
     watchdog(|| simultaneous_close(64 * KIB, false));
 }
+both_paths!(simultaneous_half_close_with_64_kib_in_flight_delivers_all_then_eof);
 
 /// A4: both `close()` at once (no unread data, so FINs, no RST).
-#[test]
 fn simultaneous_full_close_frees_the_session() {
     watchdog(|| simultaneous_close(0, true));
 }
+both_paths!(simultaneous_full_close_frees_the_session);
 
 /// A6 body: the upstream streams; a chaos relay in front of it passes 100 KiB
 /// to the proxy, waits for their acknowledgement and resets. The client gets
@@ -141,16 +141,16 @@ fn upstream_rst_after_100_kib(lines: &[&str], want_reset: bool) {
 }
 
 /// A6, `mirror`: the upstream's RST reaches the client as RST.
-#[test]
 fn upstream_rst_mid_stream_reaches_client_as_rst() {
     watchdog(|| upstream_rst_after_100_kib(OPTS, true));
 }
+both_paths!(upstream_rst_mid_stream_reaches_client_as_rst);
 
 /// A6, `fin`: the upstream's RST reaches the client as FIN.
-#[test]
 fn upstream_rst_mid_stream_reaches_client_as_fin_under_fin_policy() {
     watchdog(|| upstream_rst_after_100_kib(FIN_POLICY, false));
 }
+both_paths!(upstream_rst_mid_stream_reaches_client_as_fin_under_fin_policy);
 
 /// A7 body: the upstream sends 64 KiB, which the client reads; the client
 /// sends 10 KiB, waits for their acknowledgement and resets. The upstream
@@ -189,16 +189,16 @@ fn client_rst_mid_stream(lines: &[&str], want_reset: bool) {
 }
 
 /// A7, `mirror`.
-#[test]
 fn client_rst_mid_stream_reaches_upstream_as_rst() {
     watchdog(|| client_rst_mid_stream(OPTS, true));
 }
+both_paths!(client_rst_mid_stream_reaches_upstream_as_rst);
 
 /// A7, `fin`.
-#[test]
 fn client_rst_mid_stream_reaches_upstream_as_fin_under_fin_policy() {
     watchdog(|| client_rst_mid_stream(FIN_POLICY, false));
 }
+both_paths!(client_rst_mid_stream_reaches_upstream_as_fin_under_fin_policy);
 
 /// Streams pattern 61 on `s` until a write fails; reports the bytes written
 /// and when the failure came.
@@ -214,7 +214,6 @@ fn stream_until_error(mut s: TcpStream, tx: &mpsc::Sender<(usize, Instant)>) {
 /// A8: the client never reads while the upstream sends 8 MiB (the ring fills
 /// and the proxy pauses reading), then the client resets: the upstream's
 /// writes fail within 2 s, and the buffers come back to the pool.
-#[test]
 fn client_rst_with_full_ring_closes_upstream_and_frees_buffers() {
     watchdog(|| {
         let (tx, rx) = mpsc::channel();
@@ -238,11 +237,11 @@ fn client_rst_with_full_ring_closes_upstream_and_frees_buffers() {
         fp.assert_invariants(SETTLE);
     });
 }
+both_paths!(client_rst_with_full_ring_closes_upstream_and_frees_buffers);
 
 /// A9: in a private netns, `ss -K` destroys both of the proxy's sockets of a
 /// session in one call, 10 times (both errors land in one poll batch): the
 /// client and the upstream each get an RST and the proxy keeps serving.
-#[test]
 fn both_session_sockets_killed_at_once_leave_the_proxy_serving() {
     watchdog(|| {
         if !enter_private_netns() {
@@ -289,11 +288,11 @@ fn both_session_sockets_killed_at_once_leave_the_proxy_serving() {
         fp.assert_invariants(SETTLE);
     });
 }
+both_paths!(both_session_sockets_killed_at_once_leave_the_proxy_serving);
 
 /// A10: the upstream reads only the 1 KiB head of a request, answers 4 KiB and
 /// `close()`s with the client's other 10 KiB unread, so its kernel sends RST:
 /// the client gets the 4 KiB, then RST, and the close is `upstream-reset`.
-#[test]
 fn upstream_close_with_unread_data_is_handled_as_reset() {
     watchdog(|| {
         let up = scripted_server(|mut s| {
@@ -327,12 +326,12 @@ fn upstream_close_with_unread_data_is_handled_as_reset() {
         fp.assert_invariants(SETTLE);
     });
 }
+both_paths!(upstream_close_with_unread_data_is_handled_as_reset);
 
 /// A11: in a private netns, after a round trip, iptables REJECTs (tcp-reset)
 /// every packet to the upstream's port: the proxy's next write to the
 /// upstream meets an RST the upstream never sent, so the client's next write
 /// ends its session with RST within 2 s; the upstream never sees that write.
-#[test]
 fn half_open_upstream_is_closed_on_the_next_write() {
     watchdog(|| {
         if !enter_private_netns() {
@@ -382,11 +381,11 @@ fn half_open_upstream_is_closed_on_the_next_write() {
         fp.assert_invariants(SETTLE);
     });
 }
+both_paths!(half_open_upstream_is_closed_on_the_next_write);
 
 /// A12: 5 times, the upstream streams 10 MiB and the client reads 256 KiB
 /// (the ring has wrapped: writev) then resets. Writing to the reset client
 /// closes the session; the process is never killed by SIGPIPE (status 141).
-#[test]
 fn writes_after_client_rst_never_kill_the_process() {
     watchdog(|| {
         let (tx, rx) = mpsc::channel();
@@ -409,3 +408,4 @@ fn writes_after_client_rst_never_kill_the_process() {
         fp.assert_invariants(SETTLE);
     });
 }
+both_paths!(writes_after_client_rst_never_kill_the_process);

@@ -4,6 +4,9 @@
 //! invariants ([`FaultProxy::assert_invariants`]) on a process whose `main`
 //! listener is a relay.
 //!
+//! B9 runs on both data paths (`::copy`, `::splice`): a live session echoes
+//! through the flood. B8 moves no byte through a session and runs once.
+//!
 //! Contract (README, relay options): a tunnel handshake is bounded by
 //! `handshake_timeout`, absolute from accept; at most `max_handshakes` run at
 //! once and more are closed at once; sessions of other listeners are not
@@ -83,7 +86,6 @@ fn trickled_tunnel_hello_is_closed_at_handshake_timeout() {
 /// closed within 5 s (the excess at once, the rest at the 1 s handshake
 /// timeout), and a session through `probe` keeps its round trips under 1 s
 /// throughout.
-#[test]
 fn tunnel_handshake_flood_is_bounded_and_spares_live_sessions() {
     watchdog(|| {
         const FLOOD: usize = 500;
@@ -145,3 +147,4 @@ fn tunnel_handshake_flood_is_bounded_and_spares_live_sessions() {
         fp.assert_invariants(SETTLE);
     });
 }
+both_paths!(tunnel_handshake_flood_is_bounded_and_spares_live_sessions);

@@ -3,6 +3,9 @@
 //! READY line of every mode. D1–D3 (SIGTERM drain, drain timeout, second
 //! signal) are `lifecycle.rs`; the process exits there, so their invariants
 //! are the exit status, byte-exact transfers and no panic.
+//!
+//! D4 runs on both data paths (`::copy`, `::splice`); D5 and D6 move no byte
+//! through a session and run once.
 
 use crate::support::*;
 use std::net::{TcpListener, TcpStream};
@@ -14,7 +17,6 @@ const EXIT_WITHIN: Duration = Duration::from_secs(10);
 /// D4: strace makes every 7th `epoll_wait` from the 5th on fail with EINTR
 /// while 30 sessions echo through the proxy: every echo completes, the trace
 /// shows the injections, and after detaching the proxy is at rest.
-#[test]
 fn interrupted_epoll_wait_keeps_serving() {
     watchdog(|| {
         let up = echo_server();
@@ -47,6 +49,7 @@ fn interrupted_epoll_wait_keeps_serving() {
         fp.assert_invariants(SETTLE);
     });
 }
+both_paths!(interrupted_epoll_wait_keeps_serving);
 
 /// Checks a start-up that must fail on `addr`: exit code 1, stderr is the
 /// single line `error: cannot bind ADDR: ...`, no READY, no panic.

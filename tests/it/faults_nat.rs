@@ -6,7 +6,8 @@
 //!
 //! Every scenario ends with relay and agent alive, back at their fd
 //! baseline holding only the idle pool, no CLOSE-WAIT, and the relay's
-//! `/metrics` showing no session, waiting client or handshake. E1–E3, E6 and
+//! `/metrics` showing no session, waiting client, handshake, lent buffer or
+//! kernel pipe (the agent's: no session, buffer or pipe). E1–E3, E6 and
 //! E11 are `nat_data.rs`, `nat_lifecycle.rs` and `nat_auth.rs`; E7–E10 are
 //! `faults_nat_limits.rs`; E12 (confidentiality) does not apply: the tunnel
 //! is authenticated, not encrypted.
@@ -28,7 +29,8 @@ fn idle_tunnels(p: &Proxy, listener: &str) -> f64 {
 }
 
 /// The NAT invariants: relay `/metrics` shows no live session, waiting
-/// client or handshake; then both processes settle at their baselines.
+/// client, handshake, lent buffer or kernel pipe, the agent's no session,
+/// buffer or pipe; then both processes settle at their baselines.
 fn assert_nat_at_rest(chain: &mut Chain) {
     let relay_metrics = chain.relay.field_addr("metrics");
     let mut last = String::new();
@@ -38,6 +40,8 @@ fn assert_nat_at_rest(chain: &mut Chain) {
             "tcpbridge_sessions",
             "tcpbridge_waiting_clients",
             "tcpbridge_tunnel_handshakes",
+            "tcpbridge_buffers_lent",
+            "tcpbridge_pipes_lent",
         ]
         .iter()
         .map(|n| (n, prom::sum(&s, n, &[])))
@@ -48,12 +52,17 @@ fn assert_nat_at_rest(chain: &mut Chain) {
         busy.is_empty()
     });
     assert!(quiet, "relay metrics not at rest: {last}\n{}", chain.logs());
-    let agent = scrape_metrics(chain.agent.field_addr("metrics"));
-    assert_eq!(
-        prom::sum(&agent, "tcpbridge_sessions", &[]),
-        0.0,
-        "agent sessions"
-    );
+    let agent_metrics = chain.agent.field_addr("metrics");
+    for name in [
+        "tcpbridge_sessions",
+        "tcpbridge_buffers_lent",
+        "tcpbridge_pipes_lent",
+    ] {
+        let at_rest = wait_for(SETTLE, || {
+            prom::sum(&scrape_metrics(agent_metrics), name, &[]) == 0.0
+        });
+        assert!(at_rest, "agent {name} not back at 0\n{}", chain.logs());
+    }
     chain.assert_quiescent(SETTLE);
 }
 
@@ -107,7 +116,6 @@ impl Doorman {
 /// With `--backoff-max 1s` and a pool of 2, the agent makes at most 5
 /// attempts a second once backed off, uses under 5% of a core, and when a
 /// relay returns on the same ports it reconnects and serves, leaking nothing.
-#[test]
 fn agent_backs_off_capped_while_relay_is_gone_and_returns() {
     watchdog(|| {
         let up = echo_server();
@@ -161,6 +169,7 @@ fn agent_backs_off_capped_while_relay_is_gone_and_returns() {
         assert_nat_at_rest(&mut chain);
     });
 }
+both_paths!(agent_backs_off_capped_while_relay_is_gone_and_returns);
 
 /// `iptables -A INPUT -p tcp --{dport,sport} PORT -j DROP` (both directions
 /// of the tunnel port on `lo`), or `-D` to remove them.
@@ -176,7 +185,6 @@ fn drop_tunnel_port(op: &str, port: u16) -> bool {
 /// both relay and agent drop their idle tunnels within 5 s, and neither owns
 /// a tunnel socket; once the rules are removed, the agent reconnects and a
 /// client is served.
-#[test]
 fn silent_drop_of_tunnel_packets_is_found_by_heartbeats_and_recovered() {
     watchdog(|| {
         if !enter_private_netns() {
@@ -236,3 +244,4 @@ fn silent_drop_of_tunnel_packets_is_found_by_heartbeats_and_recovered() {
         assert_nat_at_rest(&mut chain);
     });
 }
+both_paths!(silent_drop_of_tunnel_packets_is_found_by_heartbeats_and_recovered);

@@ -8,8 +8,9 @@
 //!
 //! Hostile connections come from 127.0.0.2..5 so the per-source failure
 //! count never touches the agent's 127.0.0.1. Every scenario ends with the
-//! relay's `/metrics` at rest (no session, waiting client or handshake) and
-//! the processes settled at their idle pool with no CLOSE-WAIT.
+//! relay's `/metrics` at rest (no session, waiting client, handshake, lent
+//! buffer or kernel pipe) and the processes settled at their idle pool with
+//! no CLOSE-WAIT.
 
 use crate::support::*;
 use socket2::{Domain, Socket, Type};
@@ -26,12 +27,15 @@ fn relay_metric(relay: &Proxy, name: &str) -> f64 {
     prom::sum(&scrape_metrics(relay.field_addr("metrics")), name, &[])
 }
 
-/// Waits until the relay shows no session, waiting client or handshake.
+/// Waits until the relay shows no session, waiting client, handshake, lent
+/// buffer or kernel pipe.
 fn assert_relay_metrics_at_rest(relay: &Proxy) {
     let names = [
         "tcpbridge_sessions",
         "tcpbridge_waiting_clients",
         "tcpbridge_tunnel_handshakes",
+        "tcpbridge_buffers_lent",
+        "tcpbridge_pipes_lent",
     ];
     let quiet = wait_for(SETTLE, || {
         names.iter().all(|n| relay_metric(relay, n) == 0.0)
@@ -79,7 +83,6 @@ fn echo_session(mut c: TcpStream, what: &str) {
 /// the eleventh connection from that address is closed at once without a
 /// challenge, while the agent on 127.0.0.1 keeps authenticating (a used
 /// tunnel is replaced) and a raw probe from 127.0.0.1 still gets a challenge.
-#[test]
 fn source_with_ten_failed_handshakes_is_refused_and_others_are_not() {
     watchdog(|| {
         let up = echo_server();
@@ -127,13 +130,13 @@ fn source_with_ten_failed_handshakes_is_refused_and_others_are_not() {
         chain.assert_quiescent(SETTLE);
     });
 }
+both_paths!(source_with_ten_failed_handshakes_is_refused_and_others_are_not);
 
 /// E8: while a public client waits for a tunnel (no agent yet), raw
 /// connections to the tunnel port send an ATTACH frame, a READY frame with
 /// bytes, 100 bytes of garbage, and a wrong-secret hello followed by
 /// ATTACH: each is closed without pairing, the client still waits; when a
 /// real agent comes, that client is paired with it and gets its echo.
-#[test]
 fn frames_and_garbage_on_tunnel_port_never_pair_a_waiting_client() {
     watchdog(|| {
         let (_dir, secret, mut relay, tunnel, public) = lone_relay(&["--pair-timeout", "10s"]);
@@ -203,13 +206,13 @@ fn frames_and_garbage_on_tunnel_port_never_pair_a_waiting_client() {
         agent.assert_alive();
     });
 }
+both_paths!(frames_and_garbage_on_tunnel_port_never_pair_a_waiting_client);
 
 /// E9: `--max-waiting 2`: a third waiting client is closed at once with
 /// `reason=limit` while two wait, and those two are served when an agent
 /// comes. `--max-handshakes 2`: with two silent handshakes held, a third
 /// tunnel connection is closed at once without a challenge, and the live
 /// agent's session is unaffected.
-#[test]
 fn waiting_and_handshake_limits_close_the_excess_at_once() {
     watchdog(|| {
         let extra = [
@@ -283,6 +286,7 @@ fn waiting_and_handshake_limits_close_the_excess_at_once() {
         agent.assert_alive();
     });
 }
+both_paths!(waiting_and_handshake_limits_close_the_excess_at_once);
 
 /// Connects from `from` to the tunnel port and reads the challenge.
 fn open_probe_from(from: &str, tunnel: SocketAddr) -> TcpStream {
@@ -296,7 +300,6 @@ fn open_probe_from(from: &str, tunnel: SocketAddr) -> TcpStream {
 /// keeps one idle tunnel and refuses the rest (not counted as failures, so
 /// the agent is never blocked); after a dozen refusals, five clients in a
 /// row are each served by a fresh tunnel.
-#[test]
 fn idle_tunnel_limit_refuses_extra_tunnels_without_blocking_the_agent() {
     watchdog(|| {
         let (_dir, secret, mut relay, tunnel, public) = lone_relay(&["--max-idle-tunnels", "1"]);
@@ -322,13 +325,13 @@ fn idle_tunnel_limit_refuses_extra_tunnels_without_blocking_the_agent() {
         agent.assert_alive();
     });
 }
+both_paths!(idle_tunnel_limit_refuses_extra_tunnels_without_blocking_the_agent);
 
 /// E10: two agents offer the same service (there are no agent IDs). A
 /// banner tells which agent's service answered: both serve clients; after
 /// the first agent is SIGKILLed the relay drops only its tunnels and every
 /// client is served by the second; the relay ends at its fd count from
 /// before the second agent came (two idle tunnels, none leaked).
-#[test]
 fn two_agents_share_a_service_and_one_dying_leaves_the_other_serving() {
     watchdog(|| {
         let banner = |tag: u8| {
@@ -388,3 +391,4 @@ fn two_agents_share_a_service_and_one_dying_leaves_the_other_serving() {
         drop(agent_b);
     });
 }
+both_paths!(two_agents_share_a_service_and_one_dying_leaves_the_other_serving);

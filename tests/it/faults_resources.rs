@@ -5,6 +5,7 @@
 //! Each scenario ends with the §4.0 invariants (`FaultProxy::assert_invariants`,
 //! or the same checks by hand where the proxy needs a lowered fd limit from
 //! its start). C5 (churn) is `forward_churn.rs`; C6–C8 are `faults_scale.rs`.
+//! C2–C4 run on both data paths (`::copy`, `::splice`); C1 once (see there).
 
 use crate::support::*;
 use std::io::Write;
@@ -24,6 +25,7 @@ fn assert_metrics_quiet(metrics: SocketAddr, within: Duration) {
         let busy: Vec<String> = [
             "tcpbridge_sessions",
             "tcpbridge_buffers_lent",
+            "tcpbridge_pipes_lent",
             "tcpbridge_timers_armed",
         ]
         .iter()
@@ -43,6 +45,8 @@ fn assert_metrics_quiet(metrics: SocketAddr, within: Duration) {
 /// proxy serves the sessions its descriptors allow (the limit it logs at
 /// start), uses under 10% of a core over 1 s while the rest wait in the backlog, serves 20 more as
 /// soon as 20 held sessions close, then every client; no leak afterwards.
+/// One data path only: with 64 descriptors the proxy keeps none for kernel
+/// pipes (its memory bound says `no splice`), so a splice run would copy.
 #[test]
 fn fd_limit_64_holds_extra_clients_in_backlog_without_spinning() {
     const CLIENTS: usize = 100;
@@ -163,7 +167,6 @@ fn fd_limit_64_holds_extra_clients_in_backlog_without_spinning() {
 /// descriptor is free: a client is accepted, and the upstream `socket()`
 /// fails with EMFILE. The client is closed at once (EOF or RST, no bytes),
 /// the failure is counted, and after the limit is restored nothing leaked.
-#[test]
 fn emfile_on_upstream_socket_closes_client_cleanly() {
     watchdog(|| {
         let up = echo_server();
@@ -196,13 +199,13 @@ fn emfile_on_upstream_socket_closes_client_cleanly() {
         fp.assert_invariants(SETTLE);
     });
 }
+both_paths!(emfile_on_upstream_socket_closes_client_cleanly);
 
 /// C3: strace injects each accept error in turn on three `accept4` calls
 /// (ENFILE, EMFILE, ENOBUFS, ENOMEM: a resource pause; ECONNABORTED, EPROTO,
 /// EINTR: the next accept) while 4 clients each want an echo. Every client is
 /// served, the injections really happened (the trace says INJECTED), the
 /// resource errors show as accept pauses, and the proxy never exits.
-#[test]
 fn injected_accept_errors_pause_or_skip_and_never_stop_the_listener() {
     watchdog_for(Duration::from_secs(120), || {
         let up = echo_server();
@@ -246,16 +249,19 @@ fn injected_accept_errors_pause_or_skip_and_never_stop_the_listener() {
         fp.assert_invariants(SETTLE);
     });
 }
+both_paths!(injected_accept_errors_pause_or_skip_and_never_stop_the_listener);
 
 /// C4: `max_sessions = 2` and a third client: it is not served while two
 /// sessions live (it waits in the backlog; the upstream sees 2 connections;
 /// an accept pause with cause `limit` is counted), the first two are
 /// unaffected, and it is served once one of them closes.
-#[test]
 fn max_sessions_plus_one_waits_and_is_served_when_a_slot_frees() {
     watchdog(|| {
         let up = echo_server();
-        let mut fp = FaultProxy::forward(&[up.addr], &["max_sessions = 2"]);
+        // The budget of 2 sessions' smallest rings (64 KiB) lends no kernel
+        // pipe: 1 MiB lets the splice path splice (on both paths alike).
+        let mut fp =
+            FaultProxy::forward(&[up.addr], &["max_sessions = 2", "pool_budget = \"1MiB\""]);
         let mut a = connect(fp.main);
         let mut b = connect(fp.main);
         echo_roundtrip(&mut a, b"first");
@@ -288,3 +294,4 @@ fn max_sessions_plus_one_waits_and_is_served_when_a_slot_frees() {
         fp.assert_invariants(SETTLE);
     });
 }
+both_paths!(max_sessions_plus_one_waits_and_is_served_when_a_slot_frees);

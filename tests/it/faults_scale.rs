@@ -19,7 +19,6 @@ const SETTLE: Duration = Duration::from_secs(5);
 /// private namespace with 64 KiB socket send buffers. VmHWM
 /// stays within base + 50 × 2 × 16 KiB + 2 MiB; after the clients resume,
 /// each gets its own stream byte-exact, and the pauses equal the resumes.
-#[test]
 fn backpressure_on_50_stalled_readers_bounds_memory_and_balances_pauses() {
     const SESSIONS: u64 = 50;
     const LEN: u64 = 2 << 20;
@@ -89,12 +88,12 @@ fn backpressure_on_50_stalled_readers_bounds_memory_and_balances_pauses() {
         fp.assert_invariants(SETTLE);
     });
 }
+both_paths!(backpressure_on_50_stalled_readers_bounds_memory_and_balances_pauses);
 
 /// C7: one session moves bytes as fast as loopback allows while another
 /// plays 200 ping-pongs of 64 bytes: the bulk session cannot starve the
 /// small one (p99 round trip printed; the pass bound is a generous 100 ms
 /// against the 20 ms target, for loaded 2-core runners).
-#[test]
 fn bulk_session_does_not_starve_ping_pong_session() {
     watchdog(|| {
         let stop = Arc::new(AtomicBool::new(false));
@@ -149,6 +148,7 @@ fn bulk_session_does_not_starve_ping_pong_session() {
         fp.assert_invariants(SETTLE);
     });
 }
+both_paths!(bulk_session_does_not_starve_ping_pong_session);
 
 /// Raises this process's soft open-files limit to its hard limit.
 ///
@@ -184,7 +184,6 @@ fn raise_own_nofile() -> u64 {
 /// shares the 20,000 hard limit with the other tests running in parallel in
 /// the same binary; 4,000 leaves them room. The upstream is one tokio
 /// thread (no thread per connection).
-#[test]
 fn four_thousand_concurrent_sessions_all_echo_and_tear_down() {
     const SESSIONS: usize = 4000;
     watchdog_for(Duration::from_secs(120), || {
@@ -252,3 +251,4 @@ fn four_thousand_concurrent_sessions_all_echo_and_tear_down() {
         fp.assert_invariants(Duration::from_secs(20));
     });
 }
+both_paths!(four_thousand_concurrent_sessions_all_echo_and_tear_down);

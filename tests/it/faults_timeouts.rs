@@ -10,6 +10,10 @@
 //! any delivered byte restarts it; one finished direction and then silence
 //! for `half_close_timeout` closes both (`half-close-timeout`).
 //!
+//! Scenarios that move bytes or a FIN through a session (B4 b, B5, B6, B7)
+//! run on both data paths (`::copy`, `::splice`); the connect failures (B1-B3)
+//! and the silent session (B4 a) never read or write a byte, so they run once.
+//!
 //! Timing checks: a firm lower bound where closing early would be a bug, and
 //! generous upper bounds for a loaded 2-core machine.
 
@@ -201,7 +205,6 @@ fn silent_session_is_closed_on_both_sides_at_idle_timeout() {
 /// B4 (b): the upstream sends one byte every 300 ms for 3 s (each byte
 /// delivered is progress), then half-closes: the client gets all 10 bytes,
 /// then EOF; nothing is closed for idleness.
-#[test]
 fn trickle_every_300ms_keeps_the_session_open() {
     watchdog(|| {
         let up = scripted_server(|mut s| {
@@ -232,13 +235,13 @@ fn trickle_every_300ms_keeps_the_session_open() {
         fp.assert_invariants(SETTLE);
     });
 }
+both_paths!(trickle_every_300ms_keeps_the_session_open);
 
 /// B5: the client never reads, the upstream writes 16 MiB: once the buffers
 /// are full nothing is delivered, so the session ends at the idle timeout
 /// (the upstream's writes fail before the 16 MiB are out); the client
 /// then reads a byte-exact prefix and an end; VmHWM stays within the
 /// baseline + 16 MiB.
-#[test]
 fn stalled_receiver_with_outstanding_data_is_closed_at_idle_timeout() {
     watchdog(|| {
         let (tx, rx) = mpsc::channel();
@@ -283,12 +286,12 @@ fn stalled_receiver_with_outstanding_data_is_closed_at_idle_timeout() {
         fp.assert_invariants(SETTLE);
     });
 }
+both_paths!(stalled_receiver_with_outstanding_data_is_closed_at_idle_timeout);
 
 /// B6: the client half-closes, the upstream reads the EOF and then neither
 /// replies nor closes: with `half_close_timeout = "1s"` (idle 60 s) the
 /// client gets FIN after 0.8 s to 5 s, the upstream finds its peer gone, the
 /// close is `half-close-timeout` and no CLOSE-WAIT socket is left.
-#[test]
 fn half_closed_then_silent_session_is_reaped() {
     watchdog(|| {
         let (tx, rx) = mpsc::channel();
@@ -311,12 +314,12 @@ fn half_closed_then_silent_session_is_reaped() {
         fp.assert_invariants(SETTLE);
     });
 }
+both_paths!(half_closed_then_silent_session_is_reaped);
 
 /// B7: in a private netns, after a round trip, iptables drops every packet
 /// between the proxy and the upstream both ways while the client sends
 /// 1 MiB: nothing is delivered, so the idle timer closes the session; the
 /// client sees the end within 5 s and the proxy owns no socket of it.
-#[test]
 fn vanished_upstream_is_closed_by_the_idle_timer() {
     watchdog(|| {
         if !enter_private_netns() {
@@ -346,3 +349,4 @@ fn vanished_upstream_is_closed_by_the_idle_timer() {
         fp.assert_invariants(SETTLE);
     });
 }
+both_paths!(vanished_upstream_is_closed_by_the_idle_timer);

@@ -6,6 +6,9 @@
 //! delivered, and the other direction keeps flowing. An RST is forwarded as
 //! RST (mirror) or FIN (fin) only after the bytes read from the reset side
 //! have been delivered.
+//!
+//! Each test runs on both data paths (`::copy`, `::splice`) except the 1-byte
+//! ring ones: a pool of 1-byte rings affords no kernel pipe.
 
 use crate::support::*;
 use std::io::Write;
@@ -125,15 +128,15 @@ fn upstream_banner_then_half_close(extra: &[&str], len: usize) {
     up.assert_no_handler_panics();
 }
 
-#[test]
 fn client_half_close_then_upstream_replies_and_closes() {
     watchdog(|| client_half_close_then_reply(&[], MIB));
 }
+both_paths!(client_half_close_then_upstream_replies_and_closes);
 
-#[test]
 fn upstream_speaks_first_and_half_closes_while_client_sends() {
     watchdog(|| upstream_banner_then_half_close(&[], MIB));
 }
+both_paths!(upstream_speaks_first_and_half_closes_while_client_sends);
 
 #[test]
 fn one_byte_buffer_client_half_close_then_reply() {
@@ -147,7 +150,6 @@ fn one_byte_buffer_upstream_half_closes_first() {
 
 /// A5: the upstream writes 512 B and shuts down at once, so data and FIN reach
 /// the proxy together: the client gets all 512 B, then EOF.
-#[test]
 fn upstream_data_and_fin_together_are_all_delivered() {
     watchdog(|| {
         let payload = pattern(5, 512);
@@ -175,6 +177,7 @@ fn upstream_data_and_fin_together_are_all_delivered() {
         up.assert_no_handler_panics();
     });
 }
+both_paths!(upstream_data_and_fin_together_are_all_delivered);
 
 /// The upstream sends 100 KiB, waits until the proxy's kernel acknowledged
 /// them, then resets. The client must read all 100 KiB, then see
@@ -217,15 +220,15 @@ fn upstream_reset_after_data(extra: &[&str], want_reset: bool) {
     up.assert_no_handler_panics();
 }
 
-#[test]
 fn upstream_reset_is_mirrored_to_client_after_data() {
     watchdog(|| upstream_reset_after_data(&[], true));
 }
+both_paths!(upstream_reset_is_mirrored_to_client_after_data);
 
-#[test]
 fn upstream_reset_with_fin_policy_gives_client_eof_after_data() {
     watchdog(|| upstream_reset_after_data(&["--reset-policy", "fin"], false));
 }
+both_paths!(upstream_reset_with_fin_policy_gives_client_eof_after_data);
 
 /// The client sends 10 KiB, waits until they are acknowledged, then resets.
 /// The upstream reads all 10 KiB, then RST (mirror) or EOF (fin).
@@ -274,12 +277,12 @@ fn client_reset_after_data(extra: &[&str], want_reset: bool) {
     up.assert_no_handler_panics();
 }
 
-#[test]
 fn client_reset_is_mirrored_to_upstream_after_data() {
     watchdog(|| client_reset_after_data(&[], true));
 }
+both_paths!(client_reset_is_mirrored_to_upstream_after_data);
 
-#[test]
 fn client_reset_with_fin_policy_gives_upstream_eof_after_data() {
     watchdog(|| client_reset_after_data(&["--reset-policy", "fin"], false));
 }
+both_paths!(client_reset_with_fin_policy_gives_upstream_eof_after_data);

@@ -4,6 +4,8 @@
 //! resets while the upstream connect is still in flight, and when the upstream
 //! resets while the client is still sending (both were product bugs).
 //!
+//! Each test runs on both data paths (`::copy`, `::splice`).
+//!
 //! One upstream serves every session of a test: the client's first byte picks
 //! its behaviour (`E`: echo, for the warm-up and the final liveness echo;
 //! anything else: the test's scenario).
@@ -104,22 +106,21 @@ fn simultaneous_half_close(len: usize) {
     finish(proxy, baseline, &up);
 }
 
-#[test]
 fn simultaneous_half_close_both_ways_gives_both_eof_and_frees_the_session() {
     watchdog(|| simultaneous_half_close(0));
 }
+both_paths!(simultaneous_half_close_both_ways_gives_both_eof_and_frees_the_session);
 
-#[test]
 fn simultaneous_half_close_with_64_kib_in_flight_each_way_delivers_all_then_eof() {
     watchdog(|| simultaneous_half_close(64 * 1024));
 }
+both_paths!(simultaneous_half_close_with_64_kib_in_flight_each_way_delivers_all_then_eof);
 
 /// A12: the upstream blasts 10 MiB; the client reads a little (the ring has
 /// wrapped many times, so the proxy writes with `writev`) and resets. Writing
 /// to the reset socket must close the session (the upstream's writes fail),
 /// never kill the process (SIGPIPE, exit status 141). Five rounds; SIGPIPE
 /// must also show as ignored in `/proc/PID/status`.
-#[test]
 fn writes_to_a_reset_client_never_kill_the_process() {
     watchdog(|| {
         const SEED: u64 = 61;
@@ -168,11 +169,11 @@ fn writes_to_a_reset_client_never_kill_the_process() {
         finish(proxy, baseline, &up);
     });
 }
+both_paths!(writes_to_a_reset_client_never_kill_the_process);
 
 /// A9: client and upstream pass a barrier and both reset (SO_LINGER 0) at
 /// once, 20 times, every other round with 8 KiB sent each way first. Both RSTs
 /// may land in one poll batch: no double close, the proxy keeps serving.
-#[test]
 fn both_sides_resetting_in_the_same_moment_leave_the_proxy_serving() {
     watchdog(|| {
         let barrier = Arc::new(Barrier::new(2));
@@ -201,6 +202,7 @@ fn both_sides_resetting_in_the_same_moment_leave_the_proxy_serving() {
         finish(proxy, baseline, &up);
     });
 }
+both_paths!(both_sides_resetting_in_the_same_moment_leave_the_proxy_serving);
 
 /// README, "client resets, `mirror`: the upstream sees owed bytes, then RST",
 /// when the RST comes while the proxy is still completing its upstream
@@ -208,7 +210,6 @@ fn both_sides_resetting_in_the_same_moment_leave_the_proxy_serving() {
 /// seen the connect finish). 100 clients each send 64 bytes, wait until the
 /// proxy's kernel acknowledged them, and reset at once: every upstream
 /// connection must get those 64 bytes, then RST.
-#[test]
 fn client_reset_during_upstream_connect_still_hands_over_owed_bytes() {
     watchdog(|| {
         const SESSIONS: usize = 100;
@@ -249,6 +250,7 @@ fn client_reset_during_upstream_connect_still_hands_over_owed_bytes() {
         finish(proxy, baseline, &up);
     });
 }
+both_paths!(client_reset_during_upstream_connect_still_hands_over_owed_bytes);
 
 /// README, "upstream resets, `mirror`: the client sees owed bytes, then RST",
 /// while the client is still sending. The client sends without pause and
@@ -257,7 +259,6 @@ fn client_reset_during_upstream_connect_still_hands_over_owed_bytes() {
 /// 4 KiB, as it does when it is silent
 /// (`upstream_reset_is_mirrored_to_client_after_data`), then RST (or EOF
 /// when its own writer already consumed the reset).
-#[test]
 fn upstream_reset_while_client_sends_still_delivers_its_last_bytes() {
     watchdog(|| {
         const LEN: usize = 4096;
@@ -294,3 +295,4 @@ fn upstream_reset_while_client_sends_still_delivers_its_last_bytes() {
         finish(proxy, baseline, &up);
     });
 }
+both_paths!(upstream_reset_while_client_sends_still_delivers_its_last_bytes);

@@ -13,6 +13,13 @@
 //! - `faults_*`: the fault matrix of `docs/reliability.md`, one test per
 //!   scenario, each ending with the common invariants.
 //!
+//! A test whose outcome can depend on the data path (any that moves bytes
+//! through a session) is written once and run on both
+//! ([`support::both_paths!`]): `NAME::copy` (`--splice off`, readv/writev
+//! through rings) and `NAME::splice` (`--splice always`, splice(2) through
+//! kernel pipes from the first byte). The others run once, on the default
+//! (`auto`).
+//!
 //! The test filter matches module paths, so a part runs on its own:
 //!
 //! ```text
@@ -20,6 +27,7 @@
 //! cargo test --test it forward_          # forward mode
 //! cargo test --test it faults_           # the fault suite
 //! cargo test --test it faults_close::    # one module
+//! cargo test --test it ::splice          # every test on the splice path
 //! CI=true cargo test --test it faults_   # fail instead of skipping without root or tools
 //! ```
 //!

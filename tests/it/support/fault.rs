@@ -4,23 +4,26 @@
 //! [`FaultProxy::assert_invariants`], the checks every fault scenario ends
 //! with (fds, CLOSE-WAIT, live sessions and timers from `/metrics`, counters,
 //! memory, idle CPU, a fresh echo, no panic). Also the kernel tools the
-//! scenarios drive: iptables and `ss -K` inside a private network namespace,
-//! and strace syscall fault injection attached to the running proxy.
+//! scenarios drive: iptables and `ss -K` inside a private network namespace
+//! (strace is [`super::strace`]).
 
-use super::{echo_once, echo_server, http_get, prom, wait_for, Proxy, SecretDir, Upstream};
-use std::io::{BufRead, BufReader};
+use super::{
+    echo_once, echo_server, http_get, prom, wait_for, DataPath, Proxy, SecretDir, Upstream,
+};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Top-level (process-wide) keys of the configuration file: a scenario line
 /// starting with one of them goes before the tables.
 const PROCESS_KEYS: &[&str] = &[
     "buffer_size",
+    "buffer_max",
     "max_sessions",
     "pool_budget",
+    "splice",
+    "max_pipes",
     "drain_timeout",
     "log_format",
     "log_rate",
@@ -48,9 +51,11 @@ pub struct FaultProxy {
 impl FaultProxy {
     /// `main` is a forward listener to `upstreams`, with `lines` (TOML
     /// `key = value`) as its options. Lines with a process-wide key
-    /// (`buffer_size`, `max_sessions`, `pool_budget`, `drain_timeout`,
-    /// `log_format`, `log_rate`) go to the top level instead, so they apply
-    /// to `probe` too (`max_sessions` there is the process-wide limit).
+    /// (`buffer_size`, `buffer_max`, `max_sessions`, `pool_budget`, `splice`,
+    /// `max_pipes`, `drain_timeout`, `log_format`, `log_rate`) go to the top
+    /// level instead, so they apply to `probe` too (`max_sessions` there is
+    /// the process-wide limit). The current [`DataPath`], if any, is the
+    /// top-level `splice` unless a line sets it.
     pub fn forward(upstreams: &[SocketAddr], lines: &[&str]) -> FaultProxy {
         let ups: Vec<String> = upstreams.iter().map(|u| format!("\"{u}\"")).collect();
         let mut table = vec![
@@ -71,6 +76,12 @@ impl FaultProxy {
             PROCESS_KEYS.contains(&key)
         });
         let mut text = String::from("metrics_listen = \"127.0.0.1:0\"\n");
+        let own_splice = top
+            .iter()
+            .any(|l| l.split('=').next().unwrap_or("").trim() == "splice");
+        if let (Some(path), false) = (DataPath::current(), own_splice) {
+            text.push_str(&format!("splice = \"{}\"\n", path.mode()));
+        }
         for l in top {
             text.push_str(&format!("{l}\n"));
         }
@@ -120,15 +131,17 @@ impl FaultProxy {
     pub fn leave_free_fds(&self, free: usize) {
         let p = &self.proxy;
         let settled = wait_for(Duration::from_secs(5), || {
-            p.fd_count() == self.base_fds && p.session_sockets().is_empty()
+            p.steady_fds() == self.base_fds && p.session_sockets().is_empty()
         });
         assert!(
             settled,
-            "fds {} not back at the baseline {} before lowering the limit\n{}",
-            p.fd_count(),
+            "fds {} without kernel pipes not back at the baseline {} before lowering the limit\n{}",
+            p.steady_fds(),
             self.base_fds,
             p.dump()
         );
+        // Spare kernel pipes closed later would free descriptors under the limit.
+        p.assert_pipes_closed();
         p.set_soft_nofile(p.limit_leaving_free_fds(free));
     }
 
@@ -170,10 +183,12 @@ impl FaultProxy {
 
     /// The RELIABILITY.md §4.0 invariants, each part polled for up to
     /// `within`: alive, a fresh echo through `probe`, no live session,
-    /// waiting client, lent buffer, armed timer or tunnel handshake, accepted
-    /// equals closed, fds back at the baseline with no session socket (so no
-    /// CLOSE-WAIT) owned, RSS within baseline + the memory bound (at least 16 MiB), under 5% of a core
-    /// over 500 ms idle, and no `panicked` on stderr.
+    /// waiting client, lent buffer or kernel pipe, armed timer or tunnel
+    /// handshake, accepted equals closed, fds (kernel pipes aside) back at the
+    /// baseline with no session socket (so no CLOSE-WAIT) owned, then no kernel
+    /// pipe left at all (spares trimmed, [`Proxy::assert_pipes_closed`]), RSS
+    /// within baseline + the memory bound (at least 16 MiB), under 5% of a
+    /// core over 500 ms idle, and no `panicked` on stderr.
     pub fn assert_invariants(&mut self, within: Duration) {
         self.proxy.assert_alive();
         echo_once(self.probe);
@@ -195,16 +210,17 @@ impl FaultProxy {
         let base = self.base_fds;
         let p = &self.proxy;
         let settled = wait_for(within, || {
-            p.fd_count() == base && p.session_sockets().is_empty()
+            p.steady_fds() == base && p.session_sockets().is_empty()
         });
         assert!(
             settled,
-            "proxy not back at its baseline after {within:?}: fds {} (baseline {base}), session sockets {}, CLOSE-WAIT {}\n{}",
-            p.fd_count(),
+            "proxy not back at its baseline after {within:?}: fds {} without kernel pipes (baseline {base}), session sockets {}, CLOSE-WAIT {}\n{}",
+            p.steady_fds(),
             p.session_sockets().len(),
             p.close_wait_owned().len(),
             p.dump()
         );
+        p.assert_pipes_closed();
         // Freed ring buffers stay with the allocator after a large scenario, so the
         // bound is the configured one (pool budget plus session state), at least 16 MiB.
         let bound_kib = (self.metric("tcpbridge_memory_bound_bytes", &[])
@@ -237,6 +253,7 @@ fn quiet_metrics(s: &[prom::Sample]) -> Result<(), String> {
         ("tcpbridge_waiting_clients", "waiting clients"),
         ("tcpbridge_tunnel_handshakes", "tunnel handshakes"),
         ("tcpbridge_buffers_lent", "lent buffers"),
+        ("tcpbridge_pipes_lent", "lent kernel pipes"),
         ("tcpbridge_timers_armed", "armed timers"),
     ] {
         let v = prom::sum(s, name, &[]);
@@ -294,103 +311,4 @@ pub fn ss_kill(filter: &str) -> bool {
     let mut args = vec!["-K", "-tn"];
     args.extend(filter.split_whitespace());
     tool("ss", &args)
-}
-
-/// strace attached to a running process, injecting syscall faults; detached
-/// (SIGTERM to strace, by its PID) on drop.
-pub struct Strace {
-    child: Child,
-}
-
-impl Strace {
-    /// `strace -f -o /dev/null -e inject=SPEC -p PID`, waiting until it has
-    /// attached to every thread. `None` (after a skip line) when strace is
-    /// unavailable and `CI` is not `true`.
-    pub fn attach(pid: u32, inject: &str) -> Option<Strace> {
-        Self::attach_to(pid, inject, std::path::Path::new("/dev/null"))
-    }
-
-    /// [`Strace::attach`] writing the trace to `out`, so a test can count the
-    /// `(INJECTED)` lines and prove the fault was injected.
-    pub fn attach_to(pid: u32, inject: &str, out: &std::path::Path) -> Option<Strace> {
-        let spawned = Command::new("strace")
-            .args(["-f", "-o"])
-            .arg(out)
-            .arg("-e")
-            .arg(format!("inject={inject}"))
-            .args(["-p", &pid.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn();
-        let mut child = match spawned {
-            Ok(c) => c,
-            Err(e) => {
-                assert!(!in_ci(), "cannot run strace: {e}");
-                eprintln!("SKIP: cannot run strace: {e}; set CI=true to fail instead");
-                return None;
-            }
-        };
-        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
-            .map(|d| d.count())
-            .unwrap_or(1);
-        let (tx, rx) = mpsc::channel();
-        let err = child.stderr.take().expect("strace stderr is piped");
-        thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut attached = 0;
-        let mut seen = Vec::new();
-        while attached < threads {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    // "Process N attached", or "... attached with K threads".
-                    if line.contains("attached") {
-                        attached += line
-                            .split("attached with ")
-                            .nth(1)
-                            .and_then(|r| r.split_whitespace().next())
-                            .and_then(|k| k.parse().ok())
-                            .unwrap_or(1);
-                    }
-                    seen.push(line);
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("strace did not attach to {pid} ({threads} threads): {seen:?}");
-                }
-            }
-        }
-        Some(Strace { child })
-    }
-
-    /// Detaches now (strace detaches on SIGTERM) and waits for it to exit.
-    pub fn detach(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            // Our own child, by its PID.
-            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-            let exited = wait_for(Duration::from_secs(5), || {
-                matches!(self.child.try_wait(), Ok(Some(_)))
-            });
-            if !exited {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
-    }
-}
-
-impl Drop for Strace {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }

@@ -9,8 +9,13 @@
 //! - [`cli`]: runs of the binary that should exit by themselves;
 //! - [`nat`]: relay and agent processes, the relay -> agent [`Chain`], raw
 //!   tunnel handshakes and settle checks for processes holding idle tunnels;
+//! - [`path`]: the data path (copy or splice) of the current test, and
+//!   [`both_paths!`], which runs one test body on each;
+//! - [`pipes`]: the proxy's kernel pipe descriptors, kept apart from fd
+//!   baselines (spares come and go) and required to be gone at rest;
 //! - [`chaos`] and [`fault`]: the chaos relay and the fault-injection proxy
-//!   with its invariant checks, iptables, `ss -K` and strace injection;
+//!   with its invariant checks, iptables and `ss -K`;
+//! - [`strace`]: syscall fault injection and syscall counts;
 //! - here: [`wait_until`], the per-test [`watchdog`], [`Gate`] and
 //!   [`enter_private_netns`].
 //!
@@ -25,9 +30,12 @@ pub mod data;
 pub mod fault;
 pub mod nat;
 pub mod net;
+pub mod path;
+pub mod pipes;
 pub mod procfs;
 pub mod prom;
 pub mod proxy;
+pub mod strace;
 
 pub use chaos::*;
 pub use cli::*;
@@ -35,8 +43,10 @@ pub use data::*;
 pub use fault::*;
 pub use nat::*;
 pub use net::*;
+pub use path::*;
 pub use procfs::*;
 pub use proxy::*;
+pub use strace::*;
 
 use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
@@ -88,6 +98,8 @@ pub fn watchdog<F: FnOnce() + Send + 'static>(body: F) {
 
 /// [`watchdog`] with an explicit bound.
 ///
+/// The body's thread inherits the test's [`DataPath`].
+///
 /// On timeout, the proxies this body spawned (and has not reaped) are killed
 /// by PID so they do not outlive the test binary.
 pub fn watchdog_for<F: FnOnce() + Send + 'static>(limit: Duration, body: F) {
@@ -95,10 +107,12 @@ pub fn watchdog_for<F: FnOnce() + Send + 'static>(limit: Duration, body: F) {
     let body_pids = Arc::clone(&pids);
     let (tx, rx) = mpsc::channel();
     let name = thread::current().name().unwrap_or("test-body").to_string();
+    let data_path = DataPath::current();
     let handle = thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
             TEST_PIDS.with(|c| *c.borrow_mut() = Some(body_pids));
+            DataPath::inherit(data_path);
             let result = panic::catch_unwind(AssertUnwindSafe(body));
             let _ = tx.send(result);
         })

@@ -173,12 +173,13 @@ fn tcp_census(p: &Proxy) -> (usize, usize) {
 }
 
 /// Waits until `p` owns exactly `sockets` non-listening TCP sockets (its
-/// idle tunnels), none in CLOSE-WAIT, with a stable fd count; returns that
-/// count: the baseline of [`assert_settled`].
+/// idle tunnels), none in CLOSE-WAIT, with a stable fd count (kernel pipes
+/// aside: [`Proxy::steady_fds`]); returns that count: the baseline of
+/// [`assert_settled`].
 pub fn settle(p: &Proxy, what: &str, sockets: usize) -> usize {
     let mut last = usize::MAX;
     let ok = wait_stable(Duration::from_secs(10), || {
-        let fds = p.fd_count();
+        let fds = p.steady_fds();
         let same = fds == last;
         last = fds;
         same && tcp_census(p) == (sockets, 0)
@@ -193,8 +194,9 @@ pub fn settle(p: &Proxy, what: &str, sockets: usize) -> usize {
 }
 
 /// Checks `p` is alive (no panic) and gets back, within `within`, to
-/// `baseline` fds with exactly `sockets` non-listening TCP sockets and none
-/// in CLOSE-WAIT, steadily; panics with a dump otherwise.
+/// `baseline` fds (kernel pipes aside) with exactly `sockets` non-listening
+/// TCP sockets and none in CLOSE-WAIT, steadily, then to no kernel pipe
+/// ([`Proxy::assert_pipes_closed`]); panics with a dump otherwise.
 pub fn assert_settled(
     p: &mut Proxy,
     what: &str,
@@ -204,17 +206,18 @@ pub fn assert_settled(
 ) {
     p.assert_alive();
     let ok = wait_stable(within, || {
-        p.fd_count() == baseline && tcp_census(p) == (sockets, 0)
+        p.steady_fds() == baseline && tcp_census(p) == (sockets, 0)
     });
     if !ok {
         panic!(
-            "{what} not quiescent after {within:?}: fds {} (baseline {baseline}), tunnel/session sockets {} (want {sockets}), CLOSE-WAIT {}\n{}",
-            p.fd_count(),
+            "{what} not quiescent after {within:?}: fds {} without kernel pipes (baseline {baseline}), tunnel/session sockets {} (want {sockets}), CLOSE-WAIT {}\n{}",
+            p.steady_fds(),
             p.session_sockets().len(),
             p.close_wait_owned().len(),
             p.dump()
         );
     }
+    p.assert_pipes_closed();
     p.assert_alive();
 }
 

@@ -3,7 +3,8 @@
 //! signals and the exit status.
 
 use super::{
-    drain_into, tcp_rows, wait_for, wait_until, OwnedSocket, TCP_CLOSE_WAIT, TCP_LISTEN, TEST_PIDS,
+    apply_data_path, drain_into, expect_kernel_pipes, tcp_rows, wait_for, wait_until, DataPath,
+    OwnedSocket, TCP_CLOSE_WAIT, TCP_LISTEN, TEST_PIDS,
 };
 use std::collections::HashSet;
 use std::fs;
@@ -171,6 +172,9 @@ impl Proxy {
         }
         self.ready = fields;
         self.listen = listen;
+        if DataPath::current() == Some(DataPath::Splice) {
+            expect_kernel_pipes(self)?;
+        }
         Ok(())
     }
 
@@ -198,8 +202,9 @@ impl Proxy {
         nofile: Option<u64>,
         configure: impl FnOnce(&mut Command),
     ) -> (Proxy, mpsc::Receiver<String>) {
+        let args = apply_data_path(program, args);
         let mut cmd = Command::new(program);
-        cmd.args(args)
+        cmd.args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -407,13 +412,6 @@ impl Proxy {
         assert!(!err.contains("panicked"), "proxy panicked; stderr:\n{err}");
     }
 
-    /// Number of open file descriptors (`/proc/PID/fd`).
-    pub fn fd_count(&self) -> usize {
-        fs::read_dir(format!("/proc/{}/fd", self.pid))
-            .unwrap_or_else(|e| panic!("read /proc/{}/fd: {e}", self.pid))
-            .count()
-    }
-
     /// `fd -> link target` for every open descriptor, for dumps.
     pub fn fd_list(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -507,31 +505,34 @@ impl Proxy {
     }
 
     /// Waits until the proxy owns no TCP socket except its listeners, then
-    /// returns its fd count: the baseline for [`Proxy::assert_quiescent`].
-    /// Call it after a warm-up session (e.g. [`super::echo_once`]).
+    /// returns its fd count without kernel pipes ([`Proxy::steady_fds`]): the
+    /// baseline for [`Proxy::assert_quiescent`]. Call it after a warm-up
+    /// session (e.g. [`super::echo_once`]).
     pub fn baseline(&self) -> usize {
         if !wait_for(Duration::from_secs(5), || self.session_sockets().is_empty()) {
             panic!("no quiet point to take the fd baseline\n{}", self.dump());
         }
-        self.fd_count()
+        self.steady_fds()
     }
 
-    /// Polls until the fd count equals `baseline` and no owned socket is in
-    /// CLOSE-WAIT, then checks the proxy is alive and did not panic.
-    /// Panics with a dump (fds, owned TCP rows, stderr) otherwise.
+    /// Polls until the fd count without kernel pipes equals `baseline` and no
+    /// owned socket is in CLOSE-WAIT, then until no kernel pipe is left
+    /// ([`Proxy::assert_pipes_closed`]), then checks the proxy is alive and did
+    /// not panic. Panics with a dump (fds, owned TCP rows, stderr) otherwise.
     pub fn assert_quiescent(&mut self, baseline: usize, within: Duration) {
         self.assert_alive();
         let ok = wait_until(Instant::now() + within, || {
-            self.fd_count() == baseline && self.close_wait_owned().is_empty()
+            self.steady_fds() == baseline && self.close_wait_owned().is_empty()
         });
         if !ok {
             panic!(
-                "proxy not quiescent after {within:?}: fds {} (baseline {baseline}), CLOSE-WAIT owned {}\n{}",
-                self.fd_count(),
+                "proxy not quiescent after {within:?}: fds {} without kernel pipes (baseline {baseline}), CLOSE-WAIT owned {}\n{}",
+                self.steady_fds(),
                 self.close_wait_owned().len(),
                 self.dump()
             );
         }
+        self.assert_pipes_closed();
         self.assert_alive();
     }
 
