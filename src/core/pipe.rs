@@ -318,8 +318,15 @@ impl Pipe {
         let kernel = self.store.is_kernel();
         let result = retry(|| self.store.fill(source));
         if kernel && is_unsupported(&result) {
-            // Splice is not for this stream: copy from now on (the kernel pipe is empty).
+            // Splice is not for this stream: copy from now on. Bytes already in the
+            // kernel pipe are owed: nothing is read until they have left (then the pipe
+            // goes back and the next read takes a ring).
             self.gear.refuse_splice(pool);
+            if self.store.len() > 0 {
+                self.stuffed = true;
+                self.pause();
+                return Some(Pump::Stuck);
+            }
             self.store.release(pool);
             return Some(Pump::Progress { written: 0 });
         }

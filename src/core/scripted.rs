@@ -215,6 +215,8 @@ pub struct ScriptedPipe {
     pub out_of_slots: usize,
     /// Every fill answers `Unsupported` (a stream that cannot be spliced).
     pub unsupported: bool,
+    /// Fills that succeed before every later one answers `Unsupported` (`None`: never).
+    pub refuse_after: Option<usize>,
 }
 
 impl ScriptedPipe {
@@ -251,8 +253,11 @@ impl KernelPipe for ScriptedPipe {
     }
 
     fn fill(&mut self, source: &mut dyn Stream, max: usize) -> io::Result<usize> {
-        if self.unsupported {
+        if self.unsupported || self.refuse_after == Some(0) {
             return Err(io::ErrorKind::Unsupported.into());
+        }
+        if let Some(left) = &mut self.refuse_after {
+            *left -= 1;
         }
         if self.out_of_slots > 0 && !self.bytes.is_empty() {
             self.out_of_slots -= 1;

@@ -5,7 +5,8 @@
 //! The echo and the 64 MiB transfer run on both data paths (`::copy`,
 //! `::splice`), and each path is shown to be the one taken (syscall counts,
 //! the lent-storage gauges); the 1-byte and 7-byte rings are copy-path shapes
-//! (such a pool affords no kernel pipe) and run once.
+//! (such a pool affords no kernel pipe) and run once, as does the splice the
+//! kernel refuses (strace-injected `EINVAL`), which falls back to copying.
 //!
 //! Every test ends with the proxy back at its fd baseline and no CLOSE-WAIT
 //! socket owned by it.
@@ -88,6 +89,45 @@ fn one_byte_buffer_is_byte_exact_with_half_close_both_ways() {
 #[test]
 fn odd_buffer_size_wrapping_ring_is_byte_exact() {
     watchdog(|| duplex_through_proxy(&["--buffer-size", "7"], 2 * MIB, 64 * 1024));
+}
+
+/// The kernel refuses the first splice (strace injects `EINVAL`, what
+/// splice answers for a descriptor it cannot splice): that direction copies
+/// from then on, the other keeps splicing, and 1 MiB each way at the same
+/// time is byte-exact. (A refusal while the kernel pipe holds bytes is the
+/// pure core's test `a_refused_splice_keeps_the_bytes_already_in_the_kernel_pipe`:
+/// strace cannot aim at those calls.)
+#[test]
+fn a_splice_the_kernel_refuses_is_copied_instead() {
+    watchdog(|| {
+        let (tx, rx) = mpsc::channel();
+        let up = scripted_server_with_warmup(move |s| {
+            let _ = tx.send(exchange(s, 2, MIB, 64 * 1024));
+        });
+        let mut proxy = Proxy::forward(&[up.addr], &["--splice", "always"]);
+        echo_once(proxy.addr());
+        let baseline = proxy.baseline();
+        let dir = SecretDir::new();
+        let out = dir.path.join("strace-inject");
+        let Some(st) = Strace::attach_to(proxy.pid, "splice:error=EINVAL:when=1", &out) else {
+            return;
+        };
+        let client = exchange(connect(proxy.addr()), 1, MIB, 64 * 1024);
+        let upstream = rx.recv_timeout(IO_TIMEOUT).expect("upstream exchange");
+        st.detach();
+        assert_flows_match(&client, &upstream);
+        let trace = std::fs::read_to_string(&out).unwrap_or_default();
+        let injected = trace.matches("(INJECTED)").count();
+        let copied = trace.contains("readv(") && trace.contains("writev(");
+        let spliced = trace.matches("splice(").count() > injected;
+        assert!(
+            injected == 1 && copied && spliced,
+            "want one refused splice, then one direction copying and one splicing: \
+             {injected} injected, readv/writev seen: {copied}, splice seen: {spliced}"
+        );
+        proxy.assert_quiescent(baseline, Duration::from_secs(3));
+        up.assert_no_handler_panics();
+    });
 }
 
 /// First byte of a session that asks the upstream of

@@ -162,6 +162,37 @@ fn a_stream_that_cannot_be_spliced_is_copied_from_then_on() {
     assert_eq!((b.pool.pipes_lent(), b.pool.lent()), (0, 0));
 }
 
+/// ```text
+///   src "abc" --splice--> [abc]  --x--> dst (blocked)
+///   src "def" --splice--> refused: [abc] is still owed, no read until it has left
+///   dst unblocked: [abc] out, kernel pipe back, "def" copied through a ring
+/// ```
+#[test]
+fn a_refused_splice_keeps_the_bytes_already_in_the_kernel_pipe() {
+    let open: OpenPipe = Box::new(|| {
+        let mut p = ScriptedPipe::new(64);
+        p.refuse_after = Some(1);
+        Ok(Box::new(p) as Box<dyn KernelPipe>)
+    });
+    let mut b = bench(splicing(Splice::Always, 64, open));
+    b.dst.stream = Scripted::new();
+    b.dst.stream.writes.push_back(WriteStep::Block);
+    b.src.stream.send(b"abc");
+    b.run();
+    assert_eq!(b.pipe.pending(), 3, "held in the kernel pipe");
+    b.src.stream.send(b"def");
+    b.src.ready.readable = true;
+    b.run();
+    assert_eq!(b.pipe.pending(), 3, "nothing read while owed bytes wait");
+    b.dst.stream.accept_when_done = true;
+    b.dst.ready.writable = true;
+    b.src.ready.readable = true;
+    b.run();
+    assert_eq!(b.dst.stream.written, b"abcdef");
+    assert_eq!(b.pool.pipe_lends(), 1, "asked once, then copied");
+    assert_eq!((b.pool.pipes_lent(), b.pool.lent()), (0, 0));
+}
+
 #[test]
 fn no_kernel_pipe_toward_a_stream_that_cannot_be_spliced() {
     let open = ScriptedPipe::opener(64, 0);
