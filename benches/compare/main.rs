@@ -22,6 +22,7 @@
 //! adds the target `tcpbridge-previous`: another build (the one before a change),
 //! measured in the same interleaved run.
 
+mod aims;
 mod backend;
 mod baselines;
 #[path = "../common/child.rs"]
@@ -39,6 +40,7 @@ mod report;
 #[path = "../common/stats.rs"]
 #[allow(dead_code)] // shared with the other bench, which uses every helper
 mod stats;
+mod syscalls;
 mod workloads;
 
 use std::env;
@@ -55,7 +57,8 @@ use workloads::Scale;
 
 const USAGE: &str = "usage: cargo bench --bench compare -- [--quick] [--out DIR] \
 [--only a,b,...] [--runs N] [--workloads PREFIX,...] [--crosscheck | --crosscheck-only]
-targets: direct tcpbridge tcpbridge-previous tokio-ct tokio-mt thread haproxy nginx socat rinetd";
+targets: direct tcpbridge tcpbridge-copy tcpbridge-x2 tcpbridge-previous tokio-ct tokio-mt thread
+         haproxy haproxy-splice nginx socat rinetd";
 
 /// Session limit handed to tcpbridge (`--max-sessions`) and, as far as the
 /// file descriptor limit allows, to the others (maxconn, worker_connections).
@@ -316,10 +319,14 @@ fn configuration(
         (
             "tcpbridge".into(),
             format!(
-                "{} ({}), `forward --max-sessions {} --buffer-size 16KiB -q`",
+                "{} ({}), `forward --max-sessions {} --buffer-size 16KiB -q` (the descriptors \
+                 left by the session limit hold kernel pipes, as with haproxy-splice's maxconn); \
+                 tcpbridge-copy: `--max-sessions {} --splice off`; tcpbridge-x2: two processes \
+                 with `--reuse-port` on one port",
                 ctx.tcpbridge.display(),
                 binary_bytes.map_or("missing".into(), |b| format!("{b} bytes")),
-                ctx.tcpbridge_max_sessions
+                proxies::tcpbridge_sessions(ctx, Kind::Tcpbridge),
+                proxies::tcpbridge_sessions(ctx, Kind::TcpbridgeCopy),
             ),
         ),
         (
@@ -357,7 +364,7 @@ fn render(
         md.push_str("\n## Summary (medians)\n\n");
         md.push_str(&report::summary_table(results, kinds));
         md.push_str("\n## Product targets\n\n");
-        md.push_str(&report::product_targets(results, binary_bytes));
+        md.push_str(&aims::product_targets(results, binary_bytes));
     }
     md.push_str(
         "\n## All figures\n\nMedian [min-max] of the measured runs. `x direct` and `x tokio-ct` \

@@ -31,6 +31,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Kind {
     Direct,
     Tcpbridge,
+    /// tcpbridge with `--splice off`: the copy path only (adaptive rings).
+    TcpbridgeCopy,
+    /// Two tcpbridge processes sharing one port with `--reuse-port` (8-stream bulk only).
+    TcpbridgeX2,
     /// Another build of tcpbridge (`TCPBRIDGE_PREVIOUS_BIN`): the one before a change,
     /// measured in the same run.
     TcpbridgePrevious,
@@ -38,20 +42,25 @@ pub enum Kind {
     TokioMt,
     Thread,
     Haproxy,
+    /// HAProxy with `option splice-request`, `option splice-response`, `tune.pipesize 262144`.
+    HaproxySplice,
     Nginx,
     Socat,
     Rinetd,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Direct,
         Kind::Tcpbridge,
+        Kind::TcpbridgeCopy,
+        Kind::TcpbridgeX2,
         Kind::TcpbridgePrevious,
         Kind::TokioCt,
         Kind::TokioMt,
         Kind::Thread,
         Kind::Haproxy,
+        Kind::HaproxySplice,
         Kind::Nginx,
         Kind::Socat,
         Kind::Rinetd,
@@ -61,11 +70,14 @@ impl Kind {
         match self {
             Kind::Direct => "direct",
             Kind::Tcpbridge => "tcpbridge",
+            Kind::TcpbridgeCopy => "tcpbridge-copy",
+            Kind::TcpbridgeX2 => "tcpbridge-x2",
             Kind::TcpbridgePrevious => "tcpbridge-previous",
             Kind::TokioCt => "tokio-ct",
             Kind::TokioMt => "tokio-mt",
             Kind::Thread => "thread",
             Kind::Haproxy => "haproxy",
+            Kind::HaproxySplice => "haproxy-splice",
             Kind::Nginx => "nginx",
             Kind::Socat => "socat",
             Kind::Rinetd => "rinetd",
@@ -79,7 +91,7 @@ impl Kind {
     /// The program a third-party target needs on `PATH`.
     fn program(self) -> Option<&'static str> {
         match self {
-            Kind::Haproxy => Some("haproxy"),
+            Kind::Haproxy | Kind::HaproxySplice => Some("haproxy"),
             Kind::Nginx => Some("nginx"),
             Kind::Socat => Some("socat"),
             Kind::Rinetd => Some("rinetd"),
@@ -202,6 +214,8 @@ pub struct Target {
     pub kind: Kind,
     pub addr: SocketAddr,
     pub process: Option<Process>,
+    /// A second process serving the same port (`tcpbridge-x2`).
+    pub twin: Option<Process>,
     /// RSS of its process tree once started and checked, before any load.
     pub fresh_rss_kib: Option<u64>,
 }
@@ -213,6 +227,15 @@ impl Target {
 
     pub fn pid(&self) -> Option<u32> {
         self.process.as_ref().map(Process::pid)
+    }
+
+    /// Every process of the target (CPU, memory and syscalls are summed over them).
+    pub fn pids(&self) -> Vec<u32> {
+        self.process
+            .iter()
+            .chain(&self.twin)
+            .map(Process::pid)
+            .collect()
     }
 }
 
@@ -244,7 +267,11 @@ pub fn start(
             return Err("skipped (not installed: nginx stream module)".into());
         }
     }
-    if kind == Kind::Tcpbridge && !ctx.tcpbridge.exists() {
+    if matches!(
+        kind,
+        Kind::Tcpbridge | Kind::TcpbridgeCopy | Kind::TcpbridgeX2
+    ) && !ctx.tcpbridge.exists()
+    {
         return Err(format!(
             "skipped (no binary at {})",
             ctx.tcpbridge.display()
@@ -259,7 +286,9 @@ pub fn start(
     if check {
         echo_check(target.addr).map_err(|e| format!("failed end-to-end check: {e}"))?;
     }
-    target.fresh_rss_kib = target.pid().map(procstat::tree_rss_kib);
+    if target.process.is_some() {
+        target.fresh_rss_kib = Some(target.pids().into_iter().map(procstat::tree_rss_kib).sum());
+    }
     Ok(target)
 }
 
@@ -277,20 +306,28 @@ fn launch(kind: Kind, upstream: SocketAddr, ctx: &Context) -> Result<Target, Str
                 kind,
                 addr: upstream,
                 process: None,
+                twin: None,
                 fresh_rss_kib: None,
             })
         }
-        Kind::Tcpbridge | Kind::TcpbridgePrevious => {
-            let binary = match kind {
-                Kind::TcpbridgePrevious => ctx.tcpbridge_previous.clone().unwrap_or_default(),
-                _ => ctx.tcpbridge.clone(),
-            };
-            let mut command = Command::new(binary);
-            command.args(["forward", "--listen", "127.0.0.1:0", "--upstream"]);
-            command.arg(upstream.to_string());
-            command.args(["--max-sessions", &ctx.tcpbridge_max_sessions.to_string()]);
-            command.args(["--buffer-size", "16KiB", "-q"]);
-            let mut process = spawn(command)?;
+        Kind::TcpbridgeX2 => {
+            let mut first = spawn(tcpbridge(ctx, kind, upstream, "127.0.0.1:0"))?;
+            let addr = first.ready_line()?;
+            // The second process binds the port the first was given (SO_REUSEPORT).
+            let log = ctx.scratch.join("tcpbridge-x2-twin.log");
+            let mut twin = Process::spawn(tcpbridge(ctx, kind, upstream, &addr.to_string()), &log)
+                .map_err(|e| e.to_string())?;
+            twin.ready_line()?;
+            return Ok(Target {
+                kind,
+                addr,
+                process: Some(first),
+                twin: Some(twin),
+                fresh_rss_kib: None,
+            });
+        }
+        Kind::Tcpbridge | Kind::TcpbridgeCopy | Kind::TcpbridgePrevious => {
+            let mut process = spawn(tcpbridge(ctx, kind, upstream, "127.0.0.1:0"))?;
             let addr = process.ready_line()?;
             (process, addr)
         }
@@ -302,13 +339,14 @@ fn launch(kind: Kind, upstream: SocketAddr, ctx: &Context) -> Result<Target, Str
             let addr = process.ready_line()?;
             (process, addr)
         }
-        Kind::Haproxy | Kind::Nginx | Kind::Socat | Kind::Rinetd => {
+        Kind::Haproxy | Kind::HaproxySplice | Kind::Nginx | Kind::Socat | Kind::Rinetd => {
             let listen = free_port().map_err(|e| e.to_string())?;
             let dir = &ctx.scratch;
             let mut command = Command::new(kind.program().expect("third-party"));
             match kind {
-                Kind::Haproxy => {
-                    let text = external::haproxy_config(listen, upstream, ctx.max_sessions);
+                Kind::Haproxy | Kind::HaproxySplice => {
+                    let splice = kind == Kind::HaproxySplice;
+                    let text = external::haproxy_config(listen, upstream, ctx.max_sessions, splice);
                     command
                         .arg("-db")
                         .arg("-f")
@@ -339,8 +377,44 @@ fn launch(kind: Kind, upstream: SocketAddr, ctx: &Context) -> Result<Target, Str
         kind,
         addr,
         process: Some(process),
+        twin: None,
         fresh_rss_kib: None,
     })
+}
+
+/// tcpbridge's `--max-sessions` for `kind`. Kernel pipes come only from the
+/// descriptors the session limit leaves, so a splicing tcpbridge gets what
+/// `haproxy-splice` gets (4/5 of the others' limit, the rest for pipes); the copy
+/// path keeps the full limit.
+pub fn tcpbridge_sessions(ctx: &Context, kind: Kind) -> u64 {
+    match kind {
+        Kind::TcpbridgeCopy => ctx.tcpbridge_max_sessions,
+        _ => ctx.max_sessions * 4 / 5,
+    }
+}
+
+/// `tcpbridge forward` for `kind`, listening on `listen`: the binary under test
+/// (or the previous build), 16 KiB rings at the smallest class, `-q`.
+fn tcpbridge(ctx: &Context, kind: Kind, upstream: SocketAddr, listen: &str) -> Command {
+    let binary = match kind {
+        Kind::TcpbridgePrevious => ctx.tcpbridge_previous.clone().unwrap_or_default(),
+        _ => ctx.tcpbridge.clone(),
+    };
+    let mut command = Command::new(binary);
+    command.args(["forward", "--listen", listen, "--upstream"]);
+    command.arg(upstream.to_string());
+    command.args(["--max-sessions", &tcpbridge_sessions(ctx, kind).to_string()]);
+    command.args(["--buffer-size", "16KiB", "-q"]);
+    match kind {
+        Kind::TcpbridgeCopy => {
+            command.args(["--splice", "off"]);
+        }
+        Kind::TcpbridgeX2 => {
+            command.arg("--reuse-port");
+        }
+        _ => {}
+    }
+    command
 }
 
 /// Starts nginx as an HTTP server on a free port (the cross-check's backend).

@@ -12,7 +12,7 @@ use crate::machine::Facts;
 use crate::matrix::Results;
 use crate::proxies::Kind;
 use crate::stats::Summary;
-use crate::workloads::{Workload, MB_PER_S, P99, PROXY_CPU_PER_GB, PSS, REQ_PER_S, RSS, RSS_FRESH};
+use crate::workloads::{Workload, MB_PER_S, P99, PROXY_CPU_PER_GB, PSS, REQ_PER_S, RSS};
 
 /// One table of the report.
 pub struct Section {
@@ -227,92 +227,5 @@ pub fn summary_table(results: &Results, kinds: &[Kind]) -> String {
         }
         out.push('\n');
     }
-    out
-}
-
-/// The product targets, with the measured figures and whether each is met.
-pub fn product_targets(results: &Results, binary_bytes: Option<u64>) -> String {
-    let mut out = String::from("| target | measured | met? |\n|---|---|---|\n");
-    let median =
-        |id: &str, kind: Kind, metric: &str| results.summary(id, kind, metric).map(|s| s.median);
-    let verdict = |ok: Option<bool>| match ok {
-        Some(true) => "met",
-        Some(false) => "NOT met",
-        None => "not measured",
-    };
-    let tb = Kind::Tcpbridge;
-    for (id, way) in [
-        ("bulk-up-1", "client -> upstream"),
-        ("bulk-down-1", "upstream -> client"),
-    ] {
-        for (reference, wanted) in [(Kind::Haproxy, 1.0), (Kind::TokioCt, 1.3)] {
-            let (mine, theirs) = (median(id, tb, MB_PER_S), median(id, reference, MB_PER_S));
-            let cpu = |k: Kind| median(id, k, PROXY_CPU_PER_GB).map_or("-".into(), num);
-            let measured = match (mine, theirs) {
-                (Some(a), Some(b)) => format!(
-                    "{} vs {} MB/s = {:.2}x; CPU s/GB {} vs {}",
-                    num(a),
-                    num(b),
-                    a / b,
-                    cpu(tb),
-                    cpu(reference)
-                ),
-                _ => "-".into(),
-            };
-            let ok = mine.zip(theirs).map(|(a, b)| a >= wanted * b);
-            let _ = writeln!(
-                out,
-                "| single-stream bulk ({way}) >= {wanted:.1}x {} | {measured} | {} |",
-                reference.name(),
-                verdict(ok)
-            );
-        }
-    }
-    for id in ["rr-1B-c50", "rr-1KiB-c50"] {
-        let (a, b) = (
-            median(id, tb, REQ_PER_S),
-            median(id, Kind::Haproxy, REQ_PER_S),
-        );
-        let (pa, pb) = (median(id, tb, P99), median(id, Kind::Haproxy, P99));
-        let measured = match (a, b) {
-            (Some(a), Some(b)) => format!("{} vs {} req/s = {:.2}x", num(a), num(b), a / b),
-            _ => "-".into(),
-        };
-        let ok = a.zip(b).map(|(a, b)| a >= b);
-        let _ = writeln!(
-            out,
-            "| `{id}` req/s >= 1.0x haproxy | {measured} | {} |",
-            verdict(ok)
-        );
-        let measured = match (pa, pb) {
-            (Some(a), Some(b)) => format!("p99 {} vs {} us", num(a), num(b)),
-            _ => "-".into(),
-        };
-        let ok = pa.zip(pb).map(|(a, b)| a <= b);
-        let _ = writeln!(
-            out,
-            "| `{id}` p99 <= haproxy p99 | {measured} | {} |",
-            verdict(ok)
-        );
-    }
-    let rss = median("idle-5000", tb, RSS);
-    let fresh = median("idle-5000", tb, RSS_FRESH);
-    let measured = rss.map_or("-".into(), |r| {
-        let fresh = fresh.map_or("-".into(), num);
-        format!("{} MiB ({fresh} MiB when freshly started)", num(r))
-    });
-    let _ = writeln!(
-        out,
-        "| RSS with 5,000 idle sessions <= 8 MiB | {measured} | {} |",
-        verdict(rss.map(|r| r <= 8.0))
-    );
-    let measured = binary_bytes.map_or("-".into(), |b| {
-        format!("{b} bytes = {:.2} MiB", b as f64 / 1048576.0)
-    });
-    let _ = writeln!(
-        out,
-        "| stripped release binary <= 1.5 MiB | {measured} | {} |",
-        verdict(binary_bytes.map(|b| b as f64 <= 1.5 * 1048576.0))
-    );
     out
 }

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::load::{self, Direction};
 use crate::procstat;
-use crate::proxies::Target;
+use crate::proxies::{Kind, Target};
 use crate::stats::percentile;
+use crate::syscalls::Counter;
 
 pub const MB_PER_S: &str = "MB/s";
 pub const PROXY_CPU_PER_GB: &str = "proxy CPU s/GB";
@@ -28,6 +29,12 @@ pub const PSS: &str = "PSS MiB";
 pub const RSS_BEFORE: &str = "RSS before MiB";
 pub const RSS_FRESH: &str = "RSS fresh MiB";
 pub const PROXY_CORES: &str = "proxy cores";
+pub const SYSCALLS_PER_MB: &str = "proxy syscalls/MB";
+pub const SPLICE_PER_MB: &str = "proxy splice/MB";
+pub const SYSCALLS_PER_REQ: &str = "proxy syscalls/req";
+pub const RSS_PEAK: &str = "RSS peak MiB";
+pub const RSS_AFTER: &str = "RSS after MiB";
+pub const RSS_BACK_S: &str = "RSS back s";
 pub const LOADGEN_CORES: &str = "loadgen cores";
 pub const BACKEND_CORES: &str = "backend cores";
 
@@ -177,20 +184,40 @@ impl Workload {
     /// Further figures shown (as medians) in the markdown table.
     pub fn secondary(&self) -> &'static [&'static str] {
         match self {
-            Workload::Bulk { .. } => &[
+            Workload::Bulk { streams: 1, .. } => &[
                 PROXY_CPU_PER_GB,
+                SYSCALLS_PER_MB,
+                SPLICE_PER_MB,
                 LOADGEN_CPU_PER_GB,
                 PROXY_CORES,
                 LOADGEN_CORES,
             ],
-            Workload::RequestResponse { .. } => &[P50, P99, P999, PROXY_CORES, LOADGEN_CORES],
+            Workload::Bulk { .. } => &[
+                PROXY_CPU_PER_GB,
+                SYSCALLS_PER_MB,
+                SPLICE_PER_MB,
+                RSS_BEFORE,
+                RSS_PEAK,
+                RSS_AFTER,
+                RSS_BACK_S,
+                LOADGEN_CPU_PER_GB,
+                PROXY_CORES,
+                LOADGEN_CORES,
+            ],
+            Workload::RequestResponse { .. } => {
+                &[P50, P99, P999, SYSCALLS_PER_REQ, PROXY_CORES, LOADGEN_CORES]
+            }
             Workload::Churn { .. } => &[ERRORS, PROXY_CORES, LOADGEN_CORES],
             Workload::Idle { .. } => &[RSS_BEFORE, RSS_FRESH, PSS],
         }
     }
 
-    /// Whether `target` takes part (a direct connection has no memory of its own).
+    /// Whether `target` takes part (a direct connection has no memory of its own;
+    /// two processes sharing a port are compared on 8-stream bulk only).
     pub fn applies_to(&self, target: &Target) -> bool {
+        if target.kind == Kind::TcpbridgeX2 {
+            return matches!(self, Workload::Bulk { streams, .. } if *streams > 1);
+        }
         !matches!(self, Workload::Idle { .. }) || target.pid().is_some()
     }
 
@@ -209,10 +236,10 @@ struct CpuClocks {
 }
 
 impl CpuClocks {
-    fn read(proxy: Option<u32>, backend: u32) -> CpuClocks {
+    fn read(proxy: &[u32], backend: u32) -> CpuClocks {
         CpuClocks {
             at: Instant::now(),
-            proxy: proxy.map(procstat::tree_cpu).unwrap_or_default(),
+            proxy: proxy.iter().map(|&pid| procstat::tree_cpu(pid)).sum(),
             loadgen: procstat::self_cpu(),
             backend: procstat::tree_cpu(backend),
         }
@@ -231,8 +258,25 @@ pub fn measure(
     scale: &Scale,
 ) -> Result<Figures, String> {
     let proxy = target.pid();
-    let before = CpuClocks::read(proxy, backend_pid);
+    let pids: Vec<u32> = target.pids().into_iter().flat_map(procstat::tree).collect();
+    let rss = || -> u64 { target.pids().into_iter().map(procstat::tree_rss_kib).sum() };
+    let rss_before = rss();
+    // Syscalls are counted where there is a proxy and the run moves bytes or requests.
+    let counter = match workload {
+        Workload::Bulk { .. } | Workload::RequestResponse { .. } if proxy.is_some() => {
+            match Counter::start(&pids, &std::env::temp_dir()) {
+                Ok(counter) => Some(counter),
+                Err(why) => {
+                    eprintln!("   syscalls not counted: {why}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let before = CpuClocks::read(&target.pids(), backend_pid);
     let mut bulk_bytes = None;
+    let mut requests = None;
     let mut figures = match workload {
         Workload::Bulk { streams, direction } => {
             let transfer =
@@ -246,6 +290,7 @@ pub fn measure(
         Workload::RequestResponse { connections, size } => {
             let trips = load::request_response(target.addr, connections, size, duration)
                 .map_err(|e| e.to_string())?;
+            requests = Some(trips.count);
             let micros = |p: f64| percentile(&trips.latencies_ns, p) as f64 / 1000.0;
             vec![
                 (REQ_PER_S, trips.count as f64 / trips.elapsed.as_secs_f64()),
@@ -275,7 +320,29 @@ pub fn measure(
             return idle(target, pid, sessions, scale.settle);
         }
     };
-    let after = CpuClocks::read(proxy, backend_pid);
+    let after = CpuClocks::read(&target.pids(), backend_pid);
+    if let Some(counts) = counter
+        .map(Counter::finish)
+        .transpose()
+        .unwrap_or_else(|why| {
+            eprintln!("   syscalls not counted: {why}");
+            None
+        })
+    {
+        if let Some(bytes) = bulk_bytes.filter(|b| *b > 0) {
+            let mb = bytes as f64 / 1e6;
+            figures.push((SYSCALLS_PER_MB, counts.total as f64 / mb));
+            figures.push((SPLICE_PER_MB, counts.splice as f64 / mb));
+        }
+        if let Some(n) = requests.filter(|n| *n > 0) {
+            figures.push((SYSCALLS_PER_REQ, counts.total as f64 / n as f64));
+        }
+    }
+    if let Workload::Bulk { streams, .. } = workload {
+        if streams > 1 && proxy.is_some() {
+            figures.extend(rss_after_load(rss_before, &rss));
+        }
+    }
     let wall = (after.at - before.at).as_secs_f64();
     let cores = |a: Duration, b: Duration| a.saturating_sub(b).as_secs_f64() / wall;
     if proxy.is_some() {
@@ -292,6 +359,26 @@ pub fn measure(
         figures.push((LOADGEN_CPU_PER_GB, per_gb(after.loadgen, before.loadgen)));
     }
     Ok(figures)
+}
+
+/// How long the proxy's RSS takes to come back within 2 MiB of `before` once a
+/// load has ended (polled every 100 ms for up to 5 s; `RSS back s` is 5.0 and
+/// `RSS after` the last reading when it did not).
+fn rss_after_load(before: u64, rss: &dyn Fn() -> u64) -> Figures {
+    let started = Instant::now();
+    let peak = rss();
+    let mut now = peak;
+    while now > before + 2048 && started.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(100));
+        now = rss();
+    }
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    vec![
+        (RSS_BEFORE, mib(before)),
+        (RSS_PEAK, mib(peak.max(now))),
+        (RSS_AFTER, mib(now)),
+        (RSS_BACK_S, started.elapsed().as_secs_f64()),
+    ]
 }
 
 /// RSS and PSS with `sessions` idle sessions open, beside the RSS just

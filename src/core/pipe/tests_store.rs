@@ -123,6 +123,38 @@ fn a_kernel_pipe_out_of_slots_waits_for_its_drain_and_keeps_the_readiness() {
     assert_eq!(b.pipe.pauses(), (1, 1));
 }
 
+/// ```text
+///   ring 4:   [4/4] [4/4]   -> ring 16, the largest
+///   ring 16:  [8/16] [8/16] -> half-full reads at the largest ring prove bulk: kernel pipe
+///   ring 4:   [2/4] [2/4]   -> half-full reads below the largest earn nothing
+/// ```
+#[test]
+fn half_full_reads_at_the_largest_ring_earn_a_kernel_pipe() {
+    let mut b = bench(splicing(Splice::Auto, 64, ScriptedPipe::opener(64, 0)));
+    for len in [4, 4, 8, 8] {
+        b.src.stream.send(&vec![7u8; len]);
+    }
+    b.run();
+    assert_eq!(b.dst.stream.written.len(), 24);
+    assert_eq!(
+        b.pipe.gear(),
+        2,
+        "one above the largest ring: a kernel pipe"
+    );
+    let mut b = bench(splicing(Splice::Auto, 64, ScriptedPipe::opener(64, 0)));
+    for len in [2, 2, 2, 2] {
+        b.src.stream.send(&vec![7u8; len]);
+    }
+    b.run();
+    assert_eq!(b.pipe.gear(), 0);
+    let mut b = bench(splicing(Splice::Off, 64, ScriptedPipe::opener(64, 0)));
+    for len in [4, 4, 8, 8, 8, 8] {
+        b.src.stream.send(&vec![7u8; len]);
+    }
+    b.run();
+    assert_eq!((b.pipe.gear(), b.pool.pipe_lends()), (1, 0), "splice off");
+}
+
 #[test]
 fn auto_splices_once_reads_keep_filling_the_largest_ring() {
     let open = ScriptedPipe::opener(64, 0);
