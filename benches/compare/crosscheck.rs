@@ -9,6 +9,7 @@
 
 use std::fs;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -87,7 +88,7 @@ pub fn run(
         skipped.push("wrk skipped (not installed)".into());
         return skipped;
     }
-    match proxies::start_nginx_http(&ctx.scratch) {
+    match start_nginx_http(&ctx.scratch) {
         Err(why) => skipped.push(format!("nginx HTTP backend for wrk {why}")),
         Ok((_server, upstream)) => {
             let mut targets = start_all(kinds, upstream, &ctx, &mut skipped);
@@ -100,7 +101,7 @@ pub fn run(
 fn start_iperf3_server(ctx: &Context) -> Result<(Process, SocketAddr), String> {
     let listen = proxies::free_port().map_err(|e| e.to_string())?;
     let args = ["-s", "-B", "127.0.0.1", "-p", &listen.port().to_string()].map(String::from);
-    let process = proxies::start_listening_program(&ctx.scratch, "iperf3", &args, listen)?;
+    let process = start_listening_program(&ctx.scratch, "iperf3", &args, listen)?;
     Ok((process, listen))
 }
 
@@ -264,4 +265,41 @@ fn parse_wrk_duration(text: &str) -> Option<f64> {
         _ => return None,
     };
     Some(value * scale)
+}
+
+/// Starts nginx as an HTTP server on a free port (the cross-check's backend).
+pub fn start_nginx_http(scratch: &Path) -> Result<(Process, SocketAddr), String> {
+    if proxies::find_program("nginx").is_none() {
+        return Err("skipped (not installed)".into());
+    }
+    let dir = scratch.join("nginx-http");
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let listen = proxies::free_port().map_err(|e| e.to_string())?;
+    let config = dir.join("nginx-http.conf");
+    fs::write(&config, crate::external::nginx_http_config(&dir, listen))
+        .map_err(|e| e.to_string())?;
+    let mut command = Command::new("nginx");
+    command.args(crate::external::nginx_args(&dir, &config));
+    let mut process =
+        Process::spawn(command, &dir.join("stderr.log")).map_err(|e| e.to_string())?;
+    process.wait_listening(listen)?;
+    Ok((process, listen))
+}
+
+/// Starts `program args...` and waits until it listens on `listen`.
+pub fn start_listening_program(
+    scratch: &Path,
+    program: &str,
+    args: &[String],
+    listen: SocketAddr,
+) -> Result<Process, String> {
+    if proxies::find_program(program).is_none() {
+        return Err("skipped (not installed)".into());
+    }
+    let mut command = Command::new(program);
+    command.args(args);
+    let log = scratch.join(format!("{program}.log"));
+    let mut process = Process::spawn(command, &log).map_err(|e| e.to_string())?;
+    process.wait_listening(listen)?;
+    Ok(process)
 }

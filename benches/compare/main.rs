@@ -34,6 +34,7 @@ mod host;
 mod load;
 mod machine;
 mod matrix;
+mod ours;
 mod procstat;
 mod proxies;
 mod report;
@@ -325,8 +326,8 @@ fn configuration(
                  with `--reuse-port` on one port",
                 ctx.tcpbridge.display(),
                 binary_bytes.map_or("missing".into(), |b| format!("{b} bytes")),
-                proxies::tcpbridge_sessions(ctx, Kind::Tcpbridge),
-                proxies::tcpbridge_sessions(ctx, Kind::TcpbridgeCopy),
+                ours::tcpbridge_sessions(ctx, Kind::Tcpbridge),
+                ours::tcpbridge_sessions(ctx, Kind::TcpbridgeCopy),
             ),
         ),
         (

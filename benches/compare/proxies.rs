@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::backend;
 use crate::external;
+use crate::ours::tcpbridge;
 use crate::procstat;
 
 /// How long a target may take to start listening.
@@ -128,7 +129,7 @@ impl Process {
     /// Spawns `command` with stderr to `log` and the parent-death signal set.
     /// Spawn from the main thread only: the signal fires when the spawning
     /// thread ends.
-    fn spawn(mut command: Command, log: &Path) -> io::Result<Process> {
+    pub fn spawn(mut command: Command, log: &Path) -> io::Result<Process> {
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -186,7 +187,7 @@ impl Process {
     }
 
     /// Waits until `addr` accepts connections.
-    fn wait_listening(&mut self, addr: SocketAddr) -> Result<(), String> {
+    pub fn wait_listening(&mut self, addr: SocketAddr) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -380,77 +381,6 @@ fn launch(kind: Kind, upstream: SocketAddr, ctx: &Context) -> Result<Target, Str
         twin: None,
         fresh_rss_kib: None,
     })
-}
-
-/// tcpbridge's `--max-sessions` for `kind`. Kernel pipes come only from the
-/// descriptors the session limit leaves, so a splicing tcpbridge gets what
-/// `haproxy-splice` gets (4/5 of the others' limit, the rest for pipes); the copy
-/// path keeps the full limit.
-pub fn tcpbridge_sessions(ctx: &Context, kind: Kind) -> u64 {
-    match kind {
-        Kind::TcpbridgeCopy => ctx.tcpbridge_max_sessions,
-        _ => ctx.max_sessions * 4 / 5,
-    }
-}
-
-/// `tcpbridge forward` for `kind`, listening on `listen`: the binary under test
-/// (or the previous build), 16 KiB rings at the smallest class, `-q`.
-fn tcpbridge(ctx: &Context, kind: Kind, upstream: SocketAddr, listen: &str) -> Command {
-    let binary = match kind {
-        Kind::TcpbridgePrevious => ctx.tcpbridge_previous.clone().unwrap_or_default(),
-        _ => ctx.tcpbridge.clone(),
-    };
-    let mut command = Command::new(binary);
-    command.args(["forward", "--listen", listen, "--upstream"]);
-    command.arg(upstream.to_string());
-    command.args(["--max-sessions", &tcpbridge_sessions(ctx, kind).to_string()]);
-    command.args(["--buffer-size", "16KiB", "-q"]);
-    match kind {
-        Kind::TcpbridgeCopy => {
-            command.args(["--splice", "off"]);
-        }
-        Kind::TcpbridgeX2 => {
-            command.arg("--reuse-port");
-        }
-        _ => {}
-    }
-    command
-}
-
-/// Starts nginx as an HTTP server on a free port (the cross-check's backend).
-pub fn start_nginx_http(scratch: &Path) -> Result<(Process, SocketAddr), String> {
-    if find_program("nginx").is_none() {
-        return Err("skipped (not installed)".into());
-    }
-    let dir = scratch.join("nginx-http");
-    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let listen = free_port().map_err(|e| e.to_string())?;
-    let config = dir.join("nginx-http.conf");
-    fs::write(&config, external::nginx_http_config(&dir, listen)).map_err(|e| e.to_string())?;
-    let mut command = Command::new("nginx");
-    command.args(external::nginx_args(&dir, &config));
-    let mut process =
-        Process::spawn(command, &dir.join("stderr.log")).map_err(|e| e.to_string())?;
-    process.wait_listening(listen)?;
-    Ok((process, listen))
-}
-
-/// Starts `program args...` and waits until it listens on `listen`.
-pub fn start_listening_program(
-    scratch: &Path,
-    program: &str,
-    args: &[String],
-    listen: SocketAddr,
-) -> Result<Process, String> {
-    if find_program(program).is_none() {
-        return Err("skipped (not installed)".into());
-    }
-    let mut command = Command::new(program);
-    command.args(args);
-    let log = scratch.join(format!("{program}.log"));
-    let mut process = Process::spawn(command, &log).map_err(|e| e.to_string())?;
-    process.wait_listening(listen)?;
-    Ok(process)
 }
 
 /// A port the kernel just handed out on 127.0.0.1, released for a program
