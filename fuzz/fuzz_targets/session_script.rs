@@ -238,7 +238,7 @@ impl Case {
                 self.advance(by, arg >> 3);
             }
             10 => {
-                if let Some(buf) = self.pool.take() {
+                if let Some(buf) = self.pool.take(0) {
                     self.held.push(buf);
                 }
             }
