@@ -213,9 +213,8 @@ pub struct ScriptedPipe {
     capacity: usize,
     /// Fills to answer with `WouldBlock` while bytes are inside (out of slots), one each.
     pub out_of_slots: usize,
-    /// Every fill answers `Unsupported` (a stream that cannot be spliced).
-    pub unsupported: bool,
-    /// Fills that succeed before every later one answers `Unsupported` (`None`: never).
+    /// Fills that succeed before every later one answers `Unsupported` (a stream that
+    /// cannot be spliced; `None`: never).
     pub refuse_after: Option<usize>,
 }
 
@@ -243,6 +242,18 @@ impl ScriptedPipe {
     }
 }
 
+impl ScriptedPipe {
+    /// A way to open scripted kernel pipes of `capacity` bytes whose fills are
+    /// refused (`Unsupported`) after the first `after`.
+    pub fn refusing(capacity: usize, after: usize) -> OpenPipe {
+        Box::new(move || {
+            let mut p = ScriptedPipe::new(capacity);
+            p.refuse_after = Some(after);
+            Ok(Box::new(p) as Box<dyn KernelPipe>)
+        })
+    }
+}
+
 impl KernelPipe for ScriptedPipe {
     fn len(&self) -> usize {
         self.bytes.len()
@@ -253,7 +264,7 @@ impl KernelPipe for ScriptedPipe {
     }
 
     fn fill(&mut self, source: &mut dyn Stream, max: usize) -> io::Result<usize> {
-        if self.unsupported || self.refuse_after == Some(0) {
+        if self.refuse_after == Some(0) {
             return Err(io::ErrorKind::Unsupported.into());
         }
         if let Some(left) = &mut self.refuse_after {

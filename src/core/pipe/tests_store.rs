@@ -2,7 +2,7 @@
 //! pipes (splice) with their "out of slots" answer, and the fallback to copying.
 
 use super::*;
-use crate::core::pool::{Classes, KernelPipe, OpenPipe, Pipes, Splice};
+use crate::core::pool::{Classes, OpenPipe, Pipes, Splice};
 use crate::core::scripted::{ReadStep, Scripted, ScriptedPipe, WriteStep};
 use crate::core::stream::Peer;
 
@@ -178,12 +178,7 @@ fn auto_splices_once_reads_keep_filling_the_largest_ring() {
 
 #[test]
 fn a_stream_that_cannot_be_spliced_is_copied_from_then_on() {
-    let open: OpenPipe = Box::new(|| {
-        let mut p = ScriptedPipe::new(64);
-        p.unsupported = true;
-        Ok(Box::new(p) as Box<dyn KernelPipe>)
-    });
-    let mut b = bench(splicing(Splice::Always, 64, open));
+    let mut b = bench(splicing(Splice::Always, 64, ScriptedPipe::refusing(64, 0)));
     b.src.stream.send(b"abc");
     b.run();
     b.src.stream.send(b"def");
@@ -201,12 +196,7 @@ fn a_stream_that_cannot_be_spliced_is_copied_from_then_on() {
 /// ```
 #[test]
 fn a_refused_splice_keeps_the_bytes_already_in_the_kernel_pipe() {
-    let open: OpenPipe = Box::new(|| {
-        let mut p = ScriptedPipe::new(64);
-        p.refuse_after = Some(1);
-        Ok(Box::new(p) as Box<dyn KernelPipe>)
-    });
-    let mut b = bench(splicing(Splice::Always, 64, open));
+    let mut b = bench(splicing(Splice::Always, 64, ScriptedPipe::refusing(64, 1)));
     b.dst.stream = Scripted::new();
     b.dst.stream.writes.push_back(WriteStep::Block);
     b.src.stream.send(b"abc");
