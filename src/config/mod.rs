@@ -16,6 +16,7 @@ use std::time::Duration;
 use crate::core::pool::Splice;
 use crate::core::session::Policy;
 use crate::core::tunnel::TunnelPolicy;
+use crate::core::upstream::{Balance, HealthCheck};
 use crate::proto::auth::Secret;
 
 pub mod build;
@@ -141,13 +142,75 @@ pub struct Service {
     pub addr: SocketAddr,
 }
 
+/// One upstream as configured: a forward's `upstream` entry (an agent's service is one
+/// with weight 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `HOST:PORT` as written: a name is looked up again every `dns_refresh`.
+    pub target: String,
+    /// What it resolved to when the configuration was loaded (at least one address).
+    pub addrs: Vec<SocketAddr>,
+    /// Share of new sessions under the weighted policies (1-256, default 1).
+    pub weight: u32,
+    /// Used only when every other upstream is down.
+    pub backup: bool,
+}
+
+/// How a group of upstreams is used: balancing, health, warm connections, look-ups.
+/// A forward listener has one group; an agent has one per service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamOptions {
+    /// Which upstream a new session dials.
+    pub balance: Balance,
+    /// Most connect attempts per session (0: each upstream once).
+    pub connect_tries: usize,
+    /// Consecutive failed connects that eject an upstream (0: never).
+    pub eject_after: u32,
+    /// First ejection's length; doubled per ejection in a row, capped at 5 minutes.
+    pub eject_time: Duration,
+    /// Active health checks.
+    pub health_check: HealthCheck,
+    /// Time between two checks of one upstream.
+    pub health_interval: Duration,
+    /// Failed checks in a row that mark an upstream down.
+    pub health_fall: u32,
+    /// Passed checks in a row that mark it up again.
+    pub health_rise: u32,
+    /// Idle pre-connected connections kept per upstream address (0: none).
+    pub warm: usize,
+    /// Oldest a warm connection may be when lent (each one's limit drawn in 0.8-1x).
+    pub warm_max_age: Duration,
+    /// How often names are looked up again.
+    pub dns_refresh: Duration,
+}
+
+impl Default for UpstreamOptions {
+    fn default() -> UpstreamOptions {
+        UpstreamOptions {
+            balance: Balance::Failover,
+            connect_tries: 0,
+            eject_after: 3,
+            eject_time: Duration::from_secs(10),
+            health_check: HealthCheck::Off,
+            health_interval: Duration::from_secs(5),
+            health_fall: 3,
+            health_rise: 2,
+            warm: 0,
+            warm_max_age: Duration::from_secs(8),
+            dns_refresh: Duration::from_secs(30),
+        }
+    }
+}
+
 /// `forward`: listen, dial an upstream per client.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Forward {
     /// Addresses to listen on.
     pub listen: Vec<SocketAddr>,
-    /// Upstream addresses, tried in order when a connect fails.
-    pub upstreams: Vec<SocketAddr>,
+    /// The upstreams, in the order given.
+    pub upstreams: Vec<Upstream>,
+    /// How they are balanced, checked, kept warm and looked up.
+    pub group: UpstreamOptions,
     /// SO_REUSEPORT on the listening sockets: other processes may listen on them too.
     pub reuse_port: bool,
 }
@@ -205,6 +268,8 @@ pub struct Agent {
     pub services: Vec<Service>,
     /// Idle tunnels kept per service.
     pub pool: usize,
+    /// How each service's addresses are balanced, checked, kept warm and looked up.
+    pub group: UpstreamOptions,
     /// Exit when a tunnel is lost or cannot be opened (for supervisors).
     pub exit_on_disconnect: bool,
     /// Cap of the reconnect backoff.

@@ -11,7 +11,7 @@ use super::parse::{
     parse_word, quote, read_secret, render_duration, render_size, Word,
 };
 use super::setting::{located, Cx, Given, Located, Raw, Result, Text, Typed};
-use super::{LogFormat, Service, MAX_SESSIONS};
+use super::{LogFormat, Service, Upstream, MAX_SESSIONS};
 use crate::core::handover::ResetPolicy;
 use crate::core::pool::Splice;
 use crate::proto::auth::Secret;
@@ -191,6 +191,43 @@ impl Typed for Vec<SocketAddr> {
             [one] => quote(&one.to_string()),
             _ => {
                 let items: Vec<String> = self.iter().map(|a| quote(&a.to_string())).collect();
+                format!("[{}]", items.join(", "))
+            }
+        }
+    }
+}
+
+impl Typed for Vec<Upstream> {
+    fn parse(meta: &Meta, given: &Given, cx: &mut Cx<'_>) -> Result<Self> {
+        let texts = match &given.raw {
+            Raw::One(t) => std::slice::from_ref(t),
+            Raw::Many(ts) if !ts.is_empty() => ts.as_slice(),
+            _ => {
+                return Err(Located::new(
+                    given.span.clone(),
+                    format!("{} must hold at least one address", meta.key),
+                ))
+            }
+        };
+        let name = cx.values.name(meta);
+        let mut all = Vec::new();
+        for t in texts {
+            let addrs = addresses(meta, &name, t, cx)?;
+            all.push(Upstream {
+                target: t.text.trim().to_string(),
+                addrs,
+                weight: 1,
+                backup: false,
+            });
+        }
+        Ok(all)
+    }
+
+    fn render(&self, _: &Meta) -> String {
+        match self.as_slice() {
+            [one] => quote(&one.target),
+            _ => {
+                let items: Vec<String> = self.iter().map(|u| quote(&u.target)).collect();
                 format!("[{}]", items.join(", "))
             }
         }

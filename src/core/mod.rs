@@ -17,6 +17,7 @@ pub mod session;
 pub mod stream;
 pub mod timers;
 pub mod tunnel;
+pub mod upstream;
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod scripted;

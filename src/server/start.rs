@@ -69,7 +69,11 @@ pub fn describe(config: &Config, bound: &Bound) -> Vec<String> {
     for (n, l) in config.listeners.iter().enumerate() {
         let addrs = bound.addresses(n);
         let what = match &l.mode {
-            Mode::Forward(f) => format!("{} -> {}", join(&addrs), join(&f.upstreams)),
+            Mode::Forward(f) => {
+                let all: Vec<SocketAddr> =
+                    f.upstreams.iter().flat_map(|u| u.addrs.clone()).collect();
+                format!("{} -> {}", join(&addrs), join(&all))
+            }
             Mode::Relay(r) => {
                 let names: Vec<&str> = r.public.iter().map(|s| s.name.as_str()).collect();
                 format!(

@@ -74,7 +74,9 @@ fn built_in_defaults_are_the_command_lines() {
         panic!("forward")
     };
     assert_eq!(f.listen, vec!["127.0.0.1:0".parse().expect("addr")]);
-    assert_eq!(f.upstreams, vec!["127.0.0.1:9".parse().expect("addr")]);
+    let addrs: Vec<std::net::SocketAddr> =
+        f.upstreams.iter().flat_map(|u| u.addrs.clone()).collect();
+    assert_eq!(addrs, vec!["127.0.0.1:9".parse().expect("addr")]);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use super::COUNT;
 use crate::config::meta::{Bound, Fallback, Kind, Meta, Scope};
 use crate::config::setting::{Opt, Setting};
 use crate::config::typed::SecretFile;
-use crate::config::{Agent, Forward, Relay, Service, TunnelOptions, MAX_POOL};
+use crate::config::{Agent, Forward, Relay, Service, TunnelOptions, Upstream, MAX_POOL};
 
 use Fallback::{Required, Value};
 
@@ -30,7 +30,7 @@ const LISTEN: Opt<Forward, Vec<SocketAddr>> = Opt {
     set: |f, v| f.listen = v,
 };
 
-const UPSTREAM: Opt<Forward, Vec<SocketAddr>> = Opt {
+const UPSTREAM: Opt<Forward, Vec<Upstream>> = Opt {
     meta: Meta::new(
         "upstream",
         "upstream",

@@ -24,14 +24,15 @@ pub(super) struct ForwardState {
 impl ForwardState {
     pub(super) fn new(cfg: &Forward) -> ForwardState {
         ForwardState {
-            upstreams: Rc::new(cfg.upstreams.clone()),
+            upstreams: Rc::new(flat(cfg)),
         }
     }
 
     /// New upstreams for new sessions (live sessions keep the list they started with).
     pub(super) fn update(&mut self, cfg: &Forward) {
-        if *self.upstreams != cfg.upstreams {
-            self.upstreams = Rc::new(cfg.upstreams.clone());
+        let upstreams = flat(cfg);
+        if *self.upstreams != upstreams {
+            self.upstreams = Rc::new(upstreams);
         }
     }
 
@@ -70,4 +71,12 @@ impl ForwardState {
         let reason = last.map_or(CloseReason::ConnectError, CloseReason::connect);
         cx.unserved(id, client_addr, cx.now, reason);
     }
+}
+
+/// Every address of every upstream, in order.
+fn flat(cfg: &Forward) -> Vec<SocketAddr> {
+    cfg.upstreams
+        .iter()
+        .flat_map(|u| u.addrs.iter().copied())
+        .collect()
 }

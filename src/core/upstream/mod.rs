@@ -1,0 +1,30 @@
+//! Upstream groups: which upstream a new session dials, and what the loop has learnt
+//! about each one (passive and active health). Pure: time, randomness and the client's
+//! address are passed in; sockets, warm connections and look-ups live in the server.
+
+/// How a group picks the upstream for a new session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Balance {
+    /// The first upstream that is up, in the order given (the default).
+    #[default]
+    Failover,
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Fewest live sessions per unit of weight.
+    LeastSessions,
+    /// Two weighted random draws, the one with fewer sessions per unit of weight.
+    RandomTwo,
+    /// Weighted rendezvous hash of the client's IP address: a client stays on one
+    /// upstream while it is up.
+    SourceHash,
+}
+
+/// Active health checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// None: only failed connects tell (passive health).
+    #[default]
+    Off,
+    /// A TCP connect every interval.
+    Tcp,
+}
