@@ -95,12 +95,13 @@ impl Server {
                         changed.join(", ")
                     );
                 }
-                reload::plan(&mut self.listeners, self.poll.registry(), &self.waker, cfg)
+                reload::plan(&mut self.listeners, self.poll.registry(), cfg)
             });
         match planned {
             Ok(plan) => {
                 let registry = self.poll.registry();
                 let (deadlines, ids) = (&mut self.deadlines, &mut self.ids);
+                let resolver = &mut self.resolver;
                 let mut actions = Vec::new();
                 let gone = reload::commit(plan, &mut self.listeners, registry, |listeners, l| {
                     if let Some(x) = listeners.slab.get_mut(l) {
@@ -114,6 +115,7 @@ impl Server {
                             registry,
                             deadlines: &mut *deadlines,
                             ids: &mut *ids,
+                            resolver: &mut *resolver,
                             now,
                             listener: l,
                             policy,

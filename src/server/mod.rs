@@ -56,6 +56,7 @@ use metrics::Metrics;
 use mode::{Action, Cx, Ids, ModeState};
 use owner::{Owner, Target};
 use port::{Role, ACCEPT_BATCH};
+use resolver::Resolver;
 use sessions::{Io, Sessions};
 
 /// Events taken per poll.
@@ -65,8 +66,8 @@ const EVENT_CAPACITY: usize = 1024;
 pub struct Server {
     poll: Poll,
     signals: Signals,
-    /// Wakes the loop when a name resolver has an answer.
-    waker: Arc<Waker>,
+    /// Looks names up off the loop (waking it through a `Waker` with each answer).
+    resolver: Resolver,
     global: Global,
     /// Where the configuration came from (a file is reloaded on SIGHUP).
     source: Source,
@@ -121,7 +122,7 @@ impl Server {
         let waker = Arc::new(Waker::new(registry, Target::Waker.token())?);
         let mut listeners = Listeners::default();
         for (config, ports) in cfg.listeners.into_iter().zip(bound.ports) {
-            let mode = ModeState::new(&config, &waker)?;
+            let mode = ModeState::new(&config);
             let l = listeners.slab.insert(Listener::new(config, mode));
             for port in ports {
                 let slot = listeners.hold_port(port, registry)?;
@@ -143,7 +144,7 @@ impl Server {
         let pool = Pool::with_classes(classes, g.pool_budget).with_pipes(pipes);
         Ok(Server {
             signals,
-            waker,
+            resolver: Resolver::new(waker),
             source: cfg.source,
             max_sessions,
             sessions: Sessions::new(pool, max_sessions),
@@ -218,8 +219,9 @@ impl Server {
         match Target::of(event.token()) {
             Target::Signals => self.on_signals(now),
             Target::Waker => {
-                for (_, l) in &mut self.listeners.slab {
-                    l.mode.on_waker();
+                while let Some(answer) = self.resolver.take() {
+                    let l = answer.lookup.listener;
+                    self.with_mode(l, now, |m, cx| m.on_resolved(cx, answer));
                 }
             }
             Target::Port(n) => {
@@ -269,6 +271,7 @@ impl Server {
                 registry: self.poll.registry(),
                 deadlines: &mut self.deadlines,
                 ids: &mut self.ids,
+                resolver: &mut self.resolver,
                 now,
                 listener: l,
                 policy,

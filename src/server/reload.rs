@@ -16,10 +16,9 @@
 //! warning says so when the plan is committed).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use log::{info, warn};
-use mio::{Registry, Waker};
+use mio::Registry;
 
 use super::listeners::{Listener, Listeners};
 use super::mode::ModeState;
@@ -77,7 +76,6 @@ pub(super) struct Plan {
 pub(super) fn plan(
     listeners: &mut Listeners,
     registry: &Registry,
-    waker: &Arc<Waker>,
     cfg: Config,
 ) -> Result<Plan, String> {
     let mut plan = Plan {
@@ -85,7 +83,7 @@ pub(super) fn plan(
         held: Vec::new(),
         restart: Vec::new(),
     };
-    let result = fill(&mut plan, listeners, registry, waker, cfg);
+    let result = fill(&mut plan, listeners, registry, cfg);
     match result {
         Ok(()) => Ok(plan),
         Err(why) => {
@@ -106,7 +104,6 @@ fn fill(
     plan: &mut Plan,
     listeners: &mut Listeners,
     registry: &Registry,
-    waker: &Arc<Waker>,
     cfg: Config,
 ) -> Result<(), String> {
     let mut slots_needed = listeners.slab.len();
@@ -115,10 +112,10 @@ fn fill(
         let slot = listeners.slab.iter().find(|(_, x)| x.name() == l.name);
         let fate = match slot {
             Some((s, old)) if keeps_state(&old.config.mode, &l.mode) => Fate::Update(s, None),
-            Some((s, _)) => Fate::Update(s, Some(fresh(l, waker)?)),
+            Some((s, _)) => Fate::Update(s, Some(fresh(l))),
             None => {
                 slots_needed += 1;
-                Fate::Add(fresh(l, waker)?)
+                Fate::Add(fresh(l))
             }
         };
         fates.push(fate);
@@ -224,8 +221,8 @@ enum PortSource {
 }
 
 /// A fresh mode state for `l`.
-fn fresh(l: &config::Listener, waker: &Arc<Waker>) -> Result<ModeState, String> {
-    ModeState::new(l, waker).map_err(|e| format!("listener {}: {}", l.name, describe(&e)))
+fn fresh(l: &config::Listener) -> ModeState {
+    ModeState::new(l)
 }
 
 /// Applies a plan; cannot fail. `close` ends a listener's mode state (its tunnels and

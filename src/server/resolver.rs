@@ -1,7 +1,15 @@
-//! Name resolution off the event loop: the agent re-resolves the relay's name before
-//! reconnecting, and `getaddrinfo` blocks, so a helper thread does it and wakes the loop
-//! through a mio `Waker`. The thread ends when the loop drops its `Resolver`.
+//! Name look-ups off the event loop, one thread for the whole process: `getaddrinfo`
+//! blocks, so a helper thread runs the look-ups in order and wakes the loop through a mio
+//! `Waker` with each answer. An agent asks for its relay's name before reconnecting; an
+//! upstream group asks for its names every `dns_refresh`.
+//!
+//! Each request carries a [`Lookup`] key naming who asked, so the loop hands the answer
+//! back to its owner. At most [`MAX_PENDING`] look-ups wait at once, one per key: a name
+//! that resolves slowly never piles up requests. The thread is started on the first
+//! request (a process whose addresses are all literal has none) and ends when the loop
+//! drops the `Resolver`.
 
+use std::collections::HashSet;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::mpsc::{channel, Receiver, Sender};
@@ -10,47 +18,104 @@ use std::thread;
 
 use mio::Waker;
 
-/// A resolver thread and its two channels.
+/// Look-ups waiting or running at once, over the whole process.
+pub(super) const MAX_PENDING: usize = 256;
+
+/// Who asked: a listener's slot and what of it (its mode's own number).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct Lookup {
+    pub(super) listener: usize,
+    pub(super) what: u32,
+}
+
+/// One answer: the key, the name asked for, and what it resolved to.
+#[derive(Debug)]
+pub(super) struct Answer {
+    pub(super) lookup: Lookup,
+    pub(super) name: String,
+    pub(super) addrs: io::Result<Vec<SocketAddr>>,
+}
+
+/// The thread's two channels, once started.
+#[derive(Debug)]
+struct Thread {
+    requests: Sender<(Lookup, String)>,
+    answers: Receiver<Answer>,
+}
+
+/// The process's resolver.
 #[derive(Debug)]
 pub(super) struct Resolver {
-    requests: Sender<String>,
-    answers: Receiver<io::Result<Vec<SocketAddr>>>,
-    in_flight: bool,
+    waker: Arc<Waker>,
+    thread: Option<Thread>,
+    pending: HashSet<Lookup>,
 }
 
 impl Resolver {
-    /// Starts the thread.
-    pub(super) fn spawn(waker: Arc<Waker>) -> io::Result<Resolver> {
-        let (requests, jobs) = channel::<String>();
-        let (done, answers) = channel();
-        thread::Builder::new()
-            .name("resolver".into())
-            .spawn(move || {
-                for name in jobs {
-                    let answer = name.to_socket_addrs().map(Iterator::collect);
-                    if done.send(answer).is_err() || waker.wake().is_err() {
-                        break;
-                    }
-                }
-            })?;
-        Ok(Resolver {
-            requests,
-            answers,
-            in_flight: false,
-        })
-    }
-
-    /// Asks for `name` (`HOST:PORT`) unless a request is already in flight.
-    pub(super) fn request(&mut self, name: &str) {
-        if !self.in_flight && self.requests.send(name.to_string()).is_ok() {
-            self.in_flight = true;
+    /// A resolver that starts its thread when first asked.
+    pub(super) fn new(waker: Arc<Waker>) -> Resolver {
+        Resolver {
+            waker,
+            thread: None,
+            pending: HashSet::new(),
         }
     }
 
-    /// The answer, once it has arrived.
-    pub(super) fn take(&mut self) -> Option<io::Result<Vec<SocketAddr>>> {
-        let answer = self.answers.try_recv().ok()?;
-        self.in_flight = false;
+    /// Asks for `name` (`HOST:PORT`) on behalf of `lookup`. False when not queued: the
+    /// same key is already pending, [`MAX_PENDING`] are, or no thread could be started
+    /// (the caller asks again at its next refresh).
+    pub(super) fn request(&mut self, lookup: Lookup, name: &str) -> bool {
+        if self.pending.contains(&lookup) || self.pending.len() >= MAX_PENDING {
+            return false;
+        }
+        if self.thread.is_none() {
+            match spawn(Arc::clone(&self.waker)) {
+                Ok(t) => self.thread = Some(t),
+                Err(e) => {
+                    log::warn!(
+                        "cannot start the name resolver: {}",
+                        crate::os::net::describe(&e)
+                    );
+                    return false;
+                }
+            }
+        }
+        let sent = self
+            .thread
+            .as_ref()
+            .is_some_and(|t| t.requests.send((lookup, name.to_string())).is_ok());
+        if sent {
+            self.pending.insert(lookup);
+        }
+        sent
+    }
+
+    /// The next answer that has arrived.
+    pub(super) fn take(&mut self) -> Option<Answer> {
+        let answer = self.thread.as_ref()?.answers.try_recv().ok()?;
+        self.pending.remove(&answer.lookup);
         Some(answer)
     }
+}
+
+/// Starts the thread.
+fn spawn(waker: Arc<Waker>) -> io::Result<Thread> {
+    let (requests, jobs) = channel::<(Lookup, String)>();
+    let (done, answers) = channel();
+    thread::Builder::new()
+        .name("resolver".into())
+        .spawn(move || {
+            for (lookup, name) in jobs {
+                let addrs = name.to_socket_addrs().map(Iterator::collect);
+                let answer = Answer {
+                    lookup,
+                    name,
+                    addrs,
+                };
+                if done.send(answer).is_err() || waker.wake().is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(Thread { requests, answers })
 }

@@ -7,11 +7,10 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
 use log::{debug, error, info, warn};
-use mio::{Interest, Registry, Waker};
+use mio::{Interest, Registry};
 use slab::Slab;
 
 use super::{Action, Cx};
@@ -25,13 +24,16 @@ use crate::os::random;
 use crate::proto::auth::Secret;
 use crate::proto::tunnel::frame;
 use crate::server::owner::{self, Owner};
-use crate::server::resolver::Resolver;
+use crate::server::resolver::{Answer, Lookup};
 use crate::server::sessions::{Registration, Route, Start};
 use crate::server::Stopped;
 
 mod services;
 
 use services::Services;
+
+/// The resolver key of the relay's name (upstream groups use small numbers).
+const RELAY_LOOKUP: u32 = u32::MAX;
 
 /// A tunnel before pairing.
 #[derive(Debug)]
@@ -55,19 +57,15 @@ pub(super) struct AgentState {
     relay_addrs: Vec<SocketAddr>,
     /// The relay's addresses must be looked up again before the next dial.
     stale: bool,
-    /// `None` when the relay is given as an IP address: nothing to resolve.
-    resolver: Option<Resolver>,
+    /// False when the relay is given as an IP address: nothing to resolve.
+    named: bool,
     next_addr: usize,
 }
 
 impl AgentState {
-    pub(super) fn new(cfg: &Agent, waker: &Arc<Waker>) -> std::io::Result<AgentState> {
+    pub(super) fn new(cfg: &Agent) -> AgentState {
         let literal: Option<SocketAddr> = cfg.relay.parse().ok();
-        let resolver = match literal {
-            Some(_) => None,
-            None => Some(Resolver::spawn(Arc::clone(waker))?),
-        };
-        Ok(AgentState {
+        AgentState {
             secret: cfg.tunnel.secret.clone(),
             services: Services::new(&cfg.services, cfg.pool, cfg.backoff_max),
             exit_on_disconnect: cfg.exit_on_disconnect,
@@ -76,9 +74,9 @@ impl AgentState {
             relay_name: cfg.relay.clone(),
             relay_addrs: literal.into_iter().collect(),
             stale: literal.is_none(),
-            resolver,
+            named: literal.is_none(),
             next_addr: 0,
-        })
+        }
     }
 
     /// The READY line's fields, each after `prefix.` when given.
@@ -141,12 +139,13 @@ impl AgentState {
         self.services.clear();
     }
 
-    /// Takes the resolver's answer, if it has arrived.
-    pub(super) fn take_answer(&mut self) {
-        let Some(answer) = self.resolver.as_mut().and_then(Resolver::take) else {
+    /// The resolver's answer for the relay's name (an answer for another name, asked by
+    /// a listener that had this slot before a reload, is ignored).
+    pub(super) fn on_resolved(&mut self, answer: Answer) {
+        if answer.lookup.what != RELAY_LOOKUP || answer.name != self.relay_name {
             return;
-        };
-        match answer {
+        }
+        match answer.addrs {
             Ok(addrs) if !addrs.is_empty() => {
                 self.relay_addrs = addrs;
                 self.stale = false;
@@ -163,9 +162,11 @@ impl AgentState {
     /// Keeps every service's tunnels open, within its backoff.
     pub(super) fn upkeep(&mut self, cx: &mut Cx<'_>) {
         if self.stale {
-            if let Some(r) = self.resolver.as_mut() {
-                r.request(&self.relay_name);
-            }
+            let lookup = Lookup {
+                listener: cx.listener,
+                what: RELAY_LOOKUP,
+            };
+            cx.resolver.request(lookup, &self.relay_name);
         }
         if self.relay_addrs.is_empty() {
             return;
@@ -367,7 +368,7 @@ impl AgentState {
     /// Backs a service off after a failure (tunnels that fail together count as one
     /// round), and looks the relay's name up again.
     fn tunnel_failed(&mut self, cx: &mut Cx<'_>, service: usize) {
-        self.stale = self.resolver.is_some();
+        self.stale = self.named;
         let jitter = random::below(u64::MAX);
         if let Some(delay) = self.services.failed(service, cx.now, jitter) {
             let name = self.services.name(service);

@@ -6,16 +6,15 @@
 //! client that was never served, tell that tunnels came up, stop the process. It never
 //! sees the sessions, the other listeners or the clock (`cx.now` is the pass's).
 
-use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Instant;
 
-use mio::{Registry, Waker};
+use mio::Registry;
 
 use super::owner::Owner;
 use super::port::Role;
+use super::resolver::{Answer, Resolver};
 use super::sessions::{Closed, Start};
 use super::Stopped;
 use crate::config::{self, Mode};
@@ -56,6 +55,8 @@ pub(super) struct Cx<'a> {
     pub(super) registry: &'a Registry,
     pub(super) deadlines: &'a mut Timers<Owner>,
     pub(super) ids: &'a mut Ids,
+    /// The process's name resolver.
+    pub(super) resolver: &'a mut Resolver,
     /// The pass's instant.
     pub(super) now: Instant,
     /// The listener's slot.
@@ -111,14 +112,13 @@ enum State {
 }
 
 impl ModeState {
-    /// A mode's fresh state for `listener` (an agent with a relay name starts its
-    /// resolver thread, woken through `waker`).
-    pub(super) fn new(listener: &config::Listener, waker: &Arc<Waker>) -> io::Result<ModeState> {
-        Ok(ModeState(match &listener.mode {
+    /// A mode's fresh state for `listener`.
+    pub(super) fn new(listener: &config::Listener) -> ModeState {
+        ModeState(match &listener.mode {
             Mode::Forward(f) => State::Forward(ForwardState::new(f)),
             Mode::Relay(r) => State::Relay(Box::new(RelayState::new(r))),
-            Mode::Agent(a) => State::Agent(Box::new(AgentState::new(a, waker)?)),
-        }))
+            Mode::Agent(a) => State::Agent(Box::new(AgentState::new(a))),
+        })
     }
 
     /// A connection accepted on one of the listener's ports.
@@ -164,10 +164,10 @@ impl ModeState {
         matches!(self.0, State::Agent(_))
     }
 
-    /// A name resolver answered: an agent takes its answer, if it has one.
-    pub(super) fn on_waker(&mut self) {
+    /// The resolver answered a look-up this listener asked for.
+    pub(super) fn on_resolved(&mut self, _cx: &mut Cx<'_>, answer: Answer) {
         if let State::Agent(a) = &mut self.0 {
-            a.take_answer();
+            a.on_resolved(answer);
         }
     }
 
