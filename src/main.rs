@@ -66,6 +66,9 @@ fn check(path: &Path) -> ExitCode {
         }
     };
     print!("{}", config::file::render(&config));
+    for line in config::groups::describe(&config) {
+        println!("# {line}");
+    }
     let open_now = os::open_descriptors().unwrap_or(0);
     let wanted = sizing::descriptors_wanted(&config, open_now);
     let soft = os::nofile().ok().map(|l| l.after_raise(wanted));

@@ -21,6 +21,7 @@ use crate::proto::auth::Secret;
 
 pub mod build;
 pub mod file;
+pub mod groups;
 pub mod meta;
 pub mod options;
 pub mod parse;
@@ -308,12 +309,44 @@ impl Mode {
     }
 
     /// Sockets the mode holds besides its sessions': a relay's idle tunnels and
-    /// handshakes, an agent's idle tunnels.
+    /// handshakes, an agent's idle tunnels, and the upstream groups' warm connections and
+    /// health checks.
     pub fn extra_sockets(&self) -> usize {
-        match self {
+        let own = match self {
             Mode::Forward(_) => 0,
             Mode::Relay(r) => r.public.len() * r.max_idle_tunnels + r.max_handshakes,
             Mode::Agent(a) => a.services.len() * a.pool,
+        };
+        let checks = match self.group() {
+            Some(opts) if opts.health_check != HealthCheck::Off => self.upstream_addresses(),
+            _ => 0,
+        };
+        own.saturating_add(self.warm_sockets())
+            .saturating_add(checks)
+    }
+
+    /// Warm connections the mode keeps open at most: `warm` per upstream address.
+    pub fn warm_sockets(&self) -> usize {
+        self.group().map_or(0, |opts| {
+            opts.warm.saturating_mul(self.upstream_addresses())
+        })
+    }
+
+    /// The options of the mode's upstream groups.
+    pub fn group(&self) -> Option<&UpstreamOptions> {
+        match self {
+            Mode::Forward(f) => Some(&f.group),
+            Mode::Relay(_) => None,
+            Mode::Agent(a) => Some(&a.group),
+        }
+    }
+
+    /// Upstream addresses over the mode's groups, as loaded.
+    fn upstream_addresses(&self) -> usize {
+        match self {
+            Mode::Forward(f) => f.upstreams.iter().map(|u| u.addrs.len()).sum(),
+            Mode::Relay(_) => 0,
+            Mode::Agent(a) => a.services.len(),
         }
     }
 }

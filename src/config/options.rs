@@ -153,7 +153,7 @@ const METRICS_LISTEN: Opt<Global, SocketAddr> = Opt {
         Kind::Address { listen: true },
         Absent,
         "ADDR",
-        "Serve /metrics, /sessions, /config and /healthz over HTTP on this address, HOST:PORT.",
+        "Serve /metrics, /sessions, /upstreams, /config and /healthz over HTTP on HOST:PORT.",
     ),
     get: |g| g.metrics_listen,
     set: |g, v| g.metrics_listen = Some(v),

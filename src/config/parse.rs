@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{ConfigError, LogFormat, MAX_DURATION};
 use crate::core::handover::ResetPolicy;
 use crate::core::pool::Splice;
+use crate::core::upstream::{Balance, HealthCheck};
 use crate::proto::auth::Secret;
 
 fn error(flag: &str, value: &str, problem: impl Into<String>) -> ConfigError {
@@ -142,6 +143,21 @@ impl Word for Splice {
         ("always", Splice::Always),
         ("off", Splice::Off),
     ];
+}
+
+impl Word for Balance {
+    const WORDS: &'static [(&'static str, Self)] = &[
+        ("failover", Balance::Failover),
+        ("round-robin", Balance::RoundRobin),
+        ("least-sessions", Balance::LeastSessions),
+        ("random-two", Balance::RandomTwo),
+        ("source-hash", Balance::SourceHash),
+    ];
+}
+
+impl Word for HealthCheck {
+    const WORDS: &'static [(&'static str, Self)] =
+        &[("off", HealthCheck::Off), ("tcp", HealthCheck::Tcp)];
 }
 
 impl Word for LogFormat {

@@ -132,9 +132,14 @@ impl Sizing {
             0 => "no splice".to_string(),
             n => format!("at most {n} kernel pipes of {}", human_size(g.buffer_max)),
         };
+        let warm: usize = config.listeners.iter().map(|l| l.mode.warm_sockets()).sum();
+        let warm = match warm {
+            0 => String::new(),
+            n => format!(" + {n} warm connections (kernel socket memory, no buffers)"),
+        };
         format!(
             "memory bound: {} of buffers ({rings}; {pipes}) + {} of session state \
-             ({} sessions)",
+             ({} sessions){warm}",
             human_size(g.buffer_bound()),
             human_size(self.max_sessions.saturating_mul(per_session)),
             self.max_sessions

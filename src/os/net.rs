@@ -31,6 +31,11 @@ impl Conn {
         Ok(Conn(stream))
     }
 
+    /// Reads without consuming (`Ok(0)` at end of stream): a warm connection's check.
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.peek(buf)
+    }
+
     /// The mio stream, for registration.
     pub fn source(&mut self) -> &mut TcpStream {
         &mut self.0

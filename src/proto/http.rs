@@ -180,6 +180,8 @@ pub enum Route {
     Metrics,
     /// `/sessions`: one line per live session.
     Sessions,
+    /// `/upstreams`: one line per upstream address of every group.
+    Upstreams,
     /// `/config`: the running configuration, as `check` prints it.
     Config,
     /// `/healthz`: the process is up.
@@ -200,11 +202,12 @@ impl Route {
     }
 }
 
-/// Routes a request: the four paths exactly, `GET` or `HEAD` only.
+/// Routes a request: the five paths exactly, `GET` or `HEAD` only.
 pub fn route(req: &Request) -> Route {
     let route = match req.path.as_str() {
         "/metrics" => Route::Metrics,
         "/sessions" => Route::Sessions,
+        "/upstreams" => Route::Upstreams,
         "/config" => Route::Config,
         "/healthz" => Route::Healthz,
         _ => return Route::NotFound,

@@ -95,7 +95,7 @@ impl Server {
                         changed.join(", ")
                     );
                 }
-                reload::plan(&mut self.listeners, self.poll.registry(), cfg)
+                reload::plan(&mut self.listeners, self.poll.registry(), cfg, now)
             });
         match planned {
             Ok(plan) => {

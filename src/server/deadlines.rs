@@ -18,7 +18,9 @@ pub(super) fn is_live(
 ) -> bool {
     match t.slot {
         Owner::Session(slot) => sessions.timer_is_live(slot, t.id, t.at),
-        Owner::Tunnel { listener, .. } | Owner::Waiting { listener, .. } => listeners
+        Owner::Tunnel { listener, .. }
+        | Owner::Waiting { listener, .. }
+        | Owner::Upstream { listener, .. } => listeners
             .slab
             .get(listener)
             .is_some_and(|l| l.mode.timer_is_live(t.slot, t.id, t.at)),

@@ -71,7 +71,7 @@ impl Listener {
         if *self.policy != config.policy {
             self.policy = Rc::new(config.policy);
         }
-        self.mode.update(&config.mode);
+        self.mode.update(&config);
         self.config = config;
         self.closed = false;
     }
@@ -176,12 +176,13 @@ impl Listeners {
     /// port may try again at once).
     pub(super) fn record(&mut self, report: Report, stopping: bool) {
         let (closed, finished) = match report {
-            Report::ConnectFailed { listener, failure } => {
-                if let Some(x) = self.slab.get_mut(listener) {
+            Report::Connect(a) => {
+                if let (Err(failure), Some(x)) = (a.outcome, self.slab.get_mut(a.listener)) {
                     x.counters.record_connect_failure(failure);
                 }
                 return;
             }
+            Report::Redial(_) => return,
             Report::Finished(c) => (c, true),
             Report::Unserved(c) => (c, false),
         };

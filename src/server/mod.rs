@@ -57,7 +57,7 @@ use mode::{Action, Cx, Ids, ModeState};
 use owner::{Owner, Target};
 use port::{Role, ACCEPT_BATCH};
 use resolver::Resolver;
-use sessions::{Io, Sessions};
+use sessions::{Io, Report, Sessions};
 
 /// Events taken per poll.
 const EVENT_CAPACITY: usize = 1024;
@@ -122,7 +122,7 @@ impl Server {
         let waker = Arc::new(Waker::new(registry, Target::Waker.token())?);
         let mut listeners = Listeners::default();
         for (config, ports) in cfg.listeners.into_iter().zip(bound.ports) {
-            let mode = ModeState::new(&config);
+            let mode = ModeState::new(&config, Instant::now());
             let l = listeners.slab.insert(Listener::new(config, mode));
             for port in ports {
                 let slot = listeners.hold_port(port, registry)?;
@@ -185,7 +185,7 @@ impl Server {
             self.fire_deadlines(now);
             self.sessions.feed_starved(&mut io!(self, now));
             self.sessions.trim_pool(now);
-            self.settle_reports();
+            self.settle_reports(now);
             // Free closed sessions' sockets first: accepting needs their descriptors.
             self.sessions.free_closed();
             self.accept_all(now);
@@ -199,7 +199,7 @@ impl Server {
             if let Some(until) = self.life.drain_until {
                 if now >= until {
                     self.sessions.shut_down_all(&mut io!(self, now));
-                    self.settle_reports();
+                    self.settle_reports(now);
                 }
                 if self.sessions.held() == 0 {
                     info!("stopped: every session finished");
@@ -243,10 +243,12 @@ impl Server {
             Target::Socket(Owner::Session(slot), side) => {
                 self.sessions
                     .on_event(slot, side, ready, &mut io!(self, now));
-                self.settle_reports();
+                self.settle_reports(now);
             }
             Target::Socket(
-                owner @ (Owner::Tunnel { listener, .. } | Owner::Waiting { listener, .. }),
+                owner @ (Owner::Tunnel { listener, .. }
+                | Owner::Waiting { listener, .. }
+                | Owner::Upstream { listener, .. }),
                 _,
             ) => self.with_mode(listener, now, |m, cx| m.on_event(cx, owner, ready)),
         }
@@ -294,18 +296,38 @@ impl Server {
                     }
                 }
                 Action::Unserved(closed) => self.sessions.report_unserved(closed),
+                Action::Redial(r, dialed) => {
+                    self.sessions.redial(&r, dialed, &mut io!(self, now));
+                }
+                Action::FailConnect(r, failure) => {
+                    self.sessions.fail_connect(&r, failure, &mut io!(self, now));
+                }
                 Action::Up if self.listeners.all_up() => self.announce(),
                 Action::Up => {}
                 Action::Stop(stopped) => self.life.stop = Some(stopped),
             }
         }
-        self.settle_reports();
+        self.settle_reports(now);
     }
 
-    /// Records what the sessions reported (see [`Listeners::record`]).
-    fn settle_reports(&mut self) {
+    /// Records what the sessions reported (see [`Listeners::record`]), and hands the
+    /// modes what concerns their upstream groups: a connect's outcome, a closed
+    /// session's upstream, a session that needs another upstream.
+    fn settle_reports(&mut self, now: Instant) {
         let stopping = self.life.stopping();
         for report in self.sessions.take_reports() {
+            match report {
+                Report::Redial(r) => {
+                    self.with_mode(r.listener, now, |m, cx| m.redial(cx, r));
+                }
+                Report::Connect(a) if a.group.is_some() => {
+                    self.with_mode(a.listener, now, |m, cx| m.on_attempt(cx, a));
+                }
+                Report::Finished(c) if c.group.is_some() => {
+                    self.with_mode(c.listener, now, |m, _| m.on_closed(&c));
+                }
+                _ => {}
+            }
             self.listeners.record(report, stopping);
         }
     }
@@ -314,7 +336,9 @@ impl Server {
         while let Some(t) = self.deadlines.pop_due(now) {
             match t.slot {
                 Owner::Session(slot) => self.sessions.expire(slot, t.id, t.at, &mut io!(self, now)),
-                owner @ (Owner::Tunnel { listener, .. } | Owner::Waiting { listener, .. }) => {
+                owner @ (Owner::Tunnel { listener, .. }
+                | Owner::Waiting { listener, .. }
+                | Owner::Upstream { listener, .. }) => {
                     self.with_mode(listener, now, |m, cx| m.on_deadline(cx, owner, t.id, t.at));
                 }
                 Owner::Scrape(slot) => {
@@ -324,7 +348,7 @@ impl Server {
                 }
             }
         }
-        self.settle_reports();
+        self.settle_reports(now);
         let metrics = self.metrics.as_ref();
         deadlines::compact(
             &mut self.deadlines,

@@ -1,14 +1,14 @@
 //! Who owns a socket or a deadline: one key type for both.
 //!
-//! An [`Owner`] is what the loop holds in a slab: a session, a tunnel before pairing or a
-//! public client waiting for one (both in their listener's mode state), or a metrics
-//! connection. Deadlines in the heap are keyed by it; a socket's token is its owner plus
+//! An [`Owner`] is what the loop holds in a slab: a session, a tunnel before pairing, a
+//! public client waiting for one, or an upstream group's warm connection or health check
+//! (all three in their listener's mode state), or a metrics connection. Deadlines in the heap are keyed by it; a socket's token is its owner plus
 //! which of the owner's sockets it is ([`Target`]).
 //!
 //! Tokens from [`SLOT_BASE`] up are `SLOT_BASE + (index << 3 | kind)`: the kind of owner
 //! (and for a session, its side) in the low three bits, where it lives above them.
 //! Sessions and metrics connections live in slabs of their own; tunnels and waiting
-//! clients live in their listener's slabs, so their index is `slot << 8 | listener`. The
+//! clients, warm connections and checks live in their listener's slabs, so their index is `slot << 8 | listener`. The
 //! layout fits 32-bit targets: 2^21 tunnel slots per listener, 2^26 session slots.
 //!
 //! A session's slot is freed only after the event batch that closed it, and a closed
@@ -57,6 +57,13 @@ pub(super) enum Owner {
     },
     /// A connection to the metrics endpoint, in its slab slot.
     Scrape(usize),
+    /// A warm connection or a health check of an upstream group, in its listener's slab.
+    Upstream {
+        /// The listener's slot.
+        listener: usize,
+        /// The connection's slot.
+        slot: usize,
+    },
 }
 
 /// What a token stands for.
@@ -80,6 +87,7 @@ const UPSTREAM: usize = 1;
 const TUNNEL: usize = 2;
 const WAITING: usize = 3;
 const SCRAPE: usize = 4;
+const UPSTREAM_HELD: usize = 5;
 
 impl Target {
     /// The token for this target.
@@ -101,6 +109,7 @@ impl Target {
                 Owner::Tunnel { listener, slot } => slotted(owned(listener, slot), TUNNEL),
                 Owner::Waiting { listener, slot } => slotted(owned(listener, slot), WAITING),
                 Owner::Scrape(slot) => slotted(slot, SCRAPE),
+                Owner::Upstream { listener, slot } => slotted(owned(listener, slot), UPSTREAM_HELD),
             },
         }
     }
@@ -122,6 +131,7 @@ impl Target {
                     UPSTREAM => (Owner::Session(index), Side::Upstream),
                     TUNNEL => (Owner::Tunnel { listener, slot }, Side::Client),
                     WAITING => (Owner::Waiting { listener, slot }, Side::Client),
+                    UPSTREAM_HELD => (Owner::Upstream { listener, slot }, Side::Client),
                     _ => (Owner::Scrape(index), Side::Client),
                 };
                 Target::Socket(owner, side)
@@ -165,6 +175,10 @@ mod tests {
             Target::Port(0),
             Target::Port(MAX_PORTS - 1),
             socket(Owner::Scrape(15)),
+            socket(Owner::Upstream {
+                listener: 7,
+                slot: 4_321,
+            }),
             socket(Owner::Session(0)),
             Target::Socket(Owner::Session(0), Side::Upstream),
             Target::Socket(Owner::Session(123_456), Side::Upstream),

@@ -18,6 +18,8 @@
 use std::net::SocketAddr;
 
 use log::{info, warn};
+use std::time::Instant;
+
 use mio::Registry;
 
 use super::listeners::{Listener, Listeners};
@@ -77,13 +79,14 @@ pub(super) fn plan(
     listeners: &mut Listeners,
     registry: &Registry,
     cfg: Config,
+    now: Instant,
 ) -> Result<Plan, String> {
     let mut plan = Plan {
         listeners: Vec::with_capacity(cfg.listeners.len()),
         held: Vec::new(),
         restart: Vec::new(),
     };
-    let result = fill(&mut plan, listeners, registry, cfg);
+    let result = fill(&mut plan, listeners, registry, cfg, now);
     match result {
         Ok(()) => Ok(plan),
         Err(why) => {
@@ -105,6 +108,7 @@ fn fill(
     listeners: &mut Listeners,
     registry: &Registry,
     cfg: Config,
+    now: Instant,
 ) -> Result<(), String> {
     let mut slots_needed = listeners.slab.len();
     let mut fates = Vec::with_capacity(cfg.listeners.len());
@@ -112,10 +116,10 @@ fn fill(
         let slot = listeners.slab.iter().find(|(_, x)| x.name() == l.name);
         let fate = match slot {
             Some((s, old)) if keeps_state(&old.config.mode, &l.mode) => Fate::Update(s, None),
-            Some((s, _)) => Fate::Update(s, Some(fresh(l))),
+            Some((s, _)) => Fate::Update(s, Some(fresh(l, now))),
             None => {
                 slots_needed += 1;
-                Fate::Add(fresh(l))
+                Fate::Add(fresh(l, now))
             }
         };
         fates.push(fate);
@@ -221,8 +225,8 @@ enum PortSource {
 }
 
 /// A fresh mode state for `l`.
-fn fresh(l: &config::Listener) -> ModeState {
-    ModeState::new(l)
+fn fresh(l: &config::Listener, now: Instant) -> ModeState {
+    ModeState::new(l, now)
 }
 
 /// Applies a plan; cannot fail. `close` ends a listener's mode state (its tunnels and

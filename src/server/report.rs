@@ -11,6 +11,7 @@ use super::{deadlines, Server};
 use crate::config::{file, Config, Global, Source};
 use crate::logging::LogHandle;
 use crate::proto::http::Route;
+use crate::stats::upstream::{self, UpstreamView};
 use crate::stats::{self, ListenerStats, Live, ProcessStats, SessionView};
 
 /// What a rendering reads: the owners of the loop, at one instant.
@@ -144,10 +145,15 @@ impl View<'_> {
         match route {
             Route::Metrics => {
                 stats::render_metrics(&mut body, &self.process, &self.listeners());
+                upstream::render_upstream_metrics(&mut body, &self.upstreams());
                 (200, body)
             }
             Route::Sessions => {
                 stats::render_sessions(&mut body, self.sessions());
+                (200, body)
+            }
+            Route::Upstreams => {
+                upstream::render_upstreams(&mut body, &self.upstreams());
                 (200, body)
             }
             Route::Config => (200, self.config()),
@@ -155,10 +161,20 @@ impl View<'_> {
             Route::Healthz => (200, "ok\n".into()),
             Route::NotFound => (
                 404,
-                "not found: try /metrics, /sessions, /config or /healthz\n".into(),
+                "not found: try /metrics, /sessions, /upstreams, /config or /healthz\n".into(),
             ),
             Route::MethodNotAllowed => (405, "only GET and HEAD\n".into()),
         }
+    }
+
+    /// Every upstream address of every open listener's groups.
+    fn upstreams(&self) -> Vec<UpstreamView<'_>> {
+        self.listeners
+            .slab
+            .iter()
+            .filter(|(_, l)| !l.closed)
+            .flat_map(|(_, l)| l.mode.upstream_views(l.name(), self.now))
+            .collect()
     }
 
     /// SIGUSR1: one line of stats.

@@ -5,8 +5,9 @@
 //! A session is started from a [`Start`] (registered, inserted, driven once), driven
 //! after events and deadlines until it waits, settled (re-armed, queued, redialed or
 //! finished), and freed after the pass that closed it. What the rest of the loop must
-//! learn (a close, a failed connect attempt) is queued as a [`Report`] and taken by the
-//! loop once per step.
+//! learn (a close, a connect attempt's outcome, a session that needs another upstream
+//! from its group) is queued as a [`Report`] and taken by the loop once per step; the
+//! mode answers a [`Redial`] through [`Sessions::redial`] or [`Sessions::fail_connect`].
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -27,7 +28,9 @@ use crate::core::session::{Drive, Phase, Policy, Session};
 use crate::core::stream::{ConnectFailure, Readiness};
 use crate::core::timers::{self, Timers};
 use crate::os::net::{describe, Conn};
-pub(super) use records::{Closed, Registration, Report, Route, Start};
+pub(super) use records::{
+    Attempt, Closed, Dialed, Redial, Registration, Report, Route, Start, Tries,
+};
 
 /// Bytes one session may write per pass before others get a turn.
 const BUDGET: usize = 256 * 1024;
@@ -46,8 +49,14 @@ pub(super) struct Entry {
     pub(super) upstream_addr: SocketAddr,
     route: Route,
     pub(super) started: Instant,
+    /// When the current connect attempt started.
+    dialed: Instant,
     /// The deadline entry armed in the heap for this session, if any.
     armed: Option<Instant>,
+    /// Dialing its upstream (a connect's outcome not yet reported).
+    connecting: bool,
+    /// Its connect failed; the mode's answer (another upstream, or none) is awaited.
+    redialing: bool,
     in_ready: bool,
     starved: bool,
     closed: bool,
@@ -119,6 +128,7 @@ impl Sessions {
             client,
             upstream,
             client_ready,
+            upstream_ready,
         } = start;
         let entry = self.slab.vacant_entry();
         let slot = entry.key();
@@ -146,6 +156,7 @@ impl Sessions {
             return false;
         }
         session.on_event(Side::Client, client_ready);
+        session.on_event(Side::Upstream, upstream_ready);
         entry.insert(Entry {
             id,
             listener,
@@ -155,7 +166,10 @@ impl Sessions {
             upstream_addr,
             route,
             started: io.now,
+            dialed: io.now,
             armed: None,
+            connecting: upstream == Registration::New,
+            redialing: false,
             in_ready: false,
             starved: false,
             closed: false,
@@ -297,6 +311,15 @@ impl Sessions {
         let Some(e) = self.slab.get_mut(slot) else {
             return;
         };
+        if e.connecting && e.session.phase().is_some_and(|p| p != Phase::Connecting) {
+            e.connecting = false;
+            self.reports.push(Report::Connect(Attempt {
+                listener: e.listener,
+                group: e.route.group(),
+                upstream: e.upstream_addr,
+                outcome: Ok(io.now.saturating_duration_since(e.dialed)),
+            }));
+        }
         match drive {
             Drive::Waiting => {}
             Drive::Yielded if !e.in_ready => {
@@ -308,13 +331,37 @@ impl Sessions {
                 self.starved.push_back(slot);
             }
             Drive::Yielded | Drive::Starved => {}
+            Drive::ConnectFailed(_) if e.redialing => return,
             Drive::ConnectFailed(failure) => {
-                self.reports.push(Report::ConnectFailed {
+                e.connecting = false;
+                self.reports.push(Report::Connect(Attempt {
                     listener: e.listener,
+                    group: e.route.group(),
+                    upstream: e.upstream_addr,
+                    outcome: Err(failure),
+                }));
+                debug!(
+                    "session {}: connect to {} failed ({})",
+                    e.id,
+                    e.upstream_addr,
+                    failure.as_str()
+                );
+                let Route::Group(tries) = e.route else {
+                    let d = e.session.fail_connect(failure, &mut self.pool);
+                    return self.settle(slot, d, io);
+                };
+                e.redialing = true;
+                self.reports.push(Report::Redial(Redial {
+                    listener: e.listener,
+                    slot,
+                    id: e.id,
+                    client: e.client_addr,
+                    tries,
                     failure,
-                });
-                let d = self.redial(slot, failure, io);
-                return self.settle(slot, d, io);
+                }));
+                // No deadline until the mode answers (in this step): the failed
+                // connect's has passed.
+                return;
             }
             Drive::Closed(reason) => return self.finish(slot, reason, io),
         }
@@ -327,46 +374,69 @@ impl Sessions {
         }
     }
 
-    /// Dials the next upstream of the session's route after a failed connect: `Waiting`
-    /// on a new connect, or the session's close when no route is left.
-    fn redial(&mut self, slot: usize, failure: ConnectFailure, io: &mut Io<'_>) -> Drive {
-        let Some(e) = self.slab.get_mut(slot) else {
-            return Drive::Waiting;
+    /// The mode's answer to a [`Redial`]: the session goes on with `d`'s connection (to
+    /// another member of its group; its tries count it), a connect in progress or a warm
+    /// connection. Dropped when the session is gone or closed.
+    pub(super) fn redial(&mut self, r: &Redial, d: Dialed, io: &mut Io<'_>) {
+        let Some(e) = Self::awaiting(&mut self.slab, r) else {
+            return;
         };
-        debug!(
-            "session {}: connect to {} failed ({failure:?})",
-            e.id, e.upstream_addr
-        );
-        let Route::Fallbacks { list, at } = &mut e.route else {
-            return e.session.fail_connect(failure, &mut self.pool);
+        let Dialed {
+            mut conn,
+            addr,
+            tries,
+            warm,
+        } = d;
+        let token = Target::Socket(Owner::Session(r.slot), Side::Upstream).token();
+        let both = Interest::READABLE | Interest::WRITABLE;
+        let registered = match warm {
+            Some(_) => io.registry.reregister(conn.source(), token, both),
+            None => io.registry.register(conn.source(), token, both),
         };
-        let mut last = failure;
-        while let Some(&addr) = list.get(*at as usize + 1) {
-            *at += 1;
-            e.upstream_addr = addr;
-            let attempt = Conn::dial(addr).and_then(|mut conn| {
-                let token = Target::Socket(Owner::Session(slot), Side::Upstream).token();
-                let both = Interest::READABLE | Interest::WRITABLE;
-                io.registry.register(conn.source(), token, both)?;
-                Ok(conn)
-            });
-            match attempt {
-                Ok(conn) => {
-                    let mut old = e.session.redial(conn, io.now);
-                    let _ = io.registry.deregister(old.source());
-                    return Drive::Waiting;
-                }
-                Err(err) => {
-                    debug!("session {}: connect to {addr}: {}", e.id, describe(&err));
-                    last = ConnectFailure::from_error(&err);
-                    self.reports.push(Report::ConnectFailed {
-                        listener: e.listener,
-                        failure: last,
-                    });
-                }
-            }
+        if let Err(err) = registered {
+            debug!(
+                "session {}: cannot register a socket: {}",
+                e.id,
+                describe(&err)
+            );
+            let d = e
+                .session
+                .fail_connect(ConnectFailure::Error, &mut self.pool);
+            e.redialing = false;
+            return self.settle(r.slot, d, io);
         }
-        e.session.fail_connect(last, &mut self.pool)
+        let mut old = e.session.redial(conn, io.now);
+        let _ = io.registry.deregister(old.source());
+        e.upstream_addr = addr;
+        e.route = Route::Group(tries);
+        e.dialed = io.now;
+        // A warm connection's connect was reported when it completed.
+        e.connecting = warm.is_none();
+        e.redialing = false;
+        if let Some(ready) = warm {
+            e.session.on_event(Side::Upstream, ready);
+            self.drive(r.slot, io);
+        } else {
+            // A fresh connect reports its outcome through events; arm its deadline.
+            self.settle(r.slot, Drive::Waiting, io);
+        }
+    }
+
+    /// The mode's answer to a [`Redial`] when no upstream is left: the session closes
+    /// with `failure`.
+    pub(super) fn fail_connect(&mut self, r: &Redial, failure: ConnectFailure, io: &mut Io<'_>) {
+        let Some(e) = Self::awaiting(&mut self.slab, r) else {
+            return;
+        };
+        e.redialing = false;
+        let d = e.session.fail_connect(failure, &mut self.pool);
+        self.settle(r.slot, d, io);
+    }
+
+    /// The session a [`Redial`] is about, if it still awaits the answer.
+    fn awaiting<'s>(slab: &'s mut Slab<Entry>, r: &Redial) -> Option<&'s mut Entry> {
+        slab.get_mut(r.slot)
+            .filter(|e| e.id == r.id && e.redialing && !e.closed)
     }
 
     /// Deregisters both sockets, queues the slot to be freed after this pass and reports
@@ -392,6 +462,7 @@ impl Sessions {
             pauses: e.session.pauses(),
             age: io.now.saturating_duration_since(e.started),
             reason,
+            group: e.route.group(),
         }));
     }
 }

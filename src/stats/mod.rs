@@ -24,6 +24,7 @@ mod lines;
 mod render;
 #[cfg(test)]
 mod tests;
+pub mod upstream;
 
 pub use lines::{close_line, render_sessions, snapshot_line};
 pub use render::render_metrics;

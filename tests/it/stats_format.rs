@@ -238,13 +238,18 @@ fn the_parser_refuses_bad_expositions() {
         ("a_total 1\n", "no TYPE line", "before its family's # TYPE"),
         (
             "# TYPE a untyped\na 1\n",
-            "type not counter/gauge",
-            "is not counter or gauge",
+            "type not counter/gauge/histogram",
+            "is not counter, gauge or histogram",
         ),
         (
             "# TYPE a summary\na 1\n",
-            "type not counter/gauge",
-            "is not counter or gauge",
+            "type not counter/gauge/histogram",
+            "is not counter, gauge or histogram",
+        ),
+        (
+            "# TYPE h histogram\nh_bucket 1\n",
+            "histogram bucket without le",
+            "without an le label",
         ),
         (
             "# TYPE a counter\na 1\n",

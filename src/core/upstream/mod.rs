@@ -28,3 +28,7 @@ pub enum HealthCheck {
     /// A TCP connect every interval.
     Tcp,
 }
+
+// TEMPORARY STUB (to be replaced by the real group before commit)
+mod stub;
+pub use stub::*;

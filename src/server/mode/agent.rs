@@ -13,8 +13,9 @@ use log::{debug, error, info, warn};
 use mio::{Interest, Registry};
 use slab::Slab;
 
+use super::upstreams::{first_tries, Upstreams};
 use super::{Action, Cx};
-use crate::config::Agent;
+use crate::config::{Agent, Listener, Upstream};
 use crate::core::reason::CloseReason;
 use crate::core::session::{Preamble, Session};
 use crate::core::stream::{ConnectFailure, Peer, Readiness, Stream};
@@ -60,12 +61,32 @@ pub(super) struct AgentState {
     /// False when the relay is given as an IP address: nothing to resolve.
     named: bool,
     next_addr: usize,
+    /// One upstream group per service, in the services' order.
+    upstreams: Upstreams,
+}
+
+/// One group per service: its address.
+fn groups(cfg: &Agent) -> Vec<(String, Vec<Upstream>)> {
+    cfg.services
+        .iter()
+        .map(|s| {
+            let target = Upstream {
+                target: s.addr.to_string(),
+                addrs: vec![s.addr],
+                weight: 1,
+                backup: false,
+            };
+            (s.name.clone(), vec![target])
+        })
+        .collect()
 }
 
 impl AgentState {
-    pub(super) fn new(cfg: &Agent) -> AgentState {
+    pub(super) fn new(l: &Listener, cfg: &Agent, now: Instant) -> AgentState {
         let literal: Option<SocketAddr> = cfg.relay.parse().ok();
+        let timeout = l.policy.connect_timeout;
         AgentState {
+            upstreams: Upstreams::new(groups(cfg), &cfg.group, timeout, now),
             secret: cfg.tunnel.secret.clone(),
             services: Services::new(&cfg.services, cfg.pool, cfg.backoff_max),
             exit_on_disconnect: cfg.exit_on_disconnect,
@@ -92,7 +113,9 @@ impl AgentState {
     }
 
     /// Takes new options (same secret, relay and service names: see `keeps_state`).
-    pub(super) fn update(&mut self, cfg: &Agent) {
+    pub(super) fn update(&mut self, l: &Listener, cfg: &Agent) {
+        let timeout = l.policy.connect_timeout;
+        self.upstreams.update(groups(cfg), &cfg.group, timeout);
         self.services
             .update(&cfg.services, cfg.pool, cfg.backoff_max);
         self.exit_on_disconnect = cfg.exit_on_disconnect;
@@ -139,24 +162,34 @@ impl AgentState {
         self.services.clear();
     }
 
-    /// The resolver's answer for the relay's name (an answer for another name, asked by
-    /// a listener that had this slot before a reload, is ignored).
-    pub(super) fn on_resolved(&mut self, answer: Answer) {
-        if answer.lookup.what != RELAY_LOOKUP || answer.name != self.relay_name {
-            return;
+    /// The services' upstream groups.
+    pub(super) fn upstreams(&mut self) -> &mut Upstreams {
+        &mut self.upstreams
+    }
+
+    pub(super) fn upstreams_ref(&self) -> &Upstreams {
+        &self.upstreams
+    }
+
+    /// The resolver's answer for the relay's name; false when the answer is not the
+    /// relay's (an upstream group's). An answer for another name, asked by a listener
+    /// that had this slot before a reload, is dropped.
+    pub(super) fn on_resolved(&mut self, answer: &Answer) -> bool {
+        if answer.lookup.what != RELAY_LOOKUP {
+            return false;
         }
-        match answer.addrs {
+        if answer.name != self.relay_name {
+            return true;
+        }
+        match &answer.addrs {
             Ok(addrs) if !addrs.is_empty() => {
-                self.relay_addrs = addrs;
+                self.relay_addrs.clone_from(addrs);
                 self.stale = false;
             }
             Ok(_) => warn!("relay {}: the name resolves to no address", self.relay_name),
-            Err(e) => warn!(
-                "relay {}: cannot resolve: {}",
-                self.relay_name,
-                describe(&e)
-            ),
+            Err(e) => warn!("relay {}: cannot resolve: {}", self.relay_name, describe(e)),
         }
+        true
     }
 
     /// Keeps every service's tunnels open, within its backoff.
@@ -292,43 +325,55 @@ impl AgentState {
         };
         cx.counters.accepted += 1;
         self.services.closed(t.service);
-        let Some(target) = self.services.addr(t.service) else {
-            return;
-        };
         let Peer {
             stream: mut tunnel,
             ready,
         } = t.tunnel.into_peer();
-        match Conn::dial(target) {
-            Ok(upstream) => {
+        let last = ConnectFailure::Error;
+        match self
+            .upstreams
+            .connect(cx, first_tries(t.service), client, last)
+        {
+            Ok(d) => {
                 let preamble = Preamble {
                     to_client: Some(Cow::Borrowed(&[frame::READY])),
                     on_failure: Some(&[frame::REFUSED]),
                     ..Preamble::default()
                 };
+                let (session, upstream, upstream_ready) = match d.warm {
+                    Some(r) => (
+                        Session::established(tunnel, d.conn, cx.now),
+                        Registration::Moved,
+                        r,
+                    ),
+                    None => (
+                        Session::new(tunnel, d.conn, cx.now),
+                        Registration::New,
+                        Readiness::default(),
+                    ),
+                };
                 cx.actions.push(Action::Start(Start {
                     listener: cx.listener,
                     id: t.id,
                     policy: Rc::clone(cx.policy),
-                    session: Session::new(tunnel, upstream, cx.now).with_preamble(preamble),
+                    session: session.with_preamble(preamble),
                     client_addr: client,
-                    upstream_addr: target,
-                    route: Route::Fixed,
+                    upstream_addr: d.addr,
+                    route: Route::Group(d.tries),
                     client: Registration::Moved,
-                    upstream: Registration::New,
+                    upstream,
                     client_ready: ready,
+                    upstream_ready,
                 }));
             }
-            Err(e) => {
+            Err(failure) => {
                 debug!(
-                    "session {}: connect to {target} failed: {}",
+                    "session {}: no service connection ({})",
                     t.id,
-                    describe(&e)
+                    failure.as_str()
                 );
                 let _ = cx.registry.deregister(tunnel.source());
                 let _ = tunnel.write_vectored(&[std::io::IoSlice::new(&[frame::REFUSED])]);
-                let failure = ConnectFailure::from_error(&e);
-                cx.counters.record_connect_failure(failure);
                 cx.unserved(t.id, client, cx.now, CloseReason::connect(failure));
             }
         }

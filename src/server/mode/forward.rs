@@ -1,82 +1,89 @@
-//! Forward mode: each accepted client gets a fresh connect to the first upstream that
-//! takes one; later upstreams are tried in order when a connect fails (the session's
-//! route, see `sessions`).
+//! Forward mode: each accepted client gets an upstream from the listener's group (a warm
+//! connection, or a fresh connect to the member the balancing policy picks); a failed
+//! connect moves the session to the next member the policy gives, up to `connect_tries`.
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Instant;
 
-use log::debug;
-
+use super::upstreams::{first_tries, Upstreams};
 use super::{Action, Cx};
-use crate::config::Forward;
+use crate::config::{Forward, Listener};
 use crate::core::reason::CloseReason;
 use crate::core::session::Session;
 use crate::core::stream::{ConnectFailure, Readiness};
-use crate::os::net::{describe, Conn};
+use crate::os::net::Conn;
 use crate::server::sessions::{Registration, Route, Start};
 
-/// Forward mode's own state: the upstream list new sessions start with.
+/// Forward mode's own state: its one upstream group.
 #[derive(Debug)]
 pub(super) struct ForwardState {
-    upstreams: Rc<Vec<SocketAddr>>,
+    upstreams: Upstreams,
+}
+
+/// The one group of a forward listener.
+fn groups(cfg: &Forward) -> Vec<(String, Vec<crate::config::Upstream>)> {
+    vec![("-".to_string(), cfg.upstreams.clone())]
 }
 
 impl ForwardState {
-    pub(super) fn new(cfg: &Forward) -> ForwardState {
+    pub(super) fn new(l: &Listener, cfg: &Forward, now: Instant) -> ForwardState {
+        let timeout = l.policy.connect_timeout;
         ForwardState {
-            upstreams: Rc::new(flat(cfg)),
+            upstreams: Upstreams::new(groups(cfg), &cfg.group, timeout, now),
         }
     }
 
-    /// New upstreams for new sessions (live sessions keep the list they started with).
-    pub(super) fn update(&mut self, cfg: &Forward) {
-        let upstreams = flat(cfg);
-        if *self.upstreams != upstreams {
-            self.upstreams = Rc::new(upstreams);
-        }
+    /// New upstreams and options for new sessions (live sessions keep their upstream).
+    pub(super) fn update(&mut self, l: &Listener, cfg: &Forward) {
+        let timeout = l.policy.connect_timeout;
+        self.upstreams.update(groups(cfg), &cfg.group, timeout);
     }
 
-    /// Starts a session for a new client: dials the first upstream that takes a connect.
+    /// Starts a session for a new client.
     pub(super) fn open(&mut self, cx: &mut Cx<'_>, client: Conn, client_addr: SocketAddr) {
         let id = cx.ids.next();
-        let mut last = None;
-        for (n, &addr) in (0u32..).zip(self.upstreams.iter()) {
-            match Conn::dial(addr) {
-                Ok(upstream) => {
-                    cx.actions.push(Action::Start(Start {
-                        listener: cx.listener,
-                        id,
-                        policy: Rc::clone(cx.policy),
-                        session: Session::new(client, upstream, cx.now),
-                        client_addr,
-                        upstream_addr: addr,
-                        route: Route::Fallbacks {
-                            list: Rc::clone(&self.upstreams),
-                            at: n,
-                        },
-                        client: Registration::New,
-                        upstream: Registration::New,
-                        client_ready: Readiness::default(),
-                    }));
-                    return;
-                }
-                Err(e) => {
-                    debug!("session {id}: connect to {addr} failed: {}", describe(&e));
-                    let failure = ConnectFailure::from_error(&e);
-                    cx.counters.record_connect_failure(failure);
-                    last = Some(failure);
-                }
+        let last = ConnectFailure::Error;
+        match self
+            .upstreams
+            .connect(cx, first_tries(0), client_addr, last)
+        {
+            Ok(d) => {
+                let (session, upstream, upstream_ready) = match d.warm {
+                    Some(ready) => (
+                        Session::established(client, d.conn, cx.now),
+                        Registration::Moved,
+                        ready,
+                    ),
+                    None => (
+                        Session::new(client, d.conn, cx.now),
+                        Registration::New,
+                        Readiness::default(),
+                    ),
+                };
+                cx.actions.push(Action::Start(Start {
+                    listener: cx.listener,
+                    id,
+                    policy: Rc::clone(cx.policy),
+                    session,
+                    client_addr,
+                    upstream_addr: d.addr,
+                    route: Route::Group(d.tries),
+                    client: Registration::New,
+                    upstream,
+                    client_ready: Readiness::default(),
+                    upstream_ready,
+                }));
             }
+            Err(failure) => cx.unserved(id, client_addr, cx.now, CloseReason::connect(failure)),
         }
-        let reason = last.map_or(CloseReason::ConnectError, CloseReason::connect);
-        cx.unserved(id, client_addr, cx.now, reason);
     }
-}
 
-/// Every address of every upstream, in order.
-fn flat(cfg: &Forward) -> Vec<SocketAddr> {
-    cfg.upstreams
-        .iter()
-        .flat_map(|u| u.addrs.iter().copied())
-        .collect()
+    pub(super) fn upstreams(&mut self) -> &mut Upstreams {
+        &mut self.upstreams
+    }
+
+    pub(super) fn upstreams_ref(&self) -> &Upstreams {
+        &self.upstreams
+    }
 }

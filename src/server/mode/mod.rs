@@ -15,18 +15,22 @@ use mio::Registry;
 use super::owner::Owner;
 use super::port::Role;
 use super::resolver::{Answer, Resolver};
-use super::sessions::{Closed, Start};
+use super::sessions::{Attempt, Closed, Dialed, Redial, Start};
 use super::Stopped;
 use crate::config::{self, Mode};
 use crate::core::session::Policy;
 use crate::core::stream::Readiness;
 use crate::core::timers::Timers;
 use crate::os::net::Conn;
+use crate::stats::upstream::UpstreamView;
 use crate::stats::Counters;
 
 mod agent;
 mod forward;
 mod relay;
+mod upstreams;
+
+use upstreams::Upstreams;
 
 use agent::AgentState;
 use forward::ForwardState;
@@ -78,6 +82,11 @@ pub(super) enum Action {
     Start(Start),
     /// Record the close of a client that never became a session.
     Unserved(Closed),
+    /// A session whose connect failed goes on with this connection (to another member
+    /// of its group, its tries counting it).
+    Redial(Redial, Dialed),
+    /// A session whose connect failed has no upstream left: it closes with this failure.
+    FailConnect(Redial, crate::core::stream::ConnectFailure),
     /// A service's tunnels authenticated: READY may be printed.
     Up,
     /// Stop the process (`--exit-on-disconnect`).
@@ -106,19 +115,46 @@ pub(super) struct ModeState(State);
 /// The states of the modes (private: the loop sees only [`ModeState`]).
 #[derive(Debug)]
 enum State {
-    Forward(ForwardState),
+    Forward(Box<ForwardState>),
     Relay(Box<RelayState>),
     Agent(Box<AgentState>),
 }
 
 impl ModeState {
     /// A mode's fresh state for `listener`.
-    pub(super) fn new(listener: &config::Listener) -> ModeState {
+    pub(super) fn new(listener: &config::Listener, now: Instant) -> ModeState {
         ModeState(match &listener.mode {
-            Mode::Forward(f) => State::Forward(ForwardState::new(f)),
+            Mode::Forward(f) => State::Forward(Box::new(ForwardState::new(listener, f, now))),
             Mode::Relay(r) => State::Relay(Box::new(RelayState::new(r))),
-            Mode::Agent(a) => State::Agent(Box::new(AgentState::new(a))),
+            Mode::Agent(a) => State::Agent(Box::new(AgentState::new(listener, a, now))),
         })
+    }
+
+    /// The listener's upstream groups, if its mode has any.
+    fn upstreams(&mut self) -> Option<&mut Upstreams> {
+        match &mut self.0 {
+            State::Forward(f) => Some(f.upstreams()),
+            State::Agent(a) => Some(a.upstreams()),
+            State::Relay(_) => None,
+        }
+    }
+
+    fn upstreams_ref(&self) -> Option<&Upstreams> {
+        match &self.0 {
+            State::Forward(f) => Some(f.upstreams_ref()),
+            State::Agent(a) => Some(a.upstreams_ref()),
+            State::Relay(_) => None,
+        }
+    }
+
+    /// Every member of the listener's groups, as the views show them.
+    pub(super) fn upstream_views<'a>(
+        &'a self,
+        listener: &'a str,
+        now: Instant,
+    ) -> Vec<UpstreamView<'a>> {
+        self.upstreams_ref()
+            .map_or_else(Vec::new, |u| u.views(listener, now))
     }
 
     /// A connection accepted on one of the listener's ports.
@@ -137,6 +173,11 @@ impl ModeState {
             (State::Relay(r), Owner::Tunnel { slot, .. }) => r.on_tunnel_event(cx, slot, ready),
             (State::Relay(r), Owner::Waiting { slot, .. }) => r.on_waiting_event(cx, slot),
             (State::Agent(a), Owner::Tunnel { slot, .. }) => a.on_tunnel_event(cx, slot, ready),
+            (_, Owner::Upstream { slot, .. }) => {
+                if let Some(u) = self.upstreams() {
+                    u.on_held_event(cx, slot, ready);
+                }
+            }
             _ => {}
         }
     }
@@ -147,46 +188,93 @@ impl ModeState {
             (State::Relay(r), Owner::Tunnel { slot, .. }) => r.on_tunnel_deadline(cx, slot, id, at),
             (State::Relay(r), Owner::Waiting { slot, .. }) => r.on_waiting_deadline(cx, slot, id),
             (State::Agent(a), Owner::Tunnel { slot, .. }) => a.on_tunnel_deadline(cx, slot, id, at),
+            (_, Owner::Upstream { slot, .. }) => {
+                if let Some(u) = self.upstreams() {
+                    u.on_held_deadline(cx, slot, id);
+                }
+            }
             _ => {}
         }
     }
 
-    /// Per-pass upkeep: an agent keeps its tunnels open.
+    /// Per-pass upkeep: an agent keeps its tunnels open; upstream groups keep their
+    /// warm connections, checks and look-ups going.
     pub(super) fn upkeep(&mut self, cx: &mut Cx<'_>) {
         debug_assert!(self.needs_upkeep());
         if let State::Agent(a) = &mut self.0 {
             a.upkeep(cx);
         }
-    }
-
-    /// Whether [`upkeep`](Self::upkeep) has work to do: only agents dial tunnels.
-    pub(super) fn needs_upkeep(&self) -> bool {
-        matches!(self.0, State::Agent(_))
-    }
-
-    /// The resolver answered a look-up this listener asked for.
-    pub(super) fn on_resolved(&mut self, _cx: &mut Cx<'_>, answer: Answer) {
-        if let State::Agent(a) = &mut self.0 {
-            a.on_resolved(answer);
+        if let Some(u) = self.upstreams() {
+            u.upkeep(cx);
         }
     }
 
-    /// The listener closes (removed by a reload, or the process stopping): tunnels and
-    /// waiting clients go at once (the clients' closes are recorded).
+    /// Whether [`upkeep`](Self::upkeep) has work to do: agents dial tunnels, groups
+    /// with warm connections, checks or names have work.
+    pub(super) fn needs_upkeep(&self) -> bool {
+        matches!(self.0, State::Agent(_))
+            || self.upstreams_ref().is_some_and(Upstreams::needs_upkeep)
+    }
+
+    /// A session's connect failed: another member of its group, or its close.
+    pub(super) fn redial(&mut self, cx: &mut Cx<'_>, r: Redial) {
+        let dialed = match self.upstreams() {
+            Some(u) => u.connect(cx, r.tries, r.client, r.failure),
+            None => Err(r.failure),
+        };
+        match dialed {
+            Ok(d) => cx.actions.push(Action::Redial(r, d)),
+            Err(failure) => cx.actions.push(Action::FailConnect(r, failure)),
+        }
+    }
+
+    /// A connect attempt to a member of one of the listener's groups ended.
+    pub(super) fn on_attempt(&mut self, cx: &mut Cx<'_>, a: Attempt) {
+        if let (Some(u), Some(g)) = (self.upstreams(), a.group) {
+            u.attempted(cx, usize::from(g), a.upstream, a.outcome);
+        }
+    }
+
+    /// A session whose upstream belongs to one of the listener's groups closed.
+    pub(super) fn on_closed(&mut self, c: &Closed) {
+        if let (Some(u), Some(g), Some(addr)) = (self.upstreams(), c.group, c.upstream) {
+            u.ended(usize::from(g), addr);
+        }
+    }
+
+    /// The resolver answered a look-up this listener asked for: the relay's name (an
+    /// agent's, `what` = `u32::MAX`) or an upstream group's.
+    pub(super) fn on_resolved(&mut self, cx: &mut Cx<'_>, answer: Answer) {
+        if let State::Agent(a) = &mut self.0 {
+            if a.on_resolved(&answer) {
+                return;
+            }
+        }
+        if let Some(u) = self.upstreams() {
+            u.on_resolved(cx, answer);
+        }
+    }
+
+    /// The listener closes (removed by a reload, or the process stopping): tunnels,
+    /// waiting clients, warm connections and checks go at once (the clients' closes are
+    /// recorded).
     pub(super) fn close(&mut self, cx: &mut Cx<'_>) {
         match &mut self.0 {
             State::Forward(_) => {}
             State::Relay(r) => r.close(cx),
             State::Agent(a) => a.close(cx.registry),
         }
+        if let Some(u) = self.upstreams() {
+            u.close(cx);
+        }
     }
 
     /// Takes new options that keep this state (see `config::reload::keeps_state`).
-    pub(super) fn update(&mut self, mode: &Mode) {
-        match (&mut self.0, mode) {
-            (State::Forward(f), Mode::Forward(c)) => f.update(c),
+    pub(super) fn update(&mut self, listener: &config::Listener) {
+        match (&mut self.0, &listener.mode) {
+            (State::Forward(f), Mode::Forward(c)) => f.update(listener, c),
             (State::Relay(r), Mode::Relay(c)) => r.update(c),
-            (State::Agent(a), Mode::Agent(c)) => a.update(c),
+            (State::Agent(a), Mode::Agent(c)) => a.update(listener, c),
             _ => {}
         }
     }
@@ -201,7 +289,8 @@ impl ModeState {
 
     /// Tunnels and waiting clients: entries besides sessions.
     pub(super) fn entries(&self) -> usize {
-        match &self.0 {
+        let held = self.upstreams_ref().map_or(0, Upstreams::entries);
+        held + match &self.0 {
             State::Forward(_) => 0,
             State::Relay(r) => r.entries(),
             State::Agent(a) => a.entries(),
@@ -234,12 +323,15 @@ impl ModeState {
         }
     }
 
-    /// When the mode wants a pass without an event (an agent's backoff ends).
+    /// When the mode wants a pass without an event (an agent's backoff ends, a group's
+    /// check or look-up is due).
     pub(super) fn next_wake(&self) -> Option<Instant> {
-        match &self.0 {
+        let own = match &self.0 {
             State::Agent(a) => a.next_wake(),
             _ => None,
-        }
+        };
+        let groups = self.upstreams_ref().and_then(Upstreams::next_wake);
+        own.into_iter().chain(groups).min()
     }
 
     /// Whether a heap entry for something the mode owns is still current.
@@ -248,6 +340,9 @@ impl ModeState {
             (State::Relay(r), Owner::Tunnel { slot, .. }) => r.tunnel_timer_is_live(slot, id, at),
             (State::Relay(r), Owner::Waiting { slot, .. }) => r.waiting_timer_is_live(slot, id),
             (State::Agent(a), Owner::Tunnel { slot, .. }) => a.timer_is_live(slot, id, at),
+            (_, Owner::Upstream { slot, .. }) => self
+                .upstreams_ref()
+                .is_some_and(|u| u.timer_is_live(slot, id, at)),
             _ => false,
         }
     }

@@ -322,6 +322,7 @@ impl RelayState {
             client: registered,
             upstream: Registration::Moved,
             client_ready: Readiness::default(),
+            upstream_ready: Readiness::default(),
         }));
     }
 

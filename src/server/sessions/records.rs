@@ -1,10 +1,12 @@
 //! What goes in and out of the sessions: the start of one (from a mode), its route for
 //! another try after a failed connect, and what the sessions report to the loop (a close,
-//! a failed connect attempt).
+//! a connect attempt's outcome, a session that needs another upstream).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
+
+use crate::core::upstream::Tried;
 
 use crate::core::reason::CloseReason;
 use crate::core::session::{Policy, Session};
@@ -12,18 +14,59 @@ use crate::core::stream::{ConnectFailure, Readiness};
 use crate::os::net::Conn;
 
 /// Where a session's upstream comes from, for another try after a failed connect.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(in crate::server) enum Route {
-    /// One way only (a paired tunnel, an agent's service).
+    /// One way only (a paired tunnel).
     Fixed,
-    /// Forward mode: the upstream list the session started with, and which it dialed.
-    Fallbacks {
-        /// The listener's upstreams at the session's start (a thin pointer: the entry
-        /// stays as small as it was).
-        list: Rc<Vec<SocketAddr>>,
-        /// The one dialed last.
-        at: u32,
-    },
+    /// A member of one of its listener's upstream groups (forward: group 0; an agent: one
+    /// per service): the mode picks the next one after a failed connect.
+    Group(Tries),
+}
+
+impl Route {
+    /// The group of the session's upstream, if it has one.
+    pub(in crate::server) fn group(self) -> Option<u16> {
+        match self {
+            Route::Fixed => None,
+            Route::Group(t) => Some(t.group),
+        }
+    }
+}
+
+/// A session's connect attempts within its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::server) struct Tries {
+    /// Which group of the listener.
+    pub(in crate::server) group: u16,
+    /// Attempts made so far.
+    pub(in crate::server) made: u16,
+    /// The members already tried.
+    pub(in crate::server) tried: Tried,
+}
+
+/// A connection for a session from its group: a connect in progress, or a warm
+/// connection already connected.
+#[derive(Debug)]
+pub(in crate::server) struct Dialed {
+    pub(in crate::server) conn: Conn,
+    pub(in crate::server) addr: SocketAddr,
+    pub(in crate::server) tries: Tries,
+    /// Already connected (a warm connection, registered under its old token): the
+    /// readiness the session starts with. `None` for a connect in progress.
+    pub(in crate::server) warm: Option<Readiness>,
+}
+
+/// A session whose connect failed and whose group may give another upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::server) struct Redial {
+    pub(in crate::server) listener: usize,
+    /// The session's slot and id (an answer for a session gone since is dropped).
+    pub(in crate::server) slot: usize,
+    pub(in crate::server) id: u64,
+    pub(in crate::server) client: SocketAddr,
+    pub(in crate::server) tries: Tries,
+    /// The last attempt's failure: the close reason when no upstream is left.
+    pub(in crate::server) failure: ConnectFailure,
 }
 
 /// Whether a stream handed to a new session is new to the poller or already registered
@@ -49,6 +92,8 @@ pub(in crate::server) struct Start {
     pub(in crate::server) upstream: Registration,
     /// Readiness the client stream already had (a tunnel's cache carried over).
     pub(in crate::server) client_ready: Readiness,
+    /// Readiness the upstream stream already had (a warm connection's).
+    pub(in crate::server) upstream_ready: Readiness,
 }
 
 /// The end of a client's life in the process, served or not: what its close line and
@@ -64,6 +109,8 @@ pub(in crate::server) struct Closed {
     pub(in crate::server) pauses: (u64, u64),
     pub(in crate::server) age: Duration,
     pub(in crate::server) reason: CloseReason,
+    /// The upstream group of the listener the session's upstream belongs to.
+    pub(in crate::server) group: Option<u16>,
 }
 
 impl Closed {
@@ -85,6 +132,7 @@ impl Closed {
             pauses: (0, 0),
             age,
             reason,
+            group: None,
         }
     }
 }
@@ -96,9 +144,19 @@ pub(in crate::server) enum Report {
     Finished(Closed),
     /// A client never became a session.
     Unserved(Closed),
-    /// One connect attempt of a session of `listener` failed.
-    ConnectFailed {
-        listener: usize,
-        failure: ConnectFailure,
-    },
+    /// One connect attempt of a session of `listener` ended.
+    Connect(Attempt),
+    /// A session's connect failed and its group may give another upstream.
+    Redial(Redial),
+}
+
+/// One connect attempt's outcome, for counters and the group's passive health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::server) struct Attempt {
+    pub(in crate::server) listener: usize,
+    /// The group of the upstream dialed, if it belongs to one.
+    pub(in crate::server) group: Option<u16>,
+    pub(in crate::server) upstream: SocketAddr,
+    /// How long it took, or why it failed.
+    pub(in crate::server) outcome: Result<Duration, ConnectFailure>,
 }

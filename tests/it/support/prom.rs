@@ -3,9 +3,10 @@
 //!
 //! Beyond the syntax (metric and label names, label value escapes `\\` `\"` `\n`, values,
 //! optional integer timestamps, HELP escapes), it enforces what the proxy promises:
-//! every family has one `# TYPE` line before its samples, the type is `counter` or
-//! `gauge`, counters end in `_total` and are never negative, a family's samples are
-//! contiguous, no series appears twice, and the text ends with a newline.
+//! every family has one `# TYPE` line before its samples, the type is `counter`, `gauge`
+//! or `histogram` (whose samples are `_bucket` with an `le` label, `_sum` and `_count`),
+//! counters end in `_total` and are never negative, a family's samples are contiguous,
+//! no series appears twice, and the text ends with a newline.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -22,6 +23,20 @@ pub struct Sample {
 enum Kind {
     Counter,
     Gauge,
+    Histogram,
+}
+
+/// The family a sample belongs to: its name, or a histogram's name for its `_bucket`,
+/// `_sum` and `_count` samples.
+fn family_of<'a>(name: &'a str, types: &HashMap<String, Kind>) -> &'a str {
+    for suffix in ["_bucket", "_sum", "_count"] {
+        if let Some(base) = name.strip_suffix(suffix) {
+            if types.get(base) == Some(&Kind::Histogram) {
+                return base;
+            }
+        }
+    }
+    name
 }
 
 /// Parses a whole exposition; the error names the line (1-based) and the problem.
@@ -49,13 +64,21 @@ pub fn parse(text: &str) -> Result<Vec<Sample>, String> {
             continue;
         }
         let sample = sample_line(line).map_err(at)?;
-        let Some(&kind) = types.get(&sample.name) else {
+        let family = family_of(&sample.name, &types);
+        let Some(&kind) = types.get(family) else {
             return Err(at("sample before its family's # TYPE line".into()));
         };
-        if kind == Kind::Counter && (sample.value.is_nan() || sample.value < 0.0) {
+        let counts = kind == Kind::Counter || (kind == Kind::Histogram && family != sample.name);
+        if counts && (sample.value.is_nan() || sample.value < 0.0) {
             return Err(at("a counter is negative or NaN".into()));
         }
-        enter(&sample.name, &mut current, &mut finished).map_err(at)?;
+        if kind == Kind::Histogram
+            && sample.name.ends_with("_bucket")
+            && !sample.labels.contains_key("le")
+        {
+            return Err(at("a histogram bucket without an le label".into()));
+        }
+        enter(family, &mut current, &mut finished).map_err(at)?;
         let key = (
             sample.name.clone(),
             sample
@@ -110,7 +133,8 @@ fn descriptor(
             let kind = match kind {
                 "counter" => Kind::Counter,
                 "gauge" => Kind::Gauge,
-                other => return Err(format!("type {other:?} is not counter or gauge")),
+                "histogram" => Kind::Histogram,
+                other => return Err(format!("type {other:?} is not counter, gauge or histogram")),
             };
             if kind == Kind::Counter && !name.ends_with("_total") {
                 return Err(format!("counter {name} does not end in _total"));

@@ -2,7 +2,6 @@
 //! backoff after failures (`core::backoff`), and whether they authenticated since the
 //! last failure (the READY line waits for every service).
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::Service;
@@ -51,11 +50,6 @@ impl Services {
     /// A service's name (`?` for an index that is not one).
     pub(super) fn name(&self, service: usize) -> &str {
         self.list.get(service).map_or("?", |s| s.name.as_str())
-    }
-
-    /// Where a service is dialed.
-    pub(super) fn addr(&self, service: usize) -> Option<SocketAddr> {
-        self.list.get(service).map(|s| s.addr)
     }
 
     /// Every service, in configuration order.

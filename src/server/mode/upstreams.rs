@@ -1,0 +1,635 @@
+//! A listener's upstream groups in the loop: which member a session dials, what each
+//! connect taught the group (passive health), warm connections, health checks and names
+//! looked up again. Forward mode has one group; an agent has one per service.
+//!
+//! The decisions (which member, ejections, fall and rise) are `core::upstream`'s; this
+//! module owns the sockets: a warm connection or a health check is an entry of the
+//! listener's slab of [`Held`] connections (`Owner::Upstream` tokens and deadlines).
+//!
+//! A warm connection is dialed before a client needs it, lent to exactly one session and
+//! never taken back: the session owns it from then on and closes it. Before it is lent
+//! it must pass validation (connected, younger than its age limit, no hang-up while idle,
+//! and a non-blocking peek that finds no end of stream); one that fails is closed and the
+//! next one, then a fresh connect, is tried. Bytes the upstream sent first (a banner) stay
+//! in the socket and are the session's first bytes to the client.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use mio::Interest;
+use slab::Slab;
+
+use super::Cx;
+use crate::config::{Upstream, UpstreamOptions};
+use crate::core::backoff::Backoff;
+use crate::core::stream::ConnectFailure;
+use crate::core::upstream::{Change, Group, Rules, Spec, State, Tried, EJECT_CAP};
+use crate::os::net::{describe, Conn};
+use crate::os::random;
+use crate::server::owner::{self, Owner};
+use crate::server::resolver::{Answer, Lookup};
+use crate::server::sessions::{Dialed, Tries};
+use crate::stats::upstream::{UpstreamCounters, UpstreamView};
+
+mod held;
+
+use held::{Held, Kind};
+
+/// One member's sockets and counters, beside its state in the core's group.
+#[derive(Debug)]
+struct Member {
+    addr: SocketAddr,
+    /// Held slots of idle warm connections, oldest first.
+    idle: VecDeque<usize>,
+    /// Warm connections being dialed.
+    dialing: usize,
+    /// Backs warm dialing off while the member fails.
+    backoff: Backoff,
+    /// When its next health check starts (`None`: checks are off).
+    next_check: Option<Instant>,
+    /// A check is running.
+    checking: bool,
+    counters: UpstreamCounters,
+}
+
+/// One group: its configured targets, what they resolved to, and its members.
+#[derive(Debug)]
+struct GroupIo {
+    /// The service (agent), or `-` (forward).
+    name: String,
+    targets: Vec<Upstream>,
+    /// Each target's last good addresses.
+    resolved: Vec<Vec<SocketAddr>>,
+    group: Group,
+    /// Aligned with the group's members.
+    members: Vec<Member>,
+    /// When the names are looked up again (`None`: every target is an address).
+    next_lookup: Option<Instant>,
+}
+
+/// Each group's name and targets, as a configuration gives them.
+pub(super) type Targets = Vec<(String, Vec<Upstream>)>;
+
+/// What a reload gave: targets, options and the connect timeout.
+type Pending = (Targets, UpstreamOptions, Duration);
+
+/// A listener's groups and the connections they hold.
+#[derive(Debug)]
+pub(super) struct Upstreams {
+    groups: Vec<GroupIo>,
+    held: Slab<Held>,
+    opts: UpstreamOptions,
+    /// How long one connect may take (the listener's connect timeout).
+    connect_timeout: Duration,
+    /// The next instant [`upkeep`](Self::upkeep) has work (a check, a look-up, the end of
+    /// a backoff or of an ejection); `None` with nothing scheduled.
+    due: Option<Instant>,
+    /// Something changed (a warm connection lent or lost): refill at the next upkeep.
+    dirty: bool,
+    /// Targets and options a reload gave, applied at the next upkeep.
+    pending: Option<Pending>,
+}
+
+/// The health rules of `opts`.
+fn rules(opts: &UpstreamOptions) -> Rules {
+    Rules {
+        eject_after: opts.eject_after,
+        eject_time: opts.eject_time,
+        eject_cap: EJECT_CAP.max(opts.eject_time),
+        fall: opts.health_fall,
+        rise: opts.health_rise,
+    }
+}
+
+/// The members `targets` resolve to, first occurrence of an address kept.
+fn specs(targets: &[Upstream], resolved: &[Vec<SocketAddr>]) -> Vec<Spec> {
+    let mut out: Vec<Spec> = Vec::new();
+    for (t, addrs) in targets.iter().zip(resolved) {
+        for &addr in addrs {
+            if !out.iter().any(|s| s.addr == addr) {
+                out.push(Spec {
+                    addr,
+                    weight: t.weight,
+                    backup: t.backup,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Whether `target` must be looked up (it is a name, not an address).
+fn is_name(target: &str) -> bool {
+    target.parse::<SocketAddr>().is_err()
+}
+
+impl GroupIo {
+    fn new(name: String, targets: &[Upstream], opts: &UpstreamOptions, now: Instant) -> GroupIo {
+        let resolved: Vec<Vec<SocketAddr>> = targets.iter().map(|t| t.addrs.clone()).collect();
+        let specs = specs(targets, &resolved);
+        let members = specs
+            .iter()
+            .map(|s| Member::new(s.addr, opts, now))
+            .collect();
+        let named = targets.iter().any(|t| is_name(&t.target));
+        GroupIo {
+            name,
+            targets: targets.to_vec(),
+            resolved,
+            group: Group::new(specs, opts.balance, rules(opts)),
+            members,
+            next_lookup: named.then(|| now + opts.dns_refresh),
+        }
+    }
+
+    /// Rebuilds the members from the targets' addresses: members that stay keep their
+    /// sockets and counters. Returns the addresses that left.
+    fn rebuild(&mut self, opts: &UpstreamOptions, now: Instant) -> Vec<SocketAddr> {
+        let specs = specs(&self.targets, &self.resolved);
+        let gone = self.group.set_members(specs.iter().copied());
+        let mut old = std::mem::take(&mut self.members);
+        self.members = (0..self.group.len())
+            .map(|i| {
+                let addr = self.group.addr(i);
+                match old.iter().position(|m| m.addr == addr) {
+                    Some(k) => old.swap_remove(k),
+                    None => Member::new(addr, opts, now),
+                }
+            })
+            .collect();
+        gone
+    }
+}
+
+impl Member {
+    fn new(addr: SocketAddr, opts: &UpstreamOptions, now: Instant) -> Member {
+        // Checks start spread over one interval, so a thousand upstreams are not checked
+        // in the same pass.
+        let next_check = checks_on(opts).then(|| {
+            let span = u64::try_from(opts.health_interval.as_millis()).unwrap_or(u64::MAX);
+            now + Duration::from_millis(random::below(span.max(1)))
+        });
+        Member {
+            addr,
+            idle: VecDeque::new(),
+            dialing: 0,
+            backoff: Backoff::default(),
+            next_check,
+            checking: false,
+            counters: UpstreamCounters::default(),
+        }
+    }
+}
+
+impl Upstreams {
+    /// Groups named `names` (forward: one, `-`), each of its targets.
+    pub(super) fn new(
+        groups: Targets,
+        opts: &UpstreamOptions,
+        connect_timeout: Duration,
+        now: Instant,
+    ) -> Upstreams {
+        let groups = groups
+            .into_iter()
+            .map(|(name, targets)| GroupIo::new(name, &targets, opts, now))
+            .collect();
+        Upstreams {
+            groups,
+            held: Slab::new(),
+            opts: opts.clone(),
+            connect_timeout,
+            due: Some(now),
+            dirty: true,
+            pending: None,
+        }
+    }
+
+    /// New options and targets (a reload that keeps the listener's state), applied at
+    /// the next upkeep: members that stay keep their sockets, counters and health.
+    pub(super) fn update(
+        &mut self,
+        groups: Targets,
+        opts: &UpstreamOptions,
+        connect_timeout: Duration,
+    ) {
+        self.pending = Some((groups, opts.clone(), connect_timeout));
+        self.dirty = true;
+    }
+
+    /// Applies what [`update`](Self::update) left.
+    fn apply_update(&mut self, cx: &mut Cx<'_>) {
+        let Some((groups, opts, connect_timeout)) = self.pending.take() else {
+            return;
+        };
+        self.opts = opts;
+        self.connect_timeout = connect_timeout;
+        let mut gone = Vec::new();
+        for (g, (name, targets)) in groups.into_iter().enumerate() {
+            let Some(io) = self.groups.get_mut(g).filter(|io| io.name == name) else {
+                continue;
+            };
+            io.group.set_rules(self.opts.balance, rules(&self.opts));
+            io.resolved = targets.iter().map(|t| t.addrs.clone()).collect();
+            io.targets = targets;
+            gone.extend(io.rebuild(&self.opts, cx.now).into_iter().map(|a| (g, a)));
+        }
+        for (g, addr) in gone {
+            self.close_member_conns(cx, g, addr);
+        }
+        // Connections beyond a lowered target, or of members now out, are closed.
+        let want = self.opts.warm;
+        for g in 0..self.groups.len() {
+            for i in 0..self.groups[g].members.len() {
+                while self.groups[g].members[i].idle.len() > want {
+                    if let Some(slot) = self.groups[g].members[i].idle.pop_back() {
+                        self.drop_held(cx, slot);
+                    }
+                }
+                if !checks_on(&self.opts) {
+                    self.groups[g].members[i].next_check = None;
+                } else if self.groups[g].members[i].next_check.is_none() {
+                    self.groups[g].members[i].next_check = Some(cx.now);
+                }
+            }
+        }
+    }
+
+    /// A connection for a new session (or one whose connect failed, `tries` telling
+    /// which members it tried): a valid warm connection of the member the group picks,
+    /// else a fresh connect; members that fail at once are skipped. `Err` with the last
+    /// failure when the tries are used up or every member was tried.
+    pub(super) fn connect(
+        &mut self,
+        cx: &mut Cx<'_>,
+        mut tries: Tries,
+        client: SocketAddr,
+        last: ConnectFailure,
+    ) -> Result<Dialed, ConnectFailure> {
+        let g = usize::from(tries.group);
+        let Some(io) = self.groups.get(g) else {
+            return Err(last);
+        };
+        let cap = match self.opts.connect_tries {
+            0 => io.group.len(),
+            n => n,
+        };
+        let mut last = last;
+        while usize::from(tries.made) < cap {
+            let Some(io) = self.groups.get_mut(g) else {
+                break;
+            };
+            let pick = io
+                .group
+                .pick(cx.now, client.ip(), tries.tried, random::below(u64::MAX));
+            let Some(i) = pick else {
+                break;
+            };
+            tries.tried.insert(i);
+            tries.made = tries.made.saturating_add(1);
+            let addr = io.group.addr(i);
+            if let Some((conn, ready)) = self.lend(cx, g, i) {
+                self.started(g, i);
+                return Ok(Dialed {
+                    conn,
+                    addr,
+                    tries,
+                    warm: Some(ready),
+                });
+            }
+            match Conn::dial(addr) {
+                Ok(conn) => {
+                    self.started(g, i);
+                    return Ok(Dialed {
+                        conn,
+                        addr,
+                        tries,
+                        warm: None,
+                    });
+                }
+                Err(e) => {
+                    debug!("connect to {addr} failed: {}", describe(&e));
+                    last = ConnectFailure::from_error(&e);
+                    cx.counters.record_connect_failure(last);
+                    self.attempted(cx, g, addr, Err(last));
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// A session starts on member `i` of group `g`.
+    fn started(&mut self, g: usize, i: usize) {
+        if let Some(io) = self.groups.get_mut(g) {
+            io.group.session_started(i);
+        }
+    }
+
+    /// A session on `addr` of group `g` closed or moved to another member.
+    pub(super) fn ended(&mut self, g: usize, addr: SocketAddr) {
+        if let Some(io) = self.groups.get_mut(g) {
+            if let Some(i) = io.group.index_of(addr) {
+                io.group.session_ended(i);
+            }
+        }
+    }
+
+    /// A connect to `addr` of group `g` ended: the group's passive health and the
+    /// member's counters learn it (a change is logged).
+    pub(super) fn attempted(
+        &mut self,
+        cx: &mut Cx<'_>,
+        g: usize,
+        addr: SocketAddr,
+        outcome: Result<Duration, ConnectFailure>,
+    ) {
+        let Some(io) = self.groups.get_mut(g) else {
+            return;
+        };
+        let Some(i) = io.group.index_of(addr) else {
+            return;
+        };
+        let change = match outcome {
+            Ok(took) => {
+                if let Some(m) = io.members.get_mut(i) {
+                    m.counters.connect_times.record(took);
+                }
+                io.group.connected(i)
+            }
+            Err(failure) => {
+                if let Some(m) = io.members.get_mut(i) {
+                    m.counters.connect_failures[failure.index()] += 1;
+                }
+                io.group.failed(i, cx.now, random::below(u64::MAX))
+            }
+        };
+        self.changed(cx, g, addr, change);
+    }
+
+    /// Logs a member's change of state; an ejection or a fall closes its warm
+    /// connections (they are not lent while it is out) and reschedules upkeep.
+    fn changed(&mut self, cx: &mut Cx<'_>, g: usize, addr: SocketAddr, change: Option<Change>) {
+        let Some(change) = change else {
+            return;
+        };
+        let name = self.groups.get(g).map_or("-", |io| io.name.as_str());
+        let what = match name {
+            "-" => format!("upstream {addr}"),
+            service => format!("service {service}: upstream {addr}"),
+        };
+        match change {
+            Change::Ejected { after, for_ } => {
+                warn!("{what} down: ejected for {for_:?} after {after} failed connects");
+                self.close_member_conns(cx, g, addr);
+            }
+            Change::Down => {
+                warn!("{what} down: failed its health checks");
+                self.close_member_conns(cx, g, addr);
+            }
+            Change::Up => info!("{what} up again"),
+        }
+        self.due = Some(cx.now);
+        self.dirty = true;
+    }
+
+    /// The look-up of one of the groups' names answered: a failed or empty answer keeps
+    /// the last good addresses; members whose address left lose their warm connections
+    /// and checks (live sessions on them are untouched).
+    pub(super) fn on_resolved(&mut self, cx: &mut Cx<'_>, answer: Answer) {
+        let (g, t) = (
+            (answer.lookup.what >> 16) as usize,
+            (answer.lookup.what & 0xffff) as usize,
+        );
+        let opts = self.opts.clone();
+        let Some(io) = self.groups.get_mut(g) else {
+            return;
+        };
+        let Some(target) = io.targets.get(t).filter(|x| x.target == answer.name) else {
+            return;
+        };
+        let mut addrs = match answer.addrs {
+            Ok(addrs) if !addrs.is_empty() => addrs,
+            Ok(_) => {
+                warn!(
+                    "upstream {}: the name resolves to no address; keeping the last",
+                    target.target
+                );
+                return;
+            }
+            Err(e) => {
+                warn!(
+                    "upstream {}: cannot resolve ({}); keeping the last addresses",
+                    target.target,
+                    describe(&e)
+                );
+                return;
+            }
+        };
+        addrs.dedup();
+        if io.resolved.get(t) == Some(&addrs) {
+            return;
+        }
+        info!("upstream {}: now {:?}", target.target, addrs);
+        if let Some(r) = io.resolved.get_mut(t) {
+            *r = addrs;
+        }
+        let gone = io.rebuild(&opts, cx.now);
+        for addr in gone {
+            self.close_member_conns(cx, g, addr);
+        }
+        self.dirty = true;
+    }
+
+    /// Asks the resolver for every name of group `g`.
+    fn look_up(&mut self, cx: &mut Cx<'_>, g: usize) {
+        let Some(io) = self.groups.get(g) else {
+            return;
+        };
+        for (t, target) in io.targets.iter().enumerate() {
+            if is_name(&target.target) {
+                let what = (u32::try_from(g).unwrap_or(0) << 16) | u32::try_from(t).unwrap_or(0);
+                let lookup = Lookup {
+                    listener: cx.listener,
+                    what,
+                };
+                cx.resolver.request(lookup, &target.target);
+            }
+        }
+    }
+
+    /// Scheduled work: look-ups, warm refills and health checks that are due. Cheap when
+    /// nothing is (the loop calls it every pass).
+    pub(super) fn upkeep(&mut self, cx: &mut Cx<'_>) {
+        if !self.dirty && self.due.is_none_or(|d| cx.now < d) {
+            return;
+        }
+        self.dirty = false;
+        self.apply_update(cx);
+        let mut due: Option<Instant> = None;
+        let mut soon = |t: Instant| due = Some(due.map_or(t, |d| d.min(t)));
+        for g in 0..self.groups.len() {
+            if let Some(at) = self.groups[g].next_lookup {
+                if cx.now >= at {
+                    self.look_up(cx, g);
+                    self.groups[g].next_lookup = Some(cx.now + self.opts.dns_refresh);
+                }
+                if let Some(at) = self.groups[g].next_lookup {
+                    soon(at);
+                }
+            }
+            if let Some(t) = self.groups[g].group.next_change(cx.now) {
+                soon(t);
+            }
+            for i in 0..self.groups[g].members.len() {
+                if let Some(t) = self.check_member(cx, g, i) {
+                    soon(t);
+                }
+                if let Some(t) = self.refill(cx, g, i) {
+                    soon(t);
+                }
+            }
+        }
+        self.due = due;
+    }
+
+    /// When upkeep has work next (never, when the groups need none).
+    pub(super) fn next_wake(&self) -> Option<Instant> {
+        self.due.filter(|_| self.needs_upkeep())
+    }
+
+    /// Whether anything needs upkeep at all: warm connections, checks or names.
+    pub(super) fn needs_upkeep(&self) -> bool {
+        self.opts.warm > 0
+            || checks_on(&self.opts)
+            || self.groups.iter().any(|g| g.next_lookup.is_some())
+    }
+
+    /// Closes every connection held (the listener closes or its state is replaced).
+    pub(super) fn close(&mut self, cx: &mut Cx<'_>) {
+        for mut h in self.held.drain() {
+            let _ = cx.registry.deregister(h.conn.source());
+        }
+        for io in &mut self.groups {
+            for m in &mut io.members {
+                m.idle.clear();
+                m.dialing = 0;
+                m.checking = false;
+            }
+        }
+    }
+
+    /// Connections held (warm and checks), for the open-files count.
+    pub(super) fn entries(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Every member as the views show it.
+    pub(super) fn views<'a>(&'a self, listener: &'a str, now: Instant) -> Vec<UpstreamView<'a>> {
+        let mut out = Vec::new();
+        for io in &self.groups {
+            for (i, m) in io.members.iter().enumerate() {
+                let target = io
+                    .targets
+                    .iter()
+                    .zip(&io.resolved)
+                    .find(|(_, r)| r.contains(&m.addr))
+                    .map_or("-", |(t, _)| t.target.as_str());
+                let (weight, backup) = io
+                    .targets
+                    .iter()
+                    .find(|t| t.target == target)
+                    .map_or((1, false), |t| (t.weight, t.backup));
+                out.push(UpstreamView {
+                    listener,
+                    group: &io.name,
+                    target,
+                    addr: m.addr,
+                    state: match io.group.state(i, now) {
+                        State::Up => "up",
+                        State::Down => "down",
+                        State::Ejected { .. } => "ejected",
+                    },
+                    weight,
+                    backup,
+                    sessions: io.group.sessions(i),
+                    ejections: io.group.ejections(i),
+                    warm_idle: m.idle.len(),
+                    counters: &m.counters,
+                });
+            }
+        }
+        out
+    }
+
+    /// Closes the warm connections and the check of `addr` in group `g`.
+    fn close_member_conns(&mut self, cx: &mut Cx<'_>, g: usize, addr: SocketAddr) {
+        let slots: Vec<usize> = self
+            .held
+            .iter()
+            .filter(|(_, h)| usize::from(h.group) == g && h.addr == addr)
+            .map(|(s, _)| s)
+            .collect();
+        for slot in slots {
+            self.drop_held(cx, slot);
+        }
+    }
+
+    /// The token of held slot `slot`.
+    fn token(cx: &Cx<'_>, slot: usize) -> mio::Token {
+        owner::token(Owner::Upstream {
+            listener: cx.listener,
+            slot,
+        })
+    }
+
+    /// Registers a fresh connection as held slot for `kind`.
+    fn hold(&mut self, cx: &mut Cx<'_>, g: usize, addr: SocketAddr, kind: Kind) -> bool {
+        let mut conn = match Conn::dial(addr) {
+            Ok(c) => c,
+            Err(e) => {
+                debug!("connect to {addr} failed: {}", describe(&e));
+                return false;
+            }
+        };
+        let entry = self.held.vacant_entry();
+        let slot = entry.key();
+        let token = Self::token(cx, slot);
+        let both = Interest::READABLE | Interest::WRITABLE;
+        if cx.registry.register(conn.source(), token, both).is_err() {
+            return false;
+        }
+        let id = cx.ids.next();
+        let deadline = cx.now + self.connect_timeout;
+        let mut h = Held {
+            group: u16::try_from(g).unwrap_or(u16::MAX),
+            addr,
+            id,
+            conn,
+            kind,
+            since: cx.now,
+            armed: None,
+        };
+        let owner = Owner::Upstream {
+            listener: cx.listener,
+            slot,
+        };
+        cx.deadlines.arm_once(&mut h.armed, deadline, owner, id);
+        entry.insert(h);
+        true
+    }
+}
+
+/// Whether active health checks run.
+fn checks_on(opts: &UpstreamOptions) -> bool {
+    opts.health_check == crate::core::upstream::HealthCheck::Tcp
+}
+
+/// A fresh set of tries in group `g`.
+pub(super) fn first_tries(g: usize) -> Tries {
+    Tries {
+        group: u16::try_from(g).unwrap_or(u16::MAX),
+        made: 0,
+        tried: Tried::default(),
+    }
+}
