@@ -49,8 +49,6 @@ pub(super) struct Entry {
     pub(super) upstream_addr: SocketAddr,
     route: Route,
     pub(super) started: Instant,
-    /// When the current connect attempt started.
-    dialed: Instant,
     /// The deadline entry armed in the heap for this session, if any.
     armed: Option<Instant>,
     /// Dialing its upstream (a connect's outcome not yet reported).
@@ -166,7 +164,6 @@ impl Sessions {
             upstream_addr,
             route,
             started: io.now,
-            dialed: io.now,
             armed: None,
             connecting: upstream == Registration::New,
             redialing: false,
@@ -315,9 +312,12 @@ impl Sessions {
             e.connecting = false;
             self.reports.push(Report::Connect(Attempt {
                 listener: e.listener,
-                group: e.route.group(),
+                group: e.route.group_of(),
                 upstream: e.upstream_addr,
-                outcome: Ok(io.now.saturating_duration_since(e.dialed)),
+                outcome: Ok(io
+                    .now
+                    .saturating_duration_since(e.started)
+                    .saturating_sub(Duration::from_millis(u64::from(e.route.dialed_ms())))),
             }));
         }
         match drive {
@@ -336,7 +336,7 @@ impl Sessions {
                 e.connecting = false;
                 self.reports.push(Report::Connect(Attempt {
                     listener: e.listener,
-                    group: e.route.group(),
+                    group: e.route.group_of(),
                     upstream: e.upstream_addr,
                     outcome: Err(failure),
                 }));
@@ -346,7 +346,7 @@ impl Sessions {
                     e.upstream_addr,
                     failure.as_str()
                 );
-                let Route::Group(tries) = e.route else {
+                let Some(tries) = e.route.tries() else {
                     let d = e.session.fail_connect(failure, &mut self.pool);
                     return self.settle(slot, d, io);
                 };
@@ -408,8 +408,10 @@ impl Sessions {
         let mut old = e.session.redial(conn, io.now);
         let _ = io.registry.deregister(old.source());
         e.upstream_addr = addr;
-        e.route = Route::Group(tries);
-        e.dialed = io.now;
+        let since = io.now.saturating_duration_since(e.started).as_millis();
+        let mut tries = tries;
+        tries.dialed_ms = u32::try_from(since).unwrap_or(u32::MAX);
+        e.route = Route::group(tries);
         // A warm connection's connect was reported when it completed.
         e.connecting = warm.is_none();
         e.redialing = false;
@@ -462,7 +464,7 @@ impl Sessions {
             pauses: e.session.pauses(),
             age: io.now.saturating_duration_since(e.started),
             reason,
-            group: e.route.group(),
+            group: e.route.group_of(),
         }));
     }
 }

@@ -359,7 +359,7 @@ impl AgentState {
                     session: session.with_preamble(preamble),
                     client_addr: client,
                     upstream_addr: d.addr,
-                    route: Route::Group(d.tries),
+                    route: Route::group(d.tries),
                     client: Registration::Moved,
                     upstream,
                     client_ready: ready,

@@ -68,7 +68,7 @@ impl ForwardState {
                     session,
                     client_addr,
                     upstream_addr: d.addr,
-                    route: Route::Group(d.tries),
+                    route: Route::group(d.tries),
                     client: Registration::New,
                     upstream,
                     client_ready: Readiness::default(),

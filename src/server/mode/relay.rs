@@ -318,7 +318,7 @@ impl RelayState {
             session,
             client_addr: client.addr,
             upstream_addr: t.peer,
-            route: Route::Fixed,
+            route: Route::fixed(),
             client: registered,
             upstream: Registration::Moved,
             client_ready: Readiness::default(),

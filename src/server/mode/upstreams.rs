@@ -630,6 +630,7 @@ pub(super) fn first_tries(g: usize) -> Tries {
     Tries {
         group: u16::try_from(g).unwrap_or(u16::MAX),
         made: 0,
+        dialed_ms: 0,
         tried: Tried::default(),
     }
 }
