@@ -263,8 +263,13 @@ impl Upstreams {
         let interval = self.opts.health_interval;
         let m = self.groups.get_mut(g)?.members.get_mut(i)?;
         let at = m.next_check?;
-        if cx.now < at || m.checking {
+        if m.checking {
+            // A check still running past its interval (its connect timeout is longer):
+            // look again a little later, never in a tight loop.
             return Some(at.max(cx.now + interval / 8));
+        }
+        if cx.now < at {
+            return Some(at);
         }
         let addr = m.addr;
         m.next_check = Some(cx.now + interval);
