@@ -29,6 +29,3 @@ pub enum HealthCheck {
     Tcp,
 }
 
-// TEMPORARY STUB (to be replaced by the real group before commit)
-mod stub;
-pub use stub::*;
