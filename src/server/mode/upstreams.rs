@@ -151,12 +151,10 @@ impl GroupIo {
         let gone = self.group.set_members(specs.iter().copied());
         let mut old = std::mem::take(&mut self.members);
         self.members = (0..self.group.len())
-            .map(|i| {
-                let addr = self.group.addr(i);
-                match old.iter().position(|m| m.addr == addr) {
-                    Some(k) => old.swap_remove(k),
-                    None => Member::new(addr, opts, now),
-                }
+            .filter_map(|i| self.group.addr(i))
+            .map(|addr| match old.iter().position(|m| m.addr == addr) {
+                Some(k) => old.swap_remove(k),
+                None => Member::new(addr, opts, now),
             })
             .collect();
         gone
@@ -288,7 +286,9 @@ impl Upstreams {
             };
             tries.tried.insert(i);
             tries.made = tries.made.saturating_add(1);
-            let addr = io.group.addr(i);
+            let Some(addr) = io.group.addr(i) else {
+                continue;
+            };
             if let Some((conn, ready)) = self.lend(cx, g, i) {
                 self.started(g, i);
                 return Ok(Dialed {
@@ -546,9 +546,9 @@ impl Upstreams {
                     target,
                     addr: m.addr,
                     state: match io.group.state(i, now) {
-                        State::Up => "up",
-                        State::Down => "down",
-                        State::Ejected { .. } => "ejected",
+                        Some(State::Up) | None => "up",
+                        Some(State::Down) => "down",
+                        Some(State::Ejected { .. }) => "ejected",
                     },
                     weight,
                     backup,

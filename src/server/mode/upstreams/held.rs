@@ -131,7 +131,7 @@ impl Upstreams {
             self.drop_held(cx, slot);
             let change = self.groups.get_mut(g).and_then(|io| {
                 let i = io.group.index_of(addr)?;
-                io.group.check_passed(i)
+                io.group.check_passed(i, cx.now)
             });
             self.changed(cx, g, addr, change);
             return;
