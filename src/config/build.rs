@@ -5,7 +5,7 @@
 use super::meta::{Fallback, Kind, Meta};
 use super::options::{
     AGENT, BUFFER_MAX, BUFFER_SIZE, FORWARD, GLOBAL, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, RELAY,
-    SESSION, TUNNEL,
+    SESSION, TUNNEL, UPSTREAMS,
 };
 use super::parse::human_size;
 use super::setting::{load_all, Cx, Located, Origin, Raw, Result, Taken, Values};
@@ -92,6 +92,7 @@ pub fn listener(
         "forward" => {
             let mut f = Forward::default();
             load_all(FORWARD, all, &mut cx, &mut f)?;
+            load_all(UPSTREAMS, all, &mut cx, &mut f.group)?;
             Mode::Forward(f)
         }
         "relay" => {
@@ -104,6 +105,7 @@ pub fn listener(
             debug_assert_eq!(mode, MODES[2]);
             let mut a = Agent::default();
             load_all(AGENT, all, &mut cx, &mut a)?;
+            load_all(UPSTREAMS, all, &mut cx, &mut a.group)?;
             a.tunnel = tunnel(&mut cx)?;
             Mode::Agent(a)
         }

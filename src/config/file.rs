@@ -38,6 +38,8 @@ mod value;
 mod tests;
 #[cfg(test)]
 mod tests_listeners;
+#[cfg(test)]
+mod tests_upstreams;
 
 pub use render::render;
 

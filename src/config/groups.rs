@@ -15,8 +15,8 @@ pub fn describe(config: &Config) -> Vec<String> {
             Mode::Agent(a) => {
                 for s in &a.services {
                     let one = Upstream {
-                        target: s.addr.to_string(),
-                        addrs: vec![s.addr],
+                        target: s.target.clone(),
+                        addrs: s.addrs.clone(),
                         weight: 1,
                         backup: false,
                     };

@@ -139,8 +139,12 @@ pub struct Listener {
 pub struct Service {
     /// 1-64 bytes of `[A-Za-z0-9._-]`.
     pub name: String,
-    /// Where it listens (relay) or where it is dialed (agent).
+    /// Where it listens (relay) or where it is dialed (agent): the first address.
     pub addr: SocketAddr,
+    /// `HOST:PORT` as written (an agent looks a name up again every `dns_refresh`).
+    pub target: String,
+    /// Every address it resolved to when loaded (an agent's service group).
+    pub addrs: Vec<SocketAddr>,
 }
 
 /// One upstream as configured: a forward's `upstream` entry (an agent's service is one
@@ -346,7 +350,7 @@ impl Mode {
         match self {
             Mode::Forward(f) => f.upstreams.iter().map(|u| u.addrs.len()).sum(),
             Mode::Relay(_) => 0,
-            Mode::Agent(a) => a.services.len(),
+            Mode::Agent(a) => a.services.iter().map(|s| s.addrs.len()).sum(),
         }
     }
 }

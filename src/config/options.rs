@@ -22,7 +22,10 @@ use crate::core::pool::Splice;
 
 use Fallback::{Absent, Derived, Required, Value};
 
+mod groups;
 mod modes;
+
+pub use groups::UPSTREAMS;
 
 pub use modes::{AGENT, FORWARD, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, RELAY, TUNNEL};
 
@@ -280,7 +283,7 @@ pub const SESSION: &[&dyn Setting<Listener>] = &[
 ];
 
 /// Every option's description, in table order: global, session, forward, relay, agent,
-/// tunnel, then the listener's name.
+/// tunnel, upstream groups, then the listener's name.
 pub fn all() -> Vec<&'static Meta> {
     let mut metas: Vec<&'static Meta> = Vec::new();
     metas.extend(GLOBAL.iter().map(|s| s.meta()));
@@ -289,6 +292,7 @@ pub fn all() -> Vec<&'static Meta> {
     metas.extend(RELAY.iter().map(|s| s.meta()));
     metas.extend(AGENT.iter().map(|s| s.meta()));
     metas.extend(TUNNEL.iter().map(|s| s.meta()));
+    metas.extend(UPSTREAMS.iter().map(|s| s.meta()));
     metas.push(&NAME);
     metas
 }
@@ -302,7 +306,9 @@ pub fn of_mode(mode: &str) -> Vec<&'static Meta> {
         _ => AGENT.iter().map(|s| s.meta()).collect(),
     };
     let tunnel = TUNNEL.iter().map(|s| s.meta());
+    let groups = UPSTREAMS.iter().map(|s| s.meta());
     own.into_iter()
+        .chain(groups.filter(|m| m.scope.applies_to(mode)))
         .chain(SESSION.iter().map(|s| s.meta()))
         .chain(tunnel.filter(|m| m.scope.applies_to(mode)))
         .collect()

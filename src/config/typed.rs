@@ -14,6 +14,7 @@ use super::setting::{located, Cx, Given, Located, Raw, Result, Text, Typed};
 use super::{LogFormat, Service, Upstream, MAX_SESSIONS};
 use crate::core::handover::ResetPolicy;
 use crate::core::pool::Splice;
+use crate::core::upstream::{Balance, HealthCheck, MAX_WEIGHT};
 use crate::proto::auth::Secret;
 use crate::proto::tunnel::valid_service_name;
 
@@ -97,6 +98,8 @@ macro_rules! typed_word {
 typed_word!(ResetPolicy);
 typed_word!(LogFormat);
 typed_word!(Splice);
+typed_word!(Balance);
+typed_word!(HealthCheck);
 
 impl Typed for bool {
     fn parse(meta: &Meta, given: &Given, _: &mut Cx<'_>) -> Result<Self> {
@@ -197,6 +200,60 @@ impl Typed for Vec<SocketAddr> {
     }
 }
 
+/// One upstream: `HOST:PORT[,weight=N][,backup]`, resolved; the target kept as written.
+fn upstream(meta: &Meta, name: &str, t: &Text, cx: &mut Cx<'_>) -> Result<Upstream> {
+    let mut parts = t.text.split(',');
+    let target = parts.next().unwrap_or_default().trim().to_string();
+    let addr = Text {
+        text: target.clone(),
+        span: t.span.clone(),
+    };
+    let addrs = addresses(meta, name, &addr, cx)?;
+    let bad = |why: String| {
+        Located::new(
+            t.span.clone(),
+            format!("invalid value '{}' for {name}: {why}", t.text.trim()),
+        )
+    };
+    let (mut weight, mut backup) = (None, false);
+    for part in parts.map(str::trim) {
+        match part.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+            Some(("weight", _)) if weight.is_some() => {
+                return Err(bad("weight is given twice".into()))
+            }
+            Some(("weight", n)) => match n.parse::<u32>() {
+                Ok(w) if (1..=MAX_WEIGHT).contains(&w) => weight = Some(w),
+                _ => {
+                    return Err(bad(format!(
+                        "weight must be a whole number from 1 to {MAX_WEIGHT}"
+                    )))
+                }
+            },
+            Some(("backup", _)) => {
+                return Err(bad("backup takes no value: write ',backup'".into()))
+            }
+            None if part == "backup" && backup => return Err(bad("backup is given twice".into())),
+            None if part == "backup" => backup = true,
+            _ if part.is_empty() => {
+                return Err(bad(
+                    "an empty attribute (two commas, or one at the end)".into()
+                ))
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown attribute '{part}': expected weight=N or backup"
+                )))
+            }
+        }
+    }
+    Ok(Upstream {
+        target,
+        addrs,
+        weight: weight.unwrap_or(1),
+        backup,
+    })
+}
+
 impl Typed for Vec<Upstream> {
     fn parse(meta: &Meta, given: &Given, cx: &mut Cx<'_>) -> Result<Self> {
         let texts = match &given.raw {
@@ -210,24 +267,34 @@ impl Typed for Vec<Upstream> {
             }
         };
         let name = cx.values.name(meta);
-        let mut all = Vec::new();
+        let mut all = Vec::with_capacity(texts.len());
         for t in texts {
-            let addrs = addresses(meta, &name, t, cx)?;
-            all.push(Upstream {
-                target: t.text.trim().to_string(),
-                addrs,
-                weight: 1,
-                backup: false,
-            });
+            all.push(upstream(meta, &name, t, cx)?);
+        }
+        if all.iter().all(|u| u.backup) {
+            return Err(Located::new(
+                given.span.clone(),
+                format!("{name}: every upstream is a backup; at least one must not be"),
+            ));
         }
         Ok(all)
     }
 
     fn render(&self, _: &Meta) -> String {
+        let one = |u: &Upstream| {
+            let mut s = u.target.clone();
+            if u.weight != 1 {
+                s.push_str(&format!(",weight={}", u.weight));
+            }
+            if u.backup {
+                s.push_str(",backup");
+            }
+            quote(&s)
+        };
         match self.as_slice() {
-            [one] => quote(&one.target),
+            [u] => one(u),
             _ => {
-                let items: Vec<String> = self.iter().map(|u| quote(&u.target)).collect();
+                let items: Vec<String> = self.iter().map(one).collect();
                 format!("[{}]", items.join(", "))
             }
         }
@@ -271,18 +338,18 @@ impl Typed for Vec<Service> {
                 ));
             }
             let item = cx.values.item(meta, name);
-            let addr = addresses(meta, &item, &p.addr, cx)?
-                .into_iter()
-                .next()
-                .ok_or_else(|| {
-                    Located::new(
-                        p.addr.span.clone(),
-                        format!("{item}: the name resolves to no address"),
-                    )
-                })?;
+            let addrs = addresses(meta, &item, &p.addr, cx)?;
+            let addr = addrs.first().copied().ok_or_else(|| {
+                Located::new(
+                    p.addr.span.clone(),
+                    format!("{item}: the name resolves to no address"),
+                )
+            })?;
             services.push(Service {
                 name: name.to_string(),
                 addr,
+                target: p.addr.text.trim().to_string(),
+                addrs,
             });
         }
         Ok(services)
@@ -291,7 +358,7 @@ impl Typed for Vec<Service> {
     fn render(&self, _: &Meta) -> String {
         let items: Vec<String> = self
             .iter()
-            .map(|s| format!("{} = {}", key(&s.name), quote(&s.addr.to_string())))
+            .map(|s| format!("{} = {}", key(&s.name), quote(&s.target)))
             .collect();
         format!("{{ {} }}", items.join(", "))
     }

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::config::options::{AGENT, FORWARD, GLOBAL, RELAY, SESSION, TUNNEL};
+use crate::config::options::{AGENT, FORWARD, GLOBAL, RELAY, SESSION, TUNNEL, UPSTREAMS};
 use crate::config::parse::quote;
 use crate::config::setting::Setting;
 use crate::config::{Config, Mode, Source, TunnelOptions};
@@ -27,9 +27,15 @@ pub fn render(config: &Config) -> String {
     for l in &config.listeners {
         let _ = write!(out, "\n[[{}]]\nname = {}\n", l.mode.word(), quote(&l.name));
         match &l.mode {
-            Mode::Forward(f) => put_all(&mut out, FORWARD, f),
+            Mode::Forward(f) => {
+                put_all(&mut out, FORWARD, f);
+                put_all(&mut out, UPSTREAMS, &f.group);
+            }
             Mode::Relay(r) => put_all(&mut out, RELAY, r),
-            Mode::Agent(a) => put_all(&mut out, AGENT, a),
+            Mode::Agent(a) => {
+                put_all(&mut out, AGENT, a);
+                put_all(&mut out, UPSTREAMS, &a.group);
+            }
         }
         put_all(&mut out, SESSION, l);
         if let Some(t) = tunnel(&l.mode) {

@@ -38,7 +38,7 @@ const UPSTREAM: Opt<Forward, Vec<Upstream>> = Opt {
         Kind::Addresses { listen: false },
         Required,
         "ADDR",
-        "Upstream address, HOST:PORT. May repeat: tried in order when a connect fails.",
+        "Upstream HOST:PORT[,weight=N][,backup]. May repeat; balanced by --balance.",
     ),
     get: |f| Some(f.upstreams.clone()),
     set: |f, v| f.upstreams = v,

@@ -71,8 +71,8 @@ fn groups(cfg: &Agent) -> Vec<(String, Vec<Upstream>)> {
         .iter()
         .map(|s| {
             let target = Upstream {
-                target: s.addr.to_string(),
-                addrs: vec![s.addr],
+                target: s.target.clone(),
+                addrs: s.addrs.clone(),
                 weight: 1,
                 backup: false,
             };

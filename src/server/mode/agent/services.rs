@@ -127,6 +127,8 @@ mod tests {
         let list = [Service {
             name: "ssh".into(),
             addr: "127.0.0.1:22".parse().expect("addr"),
+            target: "127.0.0.1:22".into(),
+            addrs: vec!["127.0.0.1:22".parse().expect("addr")],
         }];
         Services::new(&list, 2, Duration::from_secs(30))
     }
