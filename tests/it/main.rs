@@ -70,3 +70,6 @@ mod operate_config;
 mod operate_metrics;
 mod operate_reload_nat;
 mod stats_format;
+mod upstream_balance;
+mod upstream_health;
+mod upstream_warm;

@@ -501,6 +501,7 @@ impl Upstreams {
     /// Whether anything needs upkeep at all: warm connections, checks or names.
     pub(super) fn needs_upkeep(&self) -> bool {
         self.opts.warm > 0
+            || self.pending.is_some()
             || checks_on(&self.opts)
             || self.groups.iter().any(|g| g.next_lookup.is_some())
     }

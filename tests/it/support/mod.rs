@@ -36,6 +36,7 @@ pub mod procfs;
 pub mod prom;
 pub mod proxy;
 pub mod strace;
+pub mod upstreams;
 
 pub use chaos::*;
 pub use cli::*;
@@ -47,6 +48,7 @@ pub use path::*;
 pub use procfs::*;
 pub use proxy::*;
 pub use strace::*;
+pub use upstreams::*;
 
 use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};

@@ -144,7 +144,16 @@ pub fn scripted_server<F>(handler: F) -> Upstream
 where
     F: Fn(TcpStream) + Send + Sync + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream on 127.0.0.1:0");
+    scripted_server_at("127.0.0.1:0".parse().expect("addr"), handler)
+}
+
+/// [`scripted_server`] listening on `at` (a port given again after a server on it was
+/// dropped: the upstream listens again).
+pub fn scripted_server_at<F>(at: SocketAddr, handler: F) -> Upstream
+where
+    F: Fn(TcpStream) + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind(at).unwrap_or_else(|e| panic!("bind upstream on {at}: {e}"));
     let addr = listener.local_addr().expect("upstream local_addr");
     let accepted = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
