@@ -71,5 +71,6 @@ mod operate_metrics;
 mod operate_reload_nat;
 mod stats_format;
 mod upstream_balance;
+mod upstream_dns;
 mod upstream_health;
 mod upstream_warm;
