@@ -102,6 +102,10 @@ fn from_file(mode: &str, given: &[(&'static str, String)]) -> Result<Config, Str
 fn samples(meta: &Meta, secret: &Path) -> Vec<String> {
     let listen = |port: u32| format!("127.0.0.1:{port}");
     match meta.kind {
+        Kind::Keepalive => ["7s:3s:5", "off", "60s:0s:4", "1:2", "60s:15s:200"]
+            .map(String::from)
+            .to_vec(),
+        Kind::DurationOrOff => ["31s", "off", "5x", "8d"].map(String::from).to_vec(),
         Kind::Duration => ["500ms", "7d", "8d", "0s", "5x", "30"]
             .map(String::from)
             .to_vec(),

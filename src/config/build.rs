@@ -119,6 +119,7 @@ fn blank(name: String) -> Listener {
         name,
         policy: Policy::default(),
         max_sessions: None,
+        sockets: super::sockets::SocketOptions::default(),
         mode: Mode::Forward(Forward::default()),
     }
 }

@@ -49,6 +49,10 @@ pub enum Bound {
 pub enum Kind {
     /// `500ms`, `30s`, `5m`, `2h`, `1d`.
     Duration,
+    /// A duration or `off`.
+    DurationOrOff,
+    /// `IDLE:INTERVAL:COUNT` TCP keepalive probes, or `off`.
+    Keepalive,
     /// `16KiB` or a number of bytes, from 1 B to `max`.
     Size {
         /// Largest accepted.

@@ -28,6 +28,7 @@ pub mod parse;
 pub mod reload;
 pub mod setting;
 pub mod sizing;
+pub mod sockets;
 mod typed;
 
 /// Largest accepted duration (7 days).
@@ -130,6 +131,8 @@ pub struct Listener {
     pub policy: Policy,
     /// Most sessions of this listener alive at once (within the global limit).
     pub max_sessions: Option<usize>,
+    /// Keepalive and TCP_USER_TIMEOUT of its connections.
+    pub sockets: sockets::SocketOptions,
     /// The mode and its settings.
     pub mode: Mode,
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use super::meta::{Bound, Fallback, Kind, Meta, Scope};
 use super::setting::{Opt, Setting};
+use super::sockets::{Keepalive, UserTimeout};
 use super::{Global, Listener, LogFormat, MAX_BUFFER, MAX_SESSIONS};
 use crate::core::handover::ResetPolicy;
 use crate::core::pool::Splice;
@@ -273,12 +274,42 @@ const MAX_SESSIONS_OWN: Opt<Listener, usize> = Opt {
     set: |l, v| l.max_sessions = Some(v),
 };
 
+const TCP_KEEPALIVE: Opt<Listener, Keepalive> = Opt {
+    meta: Meta::new(
+        "tcp_keepalive",
+        "tcp-keepalive",
+        Scope::Listener,
+        Kind::Keepalive,
+        Value("60s:15s:4"),
+        "IDLE:INTERVAL:COUNT",
+        "TCP keepalive on every connection: probes after IDLE, every INTERVAL, COUNT unanswered end it; or off.",
+    ),
+    get: |l| Some(l.sockets.keepalive),
+    set: |l, v| l.sockets.keepalive = v,
+};
+
+const TCP_USER_TIMEOUT: Opt<Listener, UserTimeout> = Opt {
+    meta: Meta::new(
+        "tcp_user_timeout",
+        "tcp-user-timeout",
+        Scope::Listener,
+        Kind::DurationOrOff,
+        Derived("idle + interval x count of tcp-keepalive"),
+        "DURATION",
+        "TCP_USER_TIMEOUT: sent bytes unacknowledged this long end the connection; or off.",
+    ),
+    get: |l| (l.sockets.user_timeout != UserTimeout::Derived).then_some(l.sockets.user_timeout),
+    set: |l, v| l.sockets.user_timeout = v,
+};
+
 /// Options of every listener's sessions.
 pub const SESSION: &[&dyn Setting<Listener>] = &[
     &CONNECT_TIMEOUT,
     &IDLE_TIMEOUT,
     &HALF_CLOSE_TIMEOUT,
     &RESET_POLICY,
+    &TCP_KEEPALIVE,
+    &TCP_USER_TIMEOUT,
     &MAX_SESSIONS_OWN,
 ];
 

@@ -11,6 +11,9 @@ use super::parse::{
     parse_word, quote, read_secret, render_duration, render_size, Word,
 };
 use super::setting::{located, Cx, Given, Located, Raw, Result, Text, Typed};
+use super::sockets::{
+    parse_keepalive, parse_user_timeout, render_keepalive, Keepalive, UserTimeout,
+};
 use super::{LogFormat, Service, Upstream, MAX_SESSIONS};
 use crate::core::handover::ResetPolicy;
 use crate::core::pool::Splice;
@@ -37,6 +40,31 @@ impl Typed for Duration {
 
     fn render(&self, _: &Meta) -> String {
         quote(&render_duration(*self))
+    }
+}
+
+impl Typed for Keepalive {
+    fn parse(meta: &Meta, given: &Given, cx: &mut Cx<'_>) -> Result<Self> {
+        let t = one(meta, given)?;
+        parse_keepalive(&cx.values.name(meta), &t.text).map_err(located(&t.span))
+    }
+
+    fn render(&self, _: &Meta) -> String {
+        quote(&render_keepalive(*self))
+    }
+}
+
+impl Typed for UserTimeout {
+    fn parse(meta: &Meta, given: &Given, cx: &mut Cx<'_>) -> Result<Self> {
+        let t = one(meta, given)?;
+        parse_user_timeout(&cx.values.name(meta), &t.text).map_err(located(&t.span))
+    }
+
+    fn render(&self, _: &Meta) -> String {
+        match self {
+            UserTimeout::After(d) => quote(&render_duration(*d)),
+            UserTimeout::Off | UserTimeout::Derived => quote("off"),
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use mio::net::TcpStream;
 use socket2::SockRef;
 
+use crate::config::sockets::{Keepalive, SocketOptions};
 use crate::core::stream::{classify_connect, ConnectStatus, Stream};
 
 /// A TCP connection, client or upstream.
@@ -29,6 +30,32 @@ impl Conn {
         let stream = TcpStream::connect(addr)?;
         let _ = stream.set_nodelay(true);
         Ok(Conn(stream))
+    }
+
+    /// Sets keepalive and TCP_USER_TIMEOUT (failures are harmless: the connection works
+    /// without them).
+    pub fn configure(&self, o: &SocketOptions) {
+        let sock = SockRef::from(&self.0);
+        match o.keepalive {
+            Keepalive::Off => {
+                let _ = sock.set_keepalive(false);
+            }
+            Keepalive::Probes {
+                idle,
+                interval,
+                count,
+            } => {
+                let k = socket2::TcpKeepalive::new()
+                    .with_time(idle)
+                    .with_interval(interval)
+                    .with_retries(count);
+                let _ = sock.set_tcp_keepalive(&k);
+            }
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let _ = sock.set_tcp_user_timeout(o.user_timeout());
+        }
     }
 
     /// Reads without consuming (`Ok(0)` at end of stream): a warm connection's check.

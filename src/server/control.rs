@@ -109,6 +109,7 @@ impl Server {
                             mode,
                             counters,
                             policy,
+                            config,
                             ..
                         } = x;
                         mode.close(&mut Cx {
@@ -119,6 +120,7 @@ impl Server {
                             now,
                             listener: l,
                             policy,
+                            sockets: &config.sockets,
                             counters,
                             actions: &mut actions,
                         });

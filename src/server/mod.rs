@@ -265,6 +265,7 @@ impl Server {
             mode,
             counters,
             policy,
+            config,
             ..
         } = listener;
         f(
@@ -277,6 +278,7 @@ impl Server {
                 now,
                 listener: l,
                 policy,
+                sockets: &config.sockets,
                 counters,
                 actions: &mut actions,
             },

@@ -57,6 +57,7 @@ mod forward_churn;
 mod forward_close;
 mod forward_data;
 mod forward_faults;
+mod forward_keepalive;
 mod forward_limits;
 mod forward_memory;
 mod forward_reuse_port;

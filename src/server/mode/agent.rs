@@ -221,6 +221,9 @@ impl AgentState {
             return false;
         };
         let dialed = random::nonce().and_then(|n| Conn::dial(relay).map(|c| (c, n)));
+        if let Ok((c, _)) = &dialed {
+            c.configure(cx.sockets);
+        }
         let (mut conn, nonce) = match dialed {
             Ok(pair) => pair,
             Err(e) => {

@@ -17,6 +17,7 @@ use super::port::Role;
 use super::resolver::{Answer, Resolver};
 use super::sessions::{Attempt, Closed, Dialed, Redial, Start};
 use super::Stopped;
+use crate::config::sockets::SocketOptions;
 use crate::config::{self, Mode};
 use crate::core::session::Policy;
 use crate::core::stream::Readiness;
@@ -67,6 +68,8 @@ pub(super) struct Cx<'a> {
     pub(super) listener: usize,
     /// What the listener's new sessions run with.
     pub(super) policy: &'a Rc<Policy>,
+    /// Keepalive and TCP_USER_TIMEOUT of the listener's connections.
+    pub(super) sockets: &'a SocketOptions,
     pub(super) counters: &'a mut Counters,
     /// What the loop does afterwards, in order.
     pub(super) actions: &'a mut Vec<Action>,
@@ -159,6 +162,7 @@ impl ModeState {
 
     /// A connection accepted on one of the listener's ports.
     pub(super) fn on_accept(&mut self, cx: &mut Cx<'_>, role: &Role, conn: Conn, addr: SocketAddr) {
+        conn.configure(cx.sockets);
         match (&mut self.0, role) {
             (State::Forward(f), _) => f.open(cx, conn, addr),
             (State::Relay(r), Role::Tunnel) => r.open_tunnel(cx, conn, addr),

@@ -300,6 +300,7 @@ impl Upstreams {
             }
             match Conn::dial(addr) {
                 Ok(conn) => {
+                    conn.configure(cx.sockets);
                     self.started(g, i);
                     return Ok(Dialed {
                         conn,
@@ -587,7 +588,12 @@ impl Upstreams {
     /// Registers a fresh connection as held slot for `kind`.
     fn hold(&mut self, cx: &mut Cx<'_>, g: usize, addr: SocketAddr, kind: Kind) -> bool {
         let mut conn = match Conn::dial(addr) {
-            Ok(c) => c,
+            // A health check lives for one connect: no keepalive.
+            Ok(c) if kind == Kind::Check => c,
+            Ok(c) => {
+                c.configure(cx.sockets);
+                c
+            }
             Err(e) => {
                 debug!("connect to {addr} failed: {}", describe(&e));
                 return false;

@@ -1,0 +1,93 @@
+//! TCP keepalive on both sides of a forward session: the proxy's client-side and
+//! upstream-side sockets carry a keepalive timer with the configured idle time (read
+//! with `ss -o`), and the default is about a minute.
+
+use crate::support::*;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+/// Seconds left on the keepalive timer of the established socket whose local address
+/// is `local` or whose peer is `peer` (one line of `ss -tno`).
+fn keepalive_left(filter: &str) -> Option<f64> {
+    let out = Command::new("ss")
+        .args(["-Htno", "state", "established", filter])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let at = text.find("timer:(keepalive,")? + "timer:(keepalive,".len();
+    let rest = &text[at..];
+    let end = rest.find(',')?;
+    let v = &rest[..end];
+    // `6.9sec`, `59sec`, or `1min` forms.
+    if let Some(s) = v.strip_suffix("sec") {
+        s.parse().ok()
+    } else if let Some(m) = v.strip_suffix("min") {
+        m.parse::<f64>().ok().map(|m| m * 60.0)
+    } else {
+        v.strip_suffix("ms")
+            .and_then(|ms| ms.parse::<f64>().ok())
+            .map(|ms| ms / 1000.0)
+    }
+}
+
+/// Both of the proxy's sockets of one idle session: timers left, client side first.
+fn timers(proxy: SocketAddr, upstream: SocketAddr) -> (Option<f64>, Option<f64>) {
+    let client_side = keepalive_left(&format!("( sport = :{} )", proxy.port()));
+    let upstream_side = keepalive_left(&format!("( dport = :{} )", upstream.port()));
+    (client_side, upstream_side)
+}
+
+#[test]
+fn both_sides_get_the_configured_keepalive() {
+    watchdog(|| {
+        if !tool("ss", &["-V"]) {
+            return;
+        }
+        let up = echo_server();
+        let mut proxy = Proxy::forward(
+            &[up.addr],
+            &["--tcp-keepalive", "7s:3s:5", "--tcp-user-timeout", "31s"],
+        );
+        let baseline = proxy.baseline();
+        let mut c = connect(proxy.addr());
+        echo_roundtrip(&mut c, b"x");
+        let (a, b) = timers(proxy.addr(), up.addr);
+        for (side, left) in [("client", a), ("upstream", b)] {
+            let left = left.unwrap_or_else(|| panic!("no keepalive timer on the {side} side"));
+            assert!(
+                left > 0.0 && left <= 7.0,
+                "{side} side: {left} s left, want at most 7"
+            );
+        }
+        drop(c);
+        proxy.assert_quiescent(baseline, Duration::from_secs(5));
+    });
+}
+
+#[test]
+fn the_default_keepalive_is_a_minute_and_off_turns_it_off() {
+    watchdog(|| {
+        if !tool("ss", &["-V"]) {
+            return;
+        }
+        let up = echo_server();
+        let proxy = Proxy::forward(&[up.addr], &[]);
+        let mut c = connect(proxy.addr());
+        echo_roundtrip(&mut c, b"x");
+        let (a, b) = timers(proxy.addr(), up.addr);
+        for left in [a, b] {
+            let left = left.expect("a keepalive timer by default");
+            assert!(left > 30.0 && left <= 60.0, "{left} s left, want about 60");
+        }
+        drop(c);
+        let off = Proxy::forward(&[up.addr], &["--tcp-keepalive", "off"]);
+        let mut c = connect(off.addr());
+        echo_roundtrip(&mut c, b"x");
+        assert_eq!(
+            timers(off.addr(), up.addr),
+            (None, None),
+            "no timer with off"
+        );
+    });
+}
