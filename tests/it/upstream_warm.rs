@@ -186,3 +186,33 @@ fn a_reload_to_no_warm_connections_gives_every_descriptor_back() {
         proxy.assert_quiescent(baseline, Duration::from_secs(5));
     });
 }
+
+/// An agent's service is a group too: the agent keeps warm connections to it, each
+/// session through the tunnel gets one, and none is lent twice.
+#[test]
+fn an_agent_keeps_warm_connections_to_its_service() {
+    watchdog(|| {
+        let service = echo_server();
+        let chain = Chain::builder(service.addr)
+            .agent(&["--warm", "3", "--metrics-listen", "127.0.0.1:0"])
+            .start();
+        let metrics = chain.agent.field_addr("metrics");
+        assert!(
+            wait_for(Duration::from_secs(5), || service.accepted() >= 3),
+            "warm connections to the service before any client"
+        );
+        assert_eq!(failures(chain.public, 10), 0, "sessions through the tunnel");
+        let lines = upstream_lines(metrics);
+        let lent: usize = lines
+            .iter()
+            .flat_map(|f| f.iter().filter(|(k, _)| k == "warm_lent"))
+            .filter_map(|(_, v)| v.parse::<usize>().ok())
+            .sum();
+        assert_eq!(lent, 10, "each session one warm connection: {lines:?}");
+        assert!(
+            wait_for(Duration::from_secs(5), || service.accepted() == 10 + 3),
+            "the service accepted {} (want 10 sessions + 3 idle)",
+            service.accepted()
+        );
+    });
+}
