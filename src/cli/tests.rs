@@ -168,8 +168,11 @@ fn agree(mode: &str, given: &[(&'static str, String)], what: &str) -> Result<(),
         (Ok(a), Ok(b)) if a.global == b.global && a.listeners == b.listeners => Ok(()),
         (Err(a), Err(b)) => {
             // Same problem, the option named as each front end names it.
+            // Longest flags first: `--warm` is a prefix of `--warm-max-age`.
             let mut a = a.clone();
-            for m in options::all() {
+            let mut metas = options::all();
+            metas.sort_by_key(|m| std::cmp::Reverse(m.long.len()));
+            for m in metas {
                 a = a.replace(&m.flag_name(), m.key);
             }
             // A file names one service of a list `service.NAME`; a flag, `--service`.

@@ -25,15 +25,16 @@ use super::Cx;
 use crate::config::{Upstream, UpstreamOptions};
 use crate::core::backoff::Backoff;
 use crate::core::stream::ConnectFailure;
-use crate::core::upstream::{Change, Group, Rules, Spec, State, Tried, EJECT_CAP};
+use crate::core::upstream::{Change, Group, Rules, Tried, EJECT_CAP};
 use crate::os::net::{describe, Conn};
 use crate::os::random;
 use crate::server::owner::{self, Owner};
-use crate::server::resolver::{Answer, Lookup};
 use crate::server::sessions::{Dialed, Tries};
-use crate::stats::upstream::{UpstreamCounters, UpstreamView};
+use crate::stats::upstream::UpstreamCounters;
 
 mod held;
+mod names;
+mod views;
 
 use held::{Held, Kind};
 
@@ -103,84 +104,6 @@ fn rules(opts: &UpstreamOptions) -> Rules {
     }
 }
 
-/// The members `targets` resolve to, first occurrence of an address kept.
-fn specs(targets: &[Upstream], resolved: &[Vec<SocketAddr>]) -> Vec<Spec> {
-    let mut out: Vec<Spec> = Vec::new();
-    for (t, addrs) in targets.iter().zip(resolved) {
-        for &addr in addrs {
-            if !out.iter().any(|s| s.addr == addr) {
-                out.push(Spec {
-                    addr,
-                    weight: t.weight,
-                    backup: t.backup,
-                });
-            }
-        }
-    }
-    out
-}
-
-/// Whether `target` must be looked up (it is a name, not an address).
-fn is_name(target: &str) -> bool {
-    target.parse::<SocketAddr>().is_err()
-}
-
-impl GroupIo {
-    fn new(name: String, targets: &[Upstream], opts: &UpstreamOptions, now: Instant) -> GroupIo {
-        let resolved: Vec<Vec<SocketAddr>> = targets.iter().map(|t| t.addrs.clone()).collect();
-        let specs = specs(targets, &resolved);
-        let members = specs
-            .iter()
-            .map(|s| Member::new(s.addr, opts, now))
-            .collect();
-        let named = targets.iter().any(|t| is_name(&t.target));
-        GroupIo {
-            name,
-            targets: targets.to_vec(),
-            resolved,
-            group: Group::new(specs, opts.balance, rules(opts)),
-            members,
-            next_lookup: named.then(|| now + opts.dns_refresh),
-        }
-    }
-
-    /// Rebuilds the members from the targets' addresses: members that stay keep their
-    /// sockets and counters. Returns the addresses that left.
-    fn rebuild(&mut self, opts: &UpstreamOptions, now: Instant) -> Vec<SocketAddr> {
-        let specs = specs(&self.targets, &self.resolved);
-        let gone = self.group.set_members(specs.iter().copied());
-        let mut old = std::mem::take(&mut self.members);
-        self.members = (0..self.group.len())
-            .filter_map(|i| self.group.addr(i))
-            .map(|addr| match old.iter().position(|m| m.addr == addr) {
-                Some(k) => old.swap_remove(k),
-                None => Member::new(addr, opts, now),
-            })
-            .collect();
-        gone
-    }
-}
-
-impl Member {
-    fn new(addr: SocketAddr, opts: &UpstreamOptions, now: Instant) -> Member {
-        // Checks start spread over one interval, so a thousand upstreams are not checked
-        // in the same pass.
-        let next_check = checks_on(opts).then(|| {
-            let span = u64::try_from(opts.health_interval.as_millis()).unwrap_or(u64::MAX);
-            now + Duration::from_millis(random::below(span.max(1)))
-        });
-        Member {
-            addr,
-            idle: VecDeque::new(),
-            dialing: 0,
-            backoff: Backoff::default(),
-            next_check,
-            checking: false,
-            counters: UpstreamCounters::default(),
-        }
-    }
-}
-
 impl Upstreams {
     /// Groups named `names` (forward: one, `-`), each of its targets.
     pub(super) fn new(
@@ -201,56 +124,6 @@ impl Upstreams {
             due: Some(now),
             dirty: true,
             pending: None,
-        }
-    }
-
-    /// New options and targets (a reload that keeps the listener's state), applied at
-    /// the next upkeep: members that stay keep their sockets, counters and health.
-    pub(super) fn update(
-        &mut self,
-        groups: Targets,
-        opts: &UpstreamOptions,
-        connect_timeout: Duration,
-    ) {
-        self.pending = Some((groups, opts.clone(), connect_timeout));
-        self.dirty = true;
-    }
-
-    /// Applies what [`update`](Self::update) left.
-    fn apply_update(&mut self, cx: &mut Cx<'_>) {
-        let Some((groups, opts, connect_timeout)) = self.pending.take() else {
-            return;
-        };
-        self.opts = opts;
-        self.connect_timeout = connect_timeout;
-        let mut gone = Vec::new();
-        for (g, (name, targets)) in groups.into_iter().enumerate() {
-            let Some(io) = self.groups.get_mut(g).filter(|io| io.name == name) else {
-                continue;
-            };
-            io.group.set_rules(self.opts.balance, rules(&self.opts));
-            io.resolved = targets.iter().map(|t| t.addrs.clone()).collect();
-            io.targets = targets;
-            gone.extend(io.rebuild(&self.opts, cx.now).into_iter().map(|a| (g, a)));
-        }
-        for (g, addr) in gone {
-            self.close_member_conns(cx, g, addr);
-        }
-        // Connections beyond a lowered target, or of members now out, are closed.
-        let want = self.opts.warm;
-        for g in 0..self.groups.len() {
-            for i in 0..self.groups[g].members.len() {
-                while self.groups[g].members[i].idle.len() > want {
-                    if let Some(slot) = self.groups[g].members[i].idle.pop_back() {
-                        self.drop_held(cx, slot);
-                    }
-                }
-                if !checks_on(&self.opts) {
-                    self.groups[g].members[i].next_check = None;
-                } else if self.groups[g].members[i].next_check.is_none() {
-                    self.groups[g].members[i].next_check = Some(cx.now);
-                }
-            }
         }
     }
 
@@ -394,71 +267,6 @@ impl Upstreams {
         self.dirty = true;
     }
 
-    /// The look-up of one of the groups' names answered: a failed or empty answer keeps
-    /// the last good addresses; members whose address left lose their warm connections
-    /// and checks (live sessions on them are untouched).
-    pub(super) fn on_resolved(&mut self, cx: &mut Cx<'_>, answer: Answer) {
-        let (g, t) = (
-            (answer.lookup.what >> 16) as usize,
-            (answer.lookup.what & 0xffff) as usize,
-        );
-        let opts = self.opts.clone();
-        let Some(io) = self.groups.get_mut(g) else {
-            return;
-        };
-        let Some(target) = io.targets.get(t).filter(|x| x.target == answer.name) else {
-            return;
-        };
-        let mut addrs = match answer.addrs {
-            Ok(addrs) if !addrs.is_empty() => addrs,
-            Ok(_) => {
-                warn!(
-                    "upstream {}: the name resolves to no address; keeping the last",
-                    target.target
-                );
-                return;
-            }
-            Err(e) => {
-                warn!(
-                    "upstream {}: cannot resolve ({}); keeping the last addresses",
-                    target.target,
-                    describe(&e)
-                );
-                return;
-            }
-        };
-        addrs.dedup();
-        if io.resolved.get(t) == Some(&addrs) {
-            return;
-        }
-        info!("upstream {}: now {:?}", target.target, addrs);
-        if let Some(r) = io.resolved.get_mut(t) {
-            *r = addrs;
-        }
-        let gone = io.rebuild(&opts, cx.now);
-        for addr in gone {
-            self.close_member_conns(cx, g, addr);
-        }
-        self.dirty = true;
-    }
-
-    /// Asks the resolver for every name of group `g`.
-    fn look_up(&mut self, cx: &mut Cx<'_>, g: usize) {
-        let Some(io) = self.groups.get(g) else {
-            return;
-        };
-        for (t, target) in io.targets.iter().enumerate() {
-            if is_name(&target.target) {
-                let what = (u32::try_from(g).unwrap_or(0) << 16) | u32::try_from(t).unwrap_or(0);
-                let lookup = Lookup {
-                    listener: cx.listener,
-                    what,
-                };
-                cx.resolver.request(lookup, &target.target);
-            }
-        }
-    }
-
     /// Scheduled work: look-ups, warm refills and health checks that are due. Cheap when
     /// nothing is (the loop calls it every pass).
     pub(super) fn upkeep(&mut self, cx: &mut Cx<'_>) {
@@ -524,44 +332,6 @@ impl Upstreams {
     /// Connections held (warm and checks), for the open-files count.
     pub(super) fn entries(&self) -> usize {
         self.held.len()
-    }
-
-    /// Every member as the views show it.
-    pub(super) fn views<'a>(&'a self, listener: &'a str, now: Instant) -> Vec<UpstreamView<'a>> {
-        let mut out = Vec::new();
-        for io in &self.groups {
-            for (i, m) in io.members.iter().enumerate() {
-                let target = io
-                    .targets
-                    .iter()
-                    .zip(&io.resolved)
-                    .find(|(_, r)| r.contains(&m.addr))
-                    .map_or("-", |(t, _)| t.target.as_str());
-                let (weight, backup) = io
-                    .targets
-                    .iter()
-                    .find(|t| t.target == target)
-                    .map_or((1, false), |t| (t.weight, t.backup));
-                out.push(UpstreamView {
-                    listener,
-                    group: &io.name,
-                    target,
-                    addr: m.addr,
-                    state: match io.group.state(i, now) {
-                        Some(State::Up) | None => "up",
-                        Some(State::Down) => "down",
-                        Some(State::Ejected { .. }) => "ejected",
-                    },
-                    weight,
-                    backup,
-                    sessions: io.group.sessions(i),
-                    ejections: io.group.ejections(i),
-                    warm_idle: m.idle.len(),
-                    counters: &m.counters,
-                });
-            }
-        }
-        out
     }
 
     /// Closes the warm connections and the check of `addr` in group `g`.
