@@ -14,12 +14,14 @@ use super::setting::{located, Cx, Given, Located, Raw, Result, Text, Typed};
 use super::sockets::{
     parse_keepalive, parse_user_timeout, render_keepalive, Keepalive, UserTimeout,
 };
-use super::{LogFormat, Service, Upstream, MAX_SESSIONS};
+use super::{LogFormat, Service, MAX_SESSIONS};
 use crate::core::handover::ResetPolicy;
 use crate::core::pool::Splice;
-use crate::core::upstream::{Balance, HealthCheck, MAX_WEIGHT};
+use crate::core::upstream::{Balance, HealthCheck};
 use crate::proto::auth::Secret;
 use crate::proto::tunnel::valid_service_name;
+
+mod upstreams;
 
 /// The one text of a single-valued option.
 fn one<'g>(meta: &Meta, given: &'g Given) -> Result<&'g Text> {
@@ -222,107 +224,6 @@ impl Typed for Vec<SocketAddr> {
             [one] => quote(&one.to_string()),
             _ => {
                 let items: Vec<String> = self.iter().map(|a| quote(&a.to_string())).collect();
-                format!("[{}]", items.join(", "))
-            }
-        }
-    }
-}
-
-/// One upstream: `HOST:PORT[,weight=N][,backup]`, resolved; the target kept as written.
-fn upstream(meta: &Meta, name: &str, t: &Text, cx: &mut Cx<'_>) -> Result<Upstream> {
-    let mut parts = t.text.split(',');
-    let target = parts.next().unwrap_or_default().trim().to_string();
-    let addr = Text {
-        text: target.clone(),
-        span: t.span.clone(),
-    };
-    let addrs = addresses(meta, name, &addr, cx)?;
-    let bad = |why: String| {
-        Located::new(
-            t.span.clone(),
-            format!("invalid value '{}' for {name}: {why}", t.text.trim()),
-        )
-    };
-    let (mut weight, mut backup) = (None, false);
-    for part in parts.map(str::trim) {
-        match part.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
-            Some(("weight", _)) if weight.is_some() => {
-                return Err(bad("weight is given twice".into()))
-            }
-            Some(("weight", n)) => match n.parse::<u32>() {
-                Ok(w) if (1..=MAX_WEIGHT).contains(&w) => weight = Some(w),
-                _ => {
-                    return Err(bad(format!(
-                        "weight must be a whole number from 1 to {MAX_WEIGHT}"
-                    )))
-                }
-            },
-            Some(("backup", _)) => {
-                return Err(bad("backup takes no value: write ',backup'".into()))
-            }
-            None if part == "backup" && backup => return Err(bad("backup is given twice".into())),
-            None if part == "backup" => backup = true,
-            _ if part.is_empty() => {
-                return Err(bad(
-                    "an empty attribute (two commas, or one at the end)".into()
-                ))
-            }
-            _ => {
-                return Err(bad(format!(
-                    "unknown attribute '{part}': expected weight=N or backup"
-                )))
-            }
-        }
-    }
-    Ok(Upstream {
-        target,
-        addrs,
-        weight: weight.unwrap_or(1),
-        backup,
-    })
-}
-
-impl Typed for Vec<Upstream> {
-    fn parse(meta: &Meta, given: &Given, cx: &mut Cx<'_>) -> Result<Self> {
-        let texts = match &given.raw {
-            Raw::One(t) => std::slice::from_ref(t),
-            Raw::Many(ts) if !ts.is_empty() => ts.as_slice(),
-            _ => {
-                return Err(Located::new(
-                    given.span.clone(),
-                    format!("{} must hold at least one address", meta.key),
-                ))
-            }
-        };
-        let name = cx.values.name(meta);
-        let mut all = Vec::with_capacity(texts.len());
-        for t in texts {
-            all.push(upstream(meta, &name, t, cx)?);
-        }
-        if all.iter().all(|u| u.backup) {
-            return Err(Located::new(
-                given.span.clone(),
-                format!("{name}: every upstream is a backup; at least one must not be"),
-            ));
-        }
-        Ok(all)
-    }
-
-    fn render(&self, _: &Meta) -> String {
-        let one = |u: &Upstream| {
-            let mut s = u.target.clone();
-            if u.weight != 1 {
-                s.push_str(&format!(",weight={}", u.weight));
-            }
-            if u.backup {
-                s.push_str(",backup");
-            }
-            quote(&s)
-        };
-        match self.as_slice() {
-            [u] => one(u),
-            _ => {
-                let items: Vec<String> = self.iter().map(one).collect();
                 format!("[{}]", items.join(", "))
             }
         }

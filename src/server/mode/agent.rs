@@ -4,33 +4,29 @@
 //! open a replacement tunnel at once. Failures back off (`core::backoff`), and the
 //! relay's name is resolved again (off the loop) before reconnecting.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::Instant;
 
 use log::{debug, error, info, warn};
 use mio::{Interest, Registry};
 use slab::Slab;
 
-use super::upstreams::{first_tries, Upstreams};
+use super::upstreams::Upstreams;
 use super::{Action, Cx};
-use crate::config::{Agent, Listener, Upstream};
-use crate::core::reason::CloseReason;
-use crate::core::session::{Preamble, Session};
-use crate::core::stream::{ConnectFailure, Peer, Readiness, Stream};
+use crate::config::{Agent, Listener};
+use crate::core::stream::Readiness;
 use crate::core::tunnel::{AgentTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
 use crate::os::net::{describe, Conn};
 use crate::os::random;
 use crate::proto::auth::Secret;
-use crate::proto::tunnel::frame;
 use crate::server::owner::{self, Owner};
 use crate::server::resolver::{Answer, Lookup};
-use crate::server::sessions::{Registration, Route, Start};
 use crate::server::Stopped;
 
+mod attach;
 mod services;
 
+use attach::groups;
 use services::Services;
 
 /// The resolver key of the relay's name (upstream groups use small numbers).
@@ -63,22 +59,6 @@ pub(super) struct AgentState {
     next_addr: usize,
     /// One upstream group per service, in the services' order.
     upstreams: Upstreams,
-}
-
-/// One group per service: its address.
-fn groups(cfg: &Agent) -> Vec<(String, Vec<Upstream>)> {
-    cfg.services
-        .iter()
-        .map(|s| {
-            let target = Upstream {
-                target: s.target.clone(),
-                addrs: s.addrs.clone(),
-                weight: 1,
-                backup: false,
-            };
-            (s.name.clone(), vec![target])
-        })
-        .collect()
 }
 
 impl AgentState {
@@ -318,69 +298,6 @@ impl AgentState {
             info!("service {name}: tunnels to {} authenticated", t.relay);
         }
         cx.actions.push(Action::Up);
-    }
-
-    /// The relay attached a client: dial the service and start the session, then open a
-    /// replacement tunnel.
-    fn attach(&mut self, cx: &mut Cx<'_>, slot: usize, client: SocketAddr) {
-        let Some(t) = self.tunnels.try_remove(slot) else {
-            return;
-        };
-        cx.counters.accepted += 1;
-        self.services.closed(t.service);
-        let Peer {
-            stream: mut tunnel,
-            ready,
-        } = t.tunnel.into_peer();
-        let last = ConnectFailure::Error;
-        match self
-            .upstreams
-            .connect(cx, first_tries(t.service), client, last)
-        {
-            Ok(d) => {
-                let preamble = Preamble {
-                    to_client: Some(Cow::Borrowed(&[frame::READY])),
-                    on_failure: Some(&[frame::REFUSED]),
-                    ..Preamble::default()
-                };
-                let (session, upstream, upstream_ready) = match d.warm {
-                    Some(r) => (
-                        Session::established(tunnel, d.conn, cx.now),
-                        Registration::Moved,
-                        r,
-                    ),
-                    None => (
-                        Session::new(tunnel, d.conn, cx.now),
-                        Registration::New,
-                        Readiness::default(),
-                    ),
-                };
-                cx.actions.push(Action::Start(Start {
-                    listener: cx.listener,
-                    id: t.id,
-                    policy: Rc::clone(cx.policy),
-                    session: session.with_preamble(preamble),
-                    client_addr: client,
-                    upstream_addr: d.addr,
-                    route: Route::group(d.tries),
-                    client: Registration::Moved,
-                    upstream,
-                    client_ready: ready,
-                    upstream_ready,
-                }));
-            }
-            Err(failure) => {
-                debug!(
-                    "session {}: no service connection ({})",
-                    t.id,
-                    failure.as_str()
-                );
-                let _ = cx.registry.deregister(tunnel.source());
-                let _ = tunnel.write_vectored(&[std::io::IoSlice::new(&[frame::REFUSED])]);
-                cx.unserved(t.id, client, cx.now, CloseReason::connect(failure));
-            }
-        }
-        self.upkeep(cx);
     }
 
     fn close_tunnel(&mut self, cx: &mut Cx<'_>, slot: usize, end: TunnelEnd) {

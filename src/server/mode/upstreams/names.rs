@@ -42,7 +42,12 @@ pub(super) fn is_name(target: &str) -> bool {
 }
 
 impl GroupIo {
-    pub(super) fn new(name: String, targets: &[Upstream], opts: &UpstreamOptions, now: Instant) -> GroupIo {
+    pub(super) fn new(
+        name: String,
+        targets: &[Upstream],
+        opts: &UpstreamOptions,
+        now: Instant,
+    ) -> GroupIo {
         let resolved: Vec<Vec<SocketAddr>> = targets.iter().map(|t| t.addrs.clone()).collect();
         let specs = specs(targets, &resolved);
         let members = specs
@@ -212,5 +217,4 @@ impl Upstreams {
             }
         }
     }
-
 }

@@ -8,7 +8,11 @@ use crate::stats::upstream::UpstreamView;
 
 impl Upstreams {
     /// Every member as the views show it.
-    pub(in crate::server::mode) fn views<'a>(&'a self, listener: &'a str, now: Instant) -> Vec<UpstreamView<'a>> {
+    pub(in crate::server::mode) fn views<'a>(
+        &'a self,
+        listener: &'a str,
+        now: Instant,
+    ) -> Vec<UpstreamView<'a>> {
         let mut out = Vec::new();
         for io in &self.groups {
             for (i, m) in io.members.iter().enumerate() {
@@ -44,5 +48,4 @@ impl Upstreams {
         }
         out
     }
-
 }
