@@ -91,3 +91,50 @@ fn the_default_keepalive_is_a_minute_and_off_turns_it_off() {
         );
     });
 }
+
+/// A peer that vanishes while the session is idle (iptables DROP both ways, in a private
+/// network namespace) is found by the probes: with `1s:1s:2` the session ends about 3 s
+/// later, long before the idle timeout (1 h here), with an upstream error.
+#[test]
+fn a_vanished_upstream_is_found_by_keepalive() {
+    watchdog(|| {
+        if !enter_private_netns() {
+            return;
+        }
+        let up = echo_server();
+        let args = [
+            "--tcp-keepalive",
+            "1s:1s:2",
+            "--tcp-user-timeout",
+            "off",
+            "--idle-timeout",
+            "1h",
+        ];
+        let mut proxy = Proxy::forward(&[up.addr], &args);
+        let baseline = proxy.baseline();
+        let mut c = connect(proxy.addr());
+        echo_roundtrip(&mut c, b"x");
+        let port = up.addr.port().to_string();
+        for dir in ["--dport", "--sport"] {
+            if !iptables(&["-A", "INPUT", "-p", "tcp", dir, &port, "-j", "DROP"]) {
+                return;
+            }
+        }
+        let _ = c.set_read_timeout(Some(Duration::from_secs(30)));
+        let (end, took) = timed(|| read_end(&mut c));
+        assert!(
+            !matches!(end, End::TimedOut),
+            "no end within 30 s (healthy: about 3 s)"
+        );
+        assert!(
+            took < Duration::from_secs(30),
+            "ended after {took:?} (healthy: about 3 s)"
+        );
+        assert!(
+            proxy.wait_log("reason=upstream-", Duration::from_secs(5)),
+            "the close names the upstream:\n{}",
+            proxy.stderr()
+        );
+        proxy.assert_quiescent(baseline, Duration::from_secs(10));
+    });
+}
