@@ -2,16 +2,11 @@
 //! other benchmark's processes, and the versions of the programs under test.
 //! Git is only read (`rev-parse`, `diff --quiet` with no optional locks).
 
-use std::fs;
 use std::path::Path;
 use std::process::Command;
 
 /// Label and value pairs, in display order.
 pub type Facts = Vec<(String, String)>;
-
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or("").trim().to_string()
-}
 
 /// The first line of what `program args` prints (stdout and stderr) that
 /// contains `pick` (the first line when `pick` is empty).
@@ -30,15 +25,6 @@ pub fn version_of(program: &Path, args: &[&str], pick: &str) -> String {
     }
 }
 
-/// The three load averages, from `/proc/loadavg`.
-pub fn load_average() -> String {
-    let text = fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// The other benchmark's processes (command line holds `compare-`), or "none".
 pub fn other_bench() -> String {
     let found = crate::procfs::processes_matching("compare-");
@@ -49,71 +35,10 @@ pub fn other_bench() -> String {
     }
 }
 
-/// The short commit of `repo` and whether `src/` differs from it.
-pub fn commit(repo: &Path) -> String {
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(repo)
-            .arg("--no-optional-locks")
-            .args(args)
-            .output()
-            .ok()
-    };
-    let head = git(&["rev-parse", "--short", "HEAD"])
-        .filter(|o| o.status.success())
-        .map(|o| first_line(&String::from_utf8_lossy(&o.stdout)))
-        .unwrap_or_else(|| "unknown".into());
-    let src_clean = git(&["diff", "--quiet", "HEAD", "--", "src", "Cargo.lock"])
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if src_clean {
-        format!("{head} (src/ as committed)")
-    } else {
-        format!("{head} (src/ or Cargo.lock differ from it)")
-    }
-}
-
-/// Facts about the machine and the source tree at `repo`.
+/// Facts about the machine and the source tree at `repo`, and the other benchmark's
+/// processes at start.
 pub fn describe(repo: &Path) -> Facts {
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let memory = fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            first_line(&t)
-                .split_whitespace()
-                .nth(1)?
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or_else(
-            || "unknown".into(),
-            |kib| format!("{:.1} GiB", kib as f64 / 1048576.0),
-        );
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let date = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| first_line(&String::from_utf8_lossy(&o.stdout)))
-        .unwrap_or_default();
-    vec![
-        ("date".into(), date),
-        ("cores (nproc)".into(), cores.to_string()),
-        ("CPU".into(), cpu),
-        ("memory".into(), memory),
-        ("kernel".into(), kernel.trim().to_string()),
-        ("commit".into(), commit(repo)),
-        (
-            "rustc".into(),
-            version_of(Path::new("rustc"), &["--version"], ""),
-        ),
-        ("load average at start".into(), load_average()),
-        ("other benchmark (compare-*) at start".into(), other_bench()),
-    ]
+    let mut facts = crate::machine_common::describe(repo);
+    facts.push(("other benchmark (compare-*) at start".into(), other_bench()));
+    facts
 }

@@ -26,6 +26,8 @@ mod child;
 mod host;
 mod load;
 mod machine;
+#[path = "../common/machine.rs"]
+mod machine_common;
 mod matrix;
 mod procfs;
 mod report;
@@ -245,7 +247,7 @@ fn run(options: Options) -> Result<(), String> {
     }
 
     let elapsed = started.elapsed();
-    facts.push(("load average at end".into(), machine::load_average()));
+    facts.push(("load average at end".into(), machine_common::load_average()));
     facts.push((
         "other benchmark (compare-*) at end".into(),
         machine::other_bench(),

@@ -27,6 +27,7 @@ mod health;
 #[allow(dead_code)] // shared with the other benches, which use every helper
 mod host;
 mod load;
+#[path = "../common/machine.rs"]
 mod machine;
 mod memory;
 mod perf;

@@ -70,6 +70,18 @@ impl Default for SocketOptions {
 }
 
 impl SocketOptions {
+    /// The keepalive probes to set: `(idle, interval, count)`, `None` when off.
+    pub fn probes(&self) -> Option<(Duration, Duration, u32)> {
+        match self.keepalive {
+            Keepalive::Off => None,
+            Keepalive::Probes {
+                idle,
+                interval,
+                count,
+            } => Some((idle, interval, count)),
+        }
+    }
+
     /// The TCP_USER_TIMEOUT to set, if any.
     pub fn user_timeout(&self) -> Option<Duration> {
         match (self.user_timeout, self.keepalive) {

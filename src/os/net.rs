@@ -9,7 +9,6 @@ use std::time::Duration;
 use mio::net::TcpStream;
 use socket2::SockRef;
 
-use crate::config::sockets::{Keepalive, SocketOptions};
 use crate::core::stream::{classify_connect, ConnectStatus, Stream};
 
 /// A TCP connection, client or upstream.
@@ -32,19 +31,20 @@ impl Conn {
         Ok(Conn(stream))
     }
 
-    /// Sets keepalive and TCP_USER_TIMEOUT (failures are harmless: the connection works
-    /// without them).
-    pub fn configure(&self, o: &SocketOptions) {
+    /// Sets TCP keepalive (`(idle, interval, count)`, or off) and TCP_USER_TIMEOUT
+    /// (Linux; `None` leaves the kernel's). Failures are harmless: the connection works
+    /// without them.
+    pub fn set_keepalive(
+        &self,
+        probes: Option<(Duration, Duration, u32)>,
+        user_timeout: Option<Duration>,
+    ) {
         let sock = SockRef::from(&self.0);
-        match o.keepalive {
-            Keepalive::Off => {
+        match probes {
+            None => {
                 let _ = sock.set_keepalive(false);
             }
-            Keepalive::Probes {
-                idle,
-                interval,
-                count,
-            } => {
+            Some((idle, interval, count)) => {
                 let k = socket2::TcpKeepalive::new()
                     .with_time(idle)
                     .with_interval(interval)
@@ -54,8 +54,10 @@ impl Conn {
         }
         #[cfg(target_os = "linux")]
         {
-            let _ = sock.set_tcp_user_timeout(o.user_timeout());
+            let _ = sock.set_tcp_user_timeout(user_timeout);
         }
+        #[cfg(not(target_os = "linux"))]
+        let _ = user_timeout;
     }
 
     /// Reads without consuming (`Ok(0)` at end of stream): a warm connection's check.

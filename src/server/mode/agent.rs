@@ -202,7 +202,7 @@ impl AgentState {
         };
         let dialed = random::nonce().and_then(|n| Conn::dial(relay).map(|c| (c, n)));
         if let Ok((c, _)) = &dialed {
-            c.configure(cx.sockets);
+            cx.tune(c);
         }
         let (mut conn, nonce) = match dialed {
             Ok(pair) => pair,

@@ -97,6 +97,11 @@ pub(super) enum Action {
 }
 
 impl Cx<'_> {
+    /// Sets the listener's keepalive and TCP_USER_TIMEOUT on `conn`.
+    pub(super) fn tune(&self, conn: &Conn) {
+        conn.set_keepalive(self.sockets.probes(), self.sockets.user_timeout());
+    }
+
     /// Records the close of a client of this listener that was never served.
     pub(super) fn unserved(
         &mut self,
@@ -162,7 +167,7 @@ impl ModeState {
 
     /// A connection accepted on one of the listener's ports.
     pub(super) fn on_accept(&mut self, cx: &mut Cx<'_>, role: &Role, conn: Conn, addr: SocketAddr) {
-        conn.configure(cx.sockets);
+        cx.tune(&conn);
         match (&mut self.0, role) {
             (State::Forward(f), _) => f.open(cx, conn, addr),
             (State::Relay(r), Role::Tunnel) => r.open_tunnel(cx, conn, addr),

@@ -173,7 +173,7 @@ impl Upstreams {
             }
             match Conn::dial(addr) {
                 Ok(conn) => {
-                    conn.configure(cx.sockets);
+                    cx.tune(&conn);
                     self.started(g, i);
                     return Ok(Dialed {
                         conn,
@@ -361,7 +361,7 @@ impl Upstreams {
             // A health check lives for one connect: no keepalive.
             Ok(c) if kind == Kind::Check => c,
             Ok(c) => {
-                c.configure(cx.sockets);
+                cx.tune(&c);
                 c
             }
             Err(e) => {

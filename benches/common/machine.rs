@@ -1,4 +1,5 @@
-//! What the figures were measured on: date, cores, CPU, memory, kernel, commit, load.
+//! What the figures were measured on, for every bench: date, cores, CPU, memory, kernel,
+//! commit, rustc, load. Each bench adds its own facts after these.
 //! Git is only read (`rev-parse`, `diff --quiet` with no optional locks).
 
 use std::fs;
@@ -8,7 +9,7 @@ use std::process::Command;
 /// Label and value pairs, in display order.
 pub type Facts = Vec<(String, String)>;
 
-fn first_line(text: &str) -> String {
+pub fn first_line(text: &str) -> String {
     text.lines().next().unwrap_or("").trim().to_string()
 }
 
@@ -30,7 +31,7 @@ pub fn load_average() -> String {
 }
 
 /// The short commit of `repo` and whether `src/` differs from it.
-fn commit(repo: &Path) -> String {
+pub fn commit(repo: &Path) -> String {
     let git = |args: &[&str]| {
         Command::new("git")
             .arg("-C")
