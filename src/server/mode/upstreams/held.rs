@@ -68,7 +68,7 @@ impl Upstreams {
                 ConnectStatus::Connected => self.connected(cx, slot),
                 ConnectStatus::Failed(f) => self.failed(cx, slot, f),
             },
-            Kind::Idle { expires, .. } if ready.read_closed => {
+            Kind::Idle { .. } if ready.read_closed => {
                 debug!(
                     "warm connection {} to {}: closed by the upstream",
                     h.id, h.addr
@@ -76,7 +76,6 @@ impl Upstreams {
                 let (g, addr) = (usize::from(h.group), h.addr);
                 self.drop_held(cx, slot);
                 self.count(g, addr, |c| c.warm_failed += 1);
-                let _ = expires;
             }
             Kind::Idle { expires, .. } if ready.readable => {
                 h.kind = Kind::Idle {
