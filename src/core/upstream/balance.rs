@@ -199,6 +199,30 @@ pub(super) fn splitmix64(x: u64) -> u64 {
     finalize(x.wrapping_add(GAMMA))
 }
 
+/// A splitmix64 sequence: the draws a listener's groups need (picks, jitter), seeded once
+/// from the kernel, so a session costs no `getrandom` call.
+#[derive(Debug, Clone)]
+pub struct Draws(u64);
+
+impl Draws {
+    /// A sequence starting from `seed`.
+    pub fn new(seed: u64) -> Draws {
+        Draws(seed)
+    }
+
+    /// The next draw.
+    pub fn draw(&mut self) -> u64 {
+        let out = splitmix64(self.0);
+        self.0 = self.0.wrapping_add(GAMMA);
+        out
+    }
+
+    /// A draw in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.draw() % n.max(1)
+    }
+}
+
 /// splitmix64's finalizer: every input bit moves every output bit.
 fn finalize(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -12,7 +12,7 @@ mod balance;
 mod group;
 mod health;
 
-pub use balance::MAX_WEIGHT;
+pub use balance::{Draws, MAX_WEIGHT};
 pub use group::{Group, Spec, Tried};
 pub use health::{Change, Rules, State, EJECT_CAP};
 

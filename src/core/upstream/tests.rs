@@ -275,3 +275,13 @@ fn failover_picture() {
     assert_eq!(g.next_change(at(30)), None);
     assert_eq!(g.state(a, at(30)), Some(State::Up));
 }
+
+#[test]
+fn draws_are_a_fixed_sequence_per_seed_and_stay_below_their_bound() {
+    let (mut a, mut b) = (Draws::new(7), Draws::new(7));
+    let first: Vec<u64> = (0..4).map(|_| a.draw()).collect();
+    assert_eq!(first, (0..4).map(|_| b.draw()).collect::<Vec<_>>());
+    assert!(first.windows(2).all(|w| w[0] != w[1]), "{first:?}");
+    assert!((0..1000).all(|_| a.below(10) < 10));
+    assert_eq!(a.below(0), 0);
+}

@@ -25,7 +25,7 @@ use super::Cx;
 use crate::config::{Upstream, UpstreamOptions};
 use crate::core::backoff::Backoff;
 use crate::core::stream::ConnectFailure;
-use crate::core::upstream::{Change, Group, Rules, Tried, EJECT_CAP};
+use crate::core::upstream::{Change, Draws, Group, Rules, Tried, EJECT_CAP};
 use crate::os::net::{describe, Conn};
 use crate::os::random;
 use crate::server::owner::{self, Owner};
@@ -91,6 +91,8 @@ pub(super) struct Upstreams {
     dirty: bool,
     /// Targets and options a reload gave, applied at the next upkeep.
     pending: Option<Pending>,
+    /// Draws for picks and jitter.
+    draws: Draws,
 }
 
 /// The health rules of `opts`.
@@ -124,6 +126,7 @@ impl Upstreams {
             due: Some(now),
             dirty: true,
             pending: None,
+            draws: Draws::new(random::below(u64::MAX)),
         }
     }
 
@@ -153,7 +156,7 @@ impl Upstreams {
             };
             let pick = io
                 .group
-                .pick(cx.now, client.ip(), tries.tried, random::below(u64::MAX));
+                .pick(cx.now, client.ip(), tries.tried, self.draws.draw());
             let Some(i) = pick else {
                 break;
             };
@@ -235,7 +238,7 @@ impl Upstreams {
                 if let Some(m) = io.members.get_mut(i) {
                     m.counters.connect_failures[failure.index()] += 1;
                 }
-                io.group.failed(i, cx.now, random::below(u64::MAX))
+                io.group.failed(i, cx.now, self.draws.draw())
             }
         };
         self.changed(cx, g, addr, change);

@@ -21,7 +21,6 @@ use log::debug;
 use super::{Cx, Upstreams};
 use crate::core::stream::{ConnectFailure, ConnectStatus, Readiness, Stream};
 use crate::os::net::Conn;
-use crate::os::random;
 use crate::server::owner::Owner;
 
 /// A held connection.
@@ -142,7 +141,7 @@ impl Upstreams {
         let fifth = u64::try_from(max.as_millis() / 5)
             .unwrap_or(u64::MAX)
             .max(1);
-        let limit = max - Duration::from_millis(random::below(fifth)).min(max / 5);
+        let limit = max - Duration::from_millis(self.draws.below(fifth)).min(max / 5);
         let expires = cx.now + limit;
         h.kind = Kind::Idle {
             expires,
@@ -183,10 +182,9 @@ impl Upstreams {
             self.changed(cx, g, addr, change);
             return;
         }
+        let draw = self.draws.draw();
         if let Some(m) = self.member_mut(g, addr) {
-            let _ = m
-                .backoff
-                .failed(cx.now, Duration::from_secs(30), random::below(u64::MAX));
+            let _ = m.backoff.failed(cx.now, Duration::from_secs(30), draw);
         }
         self.attempted(cx, g, addr, Err(failure));
     }
@@ -242,10 +240,9 @@ impl Upstreams {
         let missing = want.saturating_sub(m.idle.len() + m.dialing);
         for _ in 0..missing {
             if !self.hold(cx, g, addr, Kind::Dialing) {
+                let draw = self.draws.draw();
                 if let Some(m) = self.member_mut(g, addr) {
-                    let _ =
-                        m.backoff
-                            .failed(cx.now, Duration::from_secs(30), random::below(u64::MAX));
+                    let _ = m.backoff.failed(cx.now, Duration::from_secs(30), draw);
                     return m.backoff.retry_at();
                 }
                 return None;
