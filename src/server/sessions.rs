@@ -357,6 +357,7 @@ impl Sessions {
                     slot,
                     id: e.id,
                     client: e.client_addr,
+                    upstream: e.upstream_addr,
                     tries,
                     failure,
                 }));

@@ -228,7 +228,11 @@ impl ModeState {
     /// A session's connect failed: another member of its group, or its close.
     pub(super) fn redial(&mut self, cx: &mut Cx<'_>, r: Redial) {
         let dialed = match self.upstreams() {
-            Some(u) => u.connect(cx, r.tries, r.client, r.failure),
+            Some(u) => {
+                // The session leaves the member that failed (counted until its close).
+                u.ended(usize::from(r.tries.group), r.upstream);
+                u.connect(cx, r.tries, r.client, r.failure)
+            }
             None => Err(r.failure),
         };
         match dialed {

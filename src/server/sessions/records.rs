@@ -91,6 +91,8 @@ pub(in crate::server) struct Redial {
     pub(in crate::server) slot: usize,
     pub(in crate::server) id: u64,
     pub(in crate::server) client: SocketAddr,
+    /// The member whose connect failed: the session leaves it.
+    pub(in crate::server) upstream: SocketAddr,
     pub(in crate::server) tries: Tries,
     /// The last attempt's failure: the close reason when no upstream is left.
     pub(in crate::server) failure: ConnectFailure,

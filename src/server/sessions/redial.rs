@@ -32,6 +32,8 @@ impl Sessions {
             None => io.registry.register(conn.source(), token, both),
         };
         if let Err(err) = registered {
+            // The group counted the session on the new member: its close leaves that one.
+            e.upstream_addr = addr;
             debug!(
                 "session {}: cannot register a socket: {}",
                 e.id,
@@ -74,6 +76,9 @@ impl Sessions {
             return;
         };
         e.redialing = false;
+        // The mode took the session off the member that failed last: its close concerns
+        // no member (the route's group would count it off twice).
+        e.route = Route::fixed();
         let d = e.session.fail_connect(failure, &mut self.pool);
         self.settle(r.slot, d, io);
     }
