@@ -6,7 +6,7 @@
 //!   candidate's weight to its `current`, takes the largest and subtracts the candidates'
 //!   total from it): weights are honoured exactly over a cycle, and spread within it;
 //! - least sessions: fewest live sessions per unit of weight (integers cross-multiplied),
-//!   ties taken in turn from a rotating cursor;
+//!   ties broken by the same smooth weighted round robin among the tied members;
 //! - random two: two distinct weighted draws, the one with fewer sessions per unit of
 //!   weight (the first on a tie);
 //! - source hash: weighted rendezvous hashing of the client's IP address with each
@@ -38,10 +38,8 @@ pub(super) struct Load {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Balancer {
     balance: Balance,
-    /// Round robin's `current` per member.
+    /// Round robin's `current` per member (least sessions' too, among its ties).
     current: Vec<i64>,
-    /// Least sessions: the member ties start from.
-    cursor: usize,
 }
 
 impl Balancer {
@@ -50,7 +48,6 @@ impl Balancer {
         Balancer {
             balance,
             current: vec![0; members],
-            cursor: 0,
         }
     }
 
@@ -104,31 +101,20 @@ impl Balancer {
         Some(b)
     }
 
+    /// Fewest sessions per unit of weight; ties (all idle members, say) go by smooth
+    /// weighted round robin among the tied, as nginx's `least_conn` does, so weights
+    /// hold for short sessions too.
     fn least_sessions<I, F>(&mut self, candidates: I, load: F) -> Option<usize>
     where
         I: Iterator<Item = usize> + Clone,
         F: Fn(usize) -> Load,
     {
-        let n = self.current.len();
-        let after_cursor = |i: usize| (i + n - self.cursor % n) % n;
-        let mut best: Option<(usize, Load)> = None;
-        for i in candidates {
-            let l = load(i);
-            let better = match best {
-                None => true,
-                Some((b, bl)) => match per_weight(l, bl) {
-                    Ordering::Less => true,
-                    Ordering::Equal => after_cursor(i) < after_cursor(b),
-                    Ordering::Greater => false,
-                },
-            };
-            if better {
-                best = Some((i, l));
-            }
-        }
-        let (b, _) = best?;
-        self.cursor = (b + 1) % n;
-        Some(b)
+        let least = candidates
+            .clone()
+            .map(&load)
+            .min_by(|a, b| per_weight(*a, *b))?;
+        let tied = candidates.filter(|&i| per_weight(load(i), least) == Ordering::Equal);
+        self.round_robin(tied, &load)
     }
 }
 
