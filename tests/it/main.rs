@@ -7,6 +7,9 @@
 //!   shutdown on signals;
 //! - `forward_*`: forward mode (data, close, timeouts, upstreams, limits,
 //!   memory, faults, churn, a port shared by processes);
+//! - `upstream_*`: upstream groups (balancing, health, warm connections,
+//!   names looked up again); tests marked `#[ignore]` there show a defect of
+//!   the feature, named in the mark (`cargo test --test it upstream_ -- --ignored`);
 //! - `nat_*`: the relay -> agent bridge (data, lifecycle, authentication);
 //! - `operate_*`, `stats_format`: running it (config reloads, systemd,
 //!   metrics);
