@@ -7,6 +7,8 @@
 //!   shutdown on signals;
 //! - `forward_*`: forward mode (data, close, timeouts, upstreams, limits,
 //!   memory, faults, churn, a port shared by processes);
+//! - `upstream_*`: upstream groups (balancing, health, warm connections,
+//!   names looked up again);
 //! - `nat_*`: the relay -> agent bridge (data, lifecycle, authentication);
 //! - `operate_*`, `stats_format`: running it (config reloads, systemd,
 //!   metrics);

@@ -16,6 +16,9 @@
 //! - [`chaos`] and [`fault`]: the chaos relay and the fault-injection proxy
 //!   with its invariant checks, iptables and `ss -K`;
 //! - [`strace`]: syscall fault injection and syscall counts;
+//! - [`upstreams`]: upstream groups: counted upstreams that stop and listen
+//!   again, serve slowly, greet or time out idle connections; `/upstreams`,
+//!   per-upstream metrics, shares against weights, warm-pool baselines;
 //! - here: [`wait_until`], the per-test [`watchdog`], [`Gate`] and
 //!   [`enter_private_netns`].
 //!
