@@ -34,6 +34,7 @@ use crate::stats::upstream::UpstreamCounters;
 
 mod held;
 mod names;
+mod upkeep;
 mod views;
 
 use held::{Held, Kind};
@@ -87,7 +88,8 @@ pub(super) struct Upstreams {
     /// The next instant [`upkeep`](Self::upkeep) has work (a check, a look-up, the end of
     /// a backoff or of an ejection); `None` with nothing scheduled.
     due: Option<Instant>,
-    /// Something changed (a warm connection lent or lost): refill at the next upkeep.
+    /// Something changed (a warm connection lost, a member back): refill at the next
+    /// upkeep. A lent one schedules its refill instead (`upkeep::REFILL_AFTER`).
     dirty: bool,
     /// Targets and options a reload gave, applied at the next upkeep.
     pending: Option<Pending>,
@@ -174,9 +176,8 @@ impl Upstreams {
                     warm: Some(ready),
                 });
             }
-            match Conn::dial(addr) {
+            match Conn::dial(addr, Some(cx.tuning())) {
                 Ok(conn) => {
-                    cx.tune(&conn);
                     self.started(g, i);
                     return Ok(Dialed {
                         conn,
@@ -270,54 +271,6 @@ impl Upstreams {
         self.dirty = true;
     }
 
-    /// Scheduled work: look-ups, warm refills and health checks that are due. Cheap when
-    /// nothing is (the loop calls it every pass).
-    pub(super) fn upkeep(&mut self, cx: &mut Cx<'_>) {
-        if !self.dirty && self.due.is_none_or(|d| cx.now < d) {
-            return;
-        }
-        self.dirty = false;
-        self.apply_update(cx);
-        let mut due: Option<Instant> = None;
-        let mut soon = |t: Instant| due = Some(due.map_or(t, |d| d.min(t)));
-        for g in 0..self.groups.len() {
-            if let Some(at) = self.groups[g].next_lookup {
-                if cx.now >= at {
-                    self.look_up(cx, g);
-                    self.groups[g].next_lookup = Some(cx.now + self.opts.dns_refresh);
-                }
-                if let Some(at) = self.groups[g].next_lookup {
-                    soon(at);
-                }
-            }
-            if let Some(t) = self.groups[g].group.next_change(cx.now) {
-                soon(t);
-            }
-            for i in 0..self.groups[g].members.len() {
-                if let Some(t) = self.check_member(cx, g, i) {
-                    soon(t);
-                }
-                if let Some(t) = self.refill(cx, g, i) {
-                    soon(t);
-                }
-            }
-        }
-        self.due = due;
-    }
-
-    /// When upkeep has work next (never, when the groups need none).
-    pub(super) fn next_wake(&self) -> Option<Instant> {
-        self.due.filter(|_| self.needs_upkeep())
-    }
-
-    /// Whether anything needs upkeep at all: warm connections, checks or names.
-    pub(super) fn needs_upkeep(&self) -> bool {
-        self.opts.warm > 0
-            || self.pending.is_some()
-            || checks_on(&self.opts)
-            || self.groups.iter().any(|g| g.next_lookup.is_some())
-    }
-
     /// Closes every connection held (the listener closes or its state is replaced).
     pub(super) fn close(&mut self, cx: &mut Cx<'_>) {
         for mut h in self.held.drain() {
@@ -360,13 +313,10 @@ impl Upstreams {
 
     /// Registers a fresh connection as held slot for `kind`.
     fn hold(&mut self, cx: &mut Cx<'_>, g: usize, addr: SocketAddr, kind: Kind) -> bool {
-        let mut conn = match Conn::dial(addr) {
-            // A health check lives for one connect: no keepalive.
-            Ok(c) if kind == Kind::Check => c,
-            Ok(c) => {
-                cx.tune(&c);
-                c
-            }
+        // A health check lives for one connect: no keepalive.
+        let tuning = (kind != Kind::Check).then(|| cx.tuning());
+        let mut conn = match Conn::dial(addr, tuning) {
+            Ok(c) => c,
             Err(e) => {
                 debug!("connect to {addr} failed: {}", describe(&e));
                 return false;

@@ -205,7 +205,7 @@ impl Upstreams {
                 .get_mut(i)?
                 .idle
                 .pop_front()?;
-            self.dirty = true;
+            self.refill_soon(cx.now);
             let Some(mut h) = self.held.try_remove(slot) else {
                 continue;
             };
@@ -225,8 +225,15 @@ impl Upstreams {
     }
 
     /// Dials warm connections for member `i` of group `g` up to the target, unless it is
-    /// out (ejected, down) or backing off. When to come back, if it must.
-    pub(super) fn refill(&mut self, cx: &mut Cx<'_>, g: usize, i: usize) -> Option<Instant> {
+    /// out (ejected, down) or backing off, and at most `budget` of them (the pass's dials
+    /// left). When to come back, if it must: at once when the budget ran out.
+    pub(super) fn refill(
+        &mut self,
+        cx: &mut Cx<'_>,
+        g: usize,
+        i: usize,
+        budget: &mut usize,
+    ) -> Option<Instant> {
         let want = self.opts.warm;
         let io = self.groups.get_mut(g)?;
         if want == 0 || !io.group.usable(i, cx.now) {
@@ -239,6 +246,10 @@ impl Upstreams {
         let addr = m.addr;
         let missing = want.saturating_sub(m.idle.len() + m.dialing);
         for _ in 0..missing {
+            if *budget == 0 {
+                return Some(cx.now);
+            }
+            *budget -= 1;
             if !self.hold(cx, g, addr, Kind::Dialing) {
                 let draw = self.draws.draw();
                 if let Some(m) = self.member_mut(g, addr) {
