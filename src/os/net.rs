@@ -15,49 +15,69 @@ use crate::core::stream::{classify_connect, ConnectStatus, Stream};
 #[derive(Debug)]
 pub struct Conn(TcpStream);
 
-impl Conn {
-    /// Wraps an accepted stream and sets its options.
-    pub fn accepted(stream: TcpStream) -> Conn {
-        // Latency matters more than segment count for a relay (Nagle + delayed ACK stalls
-        // small request/response traffic by ~40 ms); failure here is harmless.
-        let _ = stream.set_nodelay(true);
-        Conn(stream)
-    }
+/// Keepalive and TCP_USER_TIMEOUT as plain values: `(idle, interval, count)` probes or
+/// none (keepalive off), and a user timeout or none (the kernel's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Keepalive probes, `None` for off.
+    pub probes: Option<(Duration, Duration, u32)>,
+    /// TCP_USER_TIMEOUT (Linux), `None` for the kernel's default.
+    pub user_timeout: Option<Duration>,
+}
 
-    /// Starts a non-blocking connect to `addr`.
-    pub fn dial(addr: SocketAddr) -> io::Result<Conn> {
-        let stream = TcpStream::connect(addr)?;
-        let _ = stream.set_nodelay(true);
-        Ok(Conn(stream))
-    }
-
-    /// Sets TCP keepalive (`(idle, interval, count)`, or off) and TCP_USER_TIMEOUT
-    /// (Linux; `None` leaves the kernel's). Failures are harmless: the connection works
-    /// without them.
-    pub fn set_keepalive(
-        &self,
-        probes: Option<(Duration, Duration, u32)>,
-        user_timeout: Option<Duration>,
-    ) {
-        let sock = SockRef::from(&self.0);
-        match probes {
-            None => {
-                let _ = sock.set_keepalive(false);
-            }
+impl Tuning {
+    /// Sets TCP_NODELAY, keepalive and TCP_USER_TIMEOUT on `sock`. Latency matters more
+    /// than segment count for a relay (Nagle + delayed ACK stall small request/response
+    /// traffic by ~40 ms). The first failure, if any: the connection works without them.
+    fn apply(self, sock: SockRef<'_>) -> io::Result<()> {
+        let nodelay = sock.set_tcp_nodelay(true);
+        let keepalive = match self.probes {
+            None => sock.set_keepalive(false),
             Some((idle, interval, count)) => {
                 let k = socket2::TcpKeepalive::new()
                     .with_time(idle)
                     .with_interval(interval)
                     .with_retries(count);
-                let _ = sock.set_tcp_keepalive(&k);
+                sock.set_tcp_keepalive(&k)
+            }
+        };
+        #[cfg(target_os = "linux")]
+        let user_timeout = sock.set_tcp_user_timeout(self.user_timeout);
+        #[cfg(not(target_os = "linux"))]
+        let user_timeout: io::Result<()> = Ok(());
+        nodelay.and(keepalive).and(user_timeout)
+    }
+}
+
+impl Conn {
+    /// Wraps an accepted stream. Linux copies a listening socket's options to the
+    /// connections it accepts, so one accepted on a [`tune_listener`]ed socket needs no
+    /// call of its own; otherwise pass the tuning to set here.
+    pub fn accepted(stream: TcpStream, tuning: Option<Tuning>) -> Conn {
+        let conn = Conn(stream);
+        if let Some(t) = tuning {
+            conn.tune(t);
+        }
+        conn
+    }
+
+    /// Starts a non-blocking connect to `addr`, with `tuning` set on it (none: only
+    /// TCP_NODELAY).
+    pub fn dial(addr: SocketAddr, tuning: Option<Tuning>) -> io::Result<Conn> {
+        let conn = Conn(TcpStream::connect(addr)?);
+        match tuning {
+            Some(t) => conn.tune(t),
+            None => {
+                let _ = conn.0.set_nodelay(true);
             }
         }
-        #[cfg(target_os = "linux")]
-        {
-            let _ = sock.set_tcp_user_timeout(user_timeout);
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = user_timeout;
+        Ok(conn)
+    }
+
+    /// Sets TCP_NODELAY, keepalive and TCP_USER_TIMEOUT. Failures are harmless: the
+    /// connection works without them.
+    pub fn tune(&self, tuning: Tuning) {
+        let _ = tuning.apply(SockRef::from(&self.0));
     }
 
     /// Reads without consuming (`Ok(0)` at end of stream): a warm connection's check.
@@ -153,6 +173,11 @@ pub fn listen(
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
+/// Sets `tuning` on a listening socket, for the connections it will accept to inherit.
+pub fn tune_listener(listener: &mio::net::TcpListener, tuning: Tuning) -> io::Result<()> {
+    tuning.apply(SockRef::from(listener))
 }
 
 /// Whether SO_REUSEPORT is set on `listener` (a socket passed by socket activation has

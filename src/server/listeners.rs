@@ -143,7 +143,8 @@ impl Listeners {
         loop {
             let p = self.ports.get_mut(n)?;
             let l = p.listener?;
-            match p.accept(now) {
+            let tuning = super::port::tuning(&self.slab.get(l)?.config.sockets);
+            match p.accept(now, tuning) {
                 Accepted::Conn(conn, addr) => return Some((l, p.role.clone(), conn, addr)),
                 Accepted::Skipped => continue,
                 Accepted::Nothing => return None,

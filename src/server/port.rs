@@ -11,8 +11,9 @@ use log::{debug, warn};
 use mio::net::TcpListener;
 use mio::{Interest, Registry, Token};
 
+use crate::config::sockets::SocketOptions;
 use crate::core::stream::{classify_accept, retry, Accept, AcceptPause};
-use crate::os::net::{describe, reuses_port, Conn};
+use crate::os::net::{describe, reuses_port, tune_listener, Conn, Tuning};
 
 /// Accepts per port per pass, so an accept storm cannot starve live sessions.
 pub(super) const ACCEPT_BATCH: usize = 64;
@@ -70,6 +71,20 @@ pub(super) struct Port {
     limited: bool,
     last_warning: Option<Instant>,
     suppressed: u64,
+    /// The options the listening socket has, for accepted connections to inherit;
+    /// `None` until set (or when setting them failed: then each connection gets them).
+    tuned: Option<Tuning>,
+    /// Connections queued before the listening socket got its options may not have
+    /// them: each accepted gets them too, until the queue is found empty.
+    queued_untuned: bool,
+}
+
+/// A listener's keepalive, TCP_USER_TIMEOUT and TCP_NODELAY as plain values.
+pub(super) fn tuning(opts: &SocketOptions) -> Tuning {
+    Tuning {
+        probes: opts.probes(),
+        user_timeout: opts.user_timeout(),
+    }
 }
 
 impl Port {
@@ -112,6 +127,8 @@ impl Port {
             limited: false,
             last_warning: None,
             suppressed: 0,
+            tuned: None,
+            queued_untuned: true,
         })
     }
 
@@ -148,25 +165,35 @@ impl Port {
         self.readable && self.socket.is_some() && self.listener.is_some() && !self.paused(now)
     }
 
-    /// Accepts one connection, or `None` when nothing is pending: the backlog is empty
-    /// (the readiness bit is cleared), the port paused for a resource error (counted in
-    /// `pauses`), or it was an error about that connection only (skipped: the caller
-    /// asks again).
-    pub(super) fn accept(&mut self, now: Instant) -> Accepted {
+    /// Accepts one connection with `tuning` (keepalive and the rest), or `None` when
+    /// nothing is pending: the backlog is empty (the readiness bit is cleared), the port
+    /// paused for a resource error (counted in `pauses`), or it was an error about that
+    /// connection only (skipped: the caller asks again).
+    ///
+    /// The options go on the listening socket, set again when a reload changes them, so
+    /// accepted connections inherit them (Linux copies them at the handshake) and an
+    /// accept costs no `setsockopt`; connections queued before are set one by one.
+    pub(super) fn accept(&mut self, now: Instant, tuning: Tuning) -> Accepted {
         if !self.pending(now) {
             return Accepted::Nothing;
         }
         let Some(socket) = &self.socket else {
             return Accepted::Nothing;
         };
+        if self.tuned != Some(tuning) {
+            self.tuned = tune_listener(socket, tuning).ok().map(|()| tuning);
+            self.queued_untuned = true;
+        }
         match classify_accept(retry(|| socket.accept())) {
             Accept::Accepted((stream, addr)) => {
                 self.paused_until = None;
                 self.limited = false;
-                Accepted::Conn(Conn::accepted(stream), addr)
+                let each = (self.queued_untuned || self.tuned.is_none()).then_some(tuning);
+                Accepted::Conn(Conn::accepted(stream, each), addr)
             }
             Accept::WouldBlock => {
                 self.readable = false;
+                self.queued_untuned = false;
                 Accepted::Nothing
             }
             Accept::Pause(cause, e) => {

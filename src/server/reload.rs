@@ -185,7 +185,7 @@ fn fill(
             None => {
                 let port = Port::bind(role.clone(), *addr, w.reuse_port, &mut Vec::new())
                     .map_err(|e| format!("cannot bind {addr}: {}", describe(&e)))?;
-                bound.push(PortSource::Bound(port));
+                bound.push(PortSource::Bound(Box::new(port)));
             }
         }
     }
@@ -199,7 +199,7 @@ fn fill(
                 Some(PortSource::Bound(port)) => {
                     let addr = port.addr;
                     let slot = listeners
-                        .hold_port(port, registry)
+                        .hold_port(*port, registry)
                         .map_err(|e| format!("cannot listen on {addr}: {}", describe(&e)))?;
                     plan.held.push(slot);
                     (slot, true)
@@ -221,7 +221,7 @@ fn fill(
 /// A wanted port: an open one kept, or a freshly bound one.
 enum PortSource {
     Open(usize),
-    Bound(Port),
+    Bound(Box<Port>),
 }
 
 /// A fresh mode state for `l`.

@@ -1,6 +1,7 @@
 //! TCP keepalive on both sides of a forward session: the proxy's client-side and
 //! upstream-side sockets carry a keepalive timer with the configured idle time (read
-//! with `ss -o`), and the default is about a minute.
+//! with `ss -o`), the default is about a minute, and a reload's new value reaches the
+//! connections accepted after it (they inherit it from the listening socket).
 
 use crate::support::*;
 use std::net::SocketAddr;
@@ -19,8 +20,10 @@ fn keepalive_left(filter: &str) -> Option<f64> {
     let rest = &text[at..];
     let end = rest.find(',')?;
     let v = &rest[..end];
-    // `6.9sec`, `59sec`, or `1min` forms.
-    if let Some(s) = v.strip_suffix("sec") {
+    // `6.9sec`, `59sec`, `4min59sec` or `1min` forms.
+    if let Some((m, s)) = v.strip_suffix("sec").and_then(|v| v.split_once("min")) {
+        Some(m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+    } else if let Some(s) = v.strip_suffix("sec") {
         s.parse().ok()
     } else if let Some(m) = v.strip_suffix("min") {
         m.parse::<f64>().ok().map(|m| m * 60.0)
@@ -88,6 +91,60 @@ fn the_default_keepalive_is_a_minute_and_off_turns_it_off() {
             timers(off.addr(), up.addr),
             (None, None),
             "no timer with off"
+        );
+    });
+}
+
+/// Accepted connections inherit keepalive from the listening socket: a reload that
+/// changes it re-sets it there, so a client accepted after the reload has the new idle
+/// time on both sides, and one accepted before keeps the old.
+#[test]
+fn a_reload_changes_keepalive_for_new_connections() {
+    watchdog(|| {
+        if !tool("ss", &["-V"]) {
+            return;
+        }
+        let up = echo_server();
+        let dir = SecretDir::new();
+        let table = |keepalive: &str| {
+            format!(
+                "[[forward]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nupstream = \"{}\"\n\
+                 tcp_keepalive = \"{keepalive}\"\n",
+                up.addr
+            )
+        };
+        let file = dir.file("tcpbridge.toml", table("300s:5s:3").as_bytes());
+        let path = file.to_str().expect("utf-8 path");
+        let mut proxy = Proxy::spawn(&["run", "--config", path]);
+        let addr = proxy.field_addr("web.listen");
+        let mut before = connect(addr);
+        echo_roundtrip(&mut before, b"x");
+        let local = before.local_addr().expect("local address");
+
+        dir.file("tcpbridge.toml", table("9s:3s:3").as_bytes());
+        proxy.send_signal(libc::SIGHUP);
+        proxy
+            .wait_stdout("RELOADED ", Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("no RELOADED line:\n{}", proxy.stderr()));
+        // The first accepted after the reload is set by hand (it may have queued before
+        // the listening socket changed); the next one inherits.
+        let mut first = connect(addr);
+        echo_roundtrip(&mut first, b"y");
+        let mut after = connect(addr);
+        echo_roundtrip(&mut after, b"z");
+
+        let old = keepalive_left(&format!("( dport = :{} )", local.port()));
+        let old = old.expect("a timer on the connection accepted before the reload");
+        assert!(old > 200.0, "accepted before: {old} s left, want about 300");
+        let new = keepalive_left(&format!(
+            "( sport = :{} and dport = :{} )",
+            addr.port(),
+            after.local_addr().expect("local address").port()
+        ));
+        let new = new.expect("a timer on the connection accepted after the reload");
+        assert!(
+            new > 0.0 && new <= 9.0,
+            "accepted after: {new} s left, want at most 9"
         );
     });
 }

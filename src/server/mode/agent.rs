@@ -200,10 +200,8 @@ impl AgentState {
         let Some(&relay) = self.relay_addrs.get(self.next_addr) else {
             return false;
         };
-        let dialed = random::nonce().and_then(|n| Conn::dial(relay).map(|c| (c, n)));
-        if let Ok((c, _)) = &dialed {
-            cx.tune(c);
-        }
+        let tuning = cx.tuning();
+        let dialed = random::nonce().and_then(|n| Conn::dial(relay, Some(tuning)).map(|c| (c, n)));
         let (mut conn, nonce) = match dialed {
             Ok(pair) => pair,
             Err(e) => {

@@ -22,7 +22,7 @@ use crate::config::{self, Mode};
 use crate::core::session::Policy;
 use crate::core::stream::Readiness;
 use crate::core::timers::Timers;
-use crate::os::net::Conn;
+use crate::os::net::{Conn, Tuning};
 use crate::stats::upstream::UpstreamView;
 use crate::stats::Counters;
 
@@ -97,9 +97,9 @@ pub(super) enum Action {
 }
 
 impl Cx<'_> {
-    /// Sets the listener's keepalive and TCP_USER_TIMEOUT on `conn`.
-    pub(super) fn tune(&self, conn: &Conn) {
-        conn.set_keepalive(self.sockets.probes(), self.sockets.user_timeout());
+    /// The listener's keepalive and TCP_USER_TIMEOUT, for the connections it dials.
+    pub(super) fn tuning(&self) -> Tuning {
+        super::port::tuning(self.sockets)
     }
 
     /// Records the close of a client of this listener that was never served.
@@ -167,7 +167,6 @@ impl ModeState {
 
     /// A connection accepted on one of the listener's ports.
     pub(super) fn on_accept(&mut self, cx: &mut Cx<'_>, role: &Role, conn: Conn, addr: SocketAddr) {
-        cx.tune(&conn);
         match (&mut self.0, role) {
             (State::Forward(f), _) => f.open(cx, conn, addr),
             (State::Relay(r), Role::Tunnel) => r.open_tunnel(cx, conn, addr),
