@@ -117,21 +117,33 @@ impl Upstreams {
 
     /// A held connect completed: a warm connection becomes idle, a check passes.
     fn connected(&mut self, cx: &mut Cx<'_>, slot: usize) {
-        let Some(h) = self.held.get_mut(slot) else {
+        let Some(h) = self.held.get(slot) else {
             return;
         };
-        let (g, addr, took) = (
+        let (g, addr, kind, took) = (
             usize::from(h.group),
             h.addr,
+            h.kind,
             cx.now.saturating_duration_since(h.since),
         );
-        if h.kind == Kind::Check {
+        if kind == Kind::Check {
             self.drop_held(cx, slot);
             let change = self.groups.get_mut(g).and_then(|io| {
                 let i = io.group.index_of(addr)?;
                 io.group.check_passed(i, cx.now)
             });
             self.changed(cx, g, addr, change);
+            return;
+        }
+        let want = self.opts.warm;
+        let full = self
+            .member_mut(g, addr)
+            .is_none_or(|m| m.idle.len() >= want);
+        if full {
+            // Dialed before a reload lowered the target (or its member left): not kept.
+            // The connect still counts for health.
+            self.drop_held(cx, slot);
+            self.attempted(cx, g, addr, Ok(took));
             return;
         }
         // Each connection's age limit is drawn in 0.8-1x of the maximum, so a pool
@@ -143,6 +155,9 @@ impl Upstreams {
             .max(1);
         let limit = max - Duration::from_millis(self.draws.below(fifth)).min(max / 5);
         let expires = cx.now + limit;
+        let Some(h) = self.held.get_mut(slot) else {
+            return;
+        };
         h.kind = Kind::Idle {
             expires,
             readable: false,
