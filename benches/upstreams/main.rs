@@ -38,6 +38,7 @@ mod results;
 #[allow(dead_code)] // shared with the other benches, which use every helper
 mod stats;
 mod ttfb;
+mod ttfb_syscalls;
 
 use std::env;
 use std::fs;

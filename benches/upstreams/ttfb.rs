@@ -24,7 +24,7 @@ use crate::load::{self, Outcome, Shape};
 use crate::procs::{self, Process};
 use crate::results::{num, range, ratio, Results};
 use crate::stats::percentile;
-use crate::{procfs, Ctx, Scale};
+use crate::{procfs, ttfb_syscalls, Ctx, Scale};
 
 pub const SECTION: &str = "ttfb";
 /// The backends' setup delays, in milliseconds.
@@ -168,6 +168,19 @@ fn run_delay(
             p50("warm-0").map_or("-".into(), num),
             p50("warm-16").map_or("-".into(), num)
         );
+    }
+    if delay == 0 && crate::perf::available() {
+        for target in &targets {
+            let Some((proxy, _)) = &target.proxy else {
+                continue;
+            };
+            let (pid, addr) = (proxy.pid(), target.addr);
+            if let Err(e) =
+                ttfb_syscalls::count(ctx, SECTION, target.name, pid, addr, scale, results)
+            {
+                notes.push(format!("syscalls not counted: {e}"));
+            }
+        }
     }
     for (target, start) in targets.iter_mut().zip(at_start) {
         // The proxy closes its idle warm connections when it stops.
@@ -322,5 +335,6 @@ pub fn markdown(results: &Results, scale: &Scale) -> String {
             r("c8", "ttfb_p50_us"),
         ));
     }
+    md.push_str(&ttfb_syscalls::markdown(results, SECTION, &["warm-0", "warm-16"]));
     md
 }
