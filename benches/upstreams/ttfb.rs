@@ -335,6 +335,10 @@ pub fn markdown(results: &Results, scale: &Scale) -> String {
             r("c8", "ttfb_p50_us"),
         ));
     }
-    md.push_str(&ttfb_syscalls::markdown(results, SECTION, &["warm-0", "warm-16"]));
+    md.push_str(&ttfb_syscalls::markdown(
+        results,
+        SECTION,
+        &["warm-0", "warm-16"],
+    ));
     md
 }
