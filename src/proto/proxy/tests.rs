@@ -1,0 +1,286 @@
+//! PROXY headers: the spec's forms, every refusal, and round trips (build, then parse in
+//! every split, with the client's bytes after the header).
+
+use std::net::SocketAddr;
+
+use super::{parse, v1, v2, v2_local, Error, Header, Parsed, Version, MAX_V1, SIGNATURE};
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("a socket address")
+}
+
+fn header(version: Version, src: &str, dst: &str) -> Header {
+    Header {
+        version,
+        addresses: Some((addr(src), addr(dst))),
+    }
+}
+
+#[test]
+fn v1_lines_of_the_spec() {
+    let line = b"PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\nGET /";
+    assert_eq!(
+        parse(line),
+        Parsed::Header {
+            header: header(Version::V1, "192.168.0.1:56324", "192.168.0.11:443"),
+            len: line.len() - 5,
+        }
+    );
+    let six = b"PROXY TCP6 ::1 2001:db8::1 1 65535\r\n";
+    assert_eq!(
+        parse(six),
+        Parsed::Header {
+            header: header(Version::V1, "[::1]:1", "[2001:db8::1]:65535"),
+            len: six.len(),
+        }
+    );
+    for unknown in [
+        &b"PROXY UNKNOWN\r\n"[..],
+        b"PROXY UNKNOWN ffff:: 1.2.3.4 1 2\r\n",
+    ] {
+        let want = Header {
+            version: Version::V1,
+            addresses: None,
+        };
+        assert_eq!(
+            parse(unknown),
+            Parsed::Header {
+                header: want,
+                len: unknown.len()
+            }
+        );
+    }
+}
+
+#[test]
+fn v1_refusals() {
+    let cases: &[(&[u8], Error)] = &[
+        (b"GET / HTTP/1.1\r\n", Error::Signature),
+        (b"proxy TCP4", Error::Signature),
+        (b"PROXY TCP5 ", Error::V1Protocol),
+        (b"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n", Error::V1Protocol),
+        (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", Error::V1LineEnd),
+        (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\rX", Error::V1LineEnd),
+        (b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n", Error::V1Field),
+        (b"PROXY TCP4 1.2.3.4  5.6.7.8 1 2\r\n", Error::V1Field),
+        (b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n", Error::V1Field),
+        (b"PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n", Error::V1Field),
+        (b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n", Error::V1Field),
+        (b"PROXY TCP4 ::1 ::1 1 2\r\n", Error::V1Field),
+        (b"PROXY TCP6 1.2.3.4 5.6.7.8 1 2\r\n", Error::V1Field),
+        (b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n", Error::V1Field),
+        (b"PROXY TCP4 1.2.3.04 5.6.7.8 1 2\r\n", Error::V1Field),
+    ];
+    for (input, error) in cases {
+        assert_eq!(
+            parse(input),
+            Parsed::Bad(*error),
+            "{:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+}
+
+#[test]
+fn v1_is_at_most_107_bytes() {
+    // "PROXY UNKNOWN" padded: 105 bytes then CRLF is 107, accepted; one more is not.
+    let mut line = b"PROXY UNKNOWN ".to_vec();
+    line.resize(MAX_V1 - 2, b'x');
+    let mut ok = line.clone();
+    ok.extend_from_slice(b"\r\n");
+    assert!(matches!(parse(&ok), Parsed::Header { len: MAX_V1, .. }));
+    line.push(b'x');
+    assert_eq!(parse(&line), Parsed::Bad(Error::V1TooLong));
+    line.extend_from_slice(b"\r\n");
+    assert_eq!(parse(&line), Parsed::Bad(Error::V1TooLong));
+    // Without a line end, refused as soon as one cannot fit: at 106 bytes.
+    let long = vec![b'x'; 200];
+    let mut open = b"PROXY UNKNOWN ".to_vec();
+    open.extend_from_slice(&long);
+    assert_eq!(parse(&open[..MAX_V1 - 2]), Parsed::Incomplete);
+    assert_eq!(parse(&open[..MAX_V1 - 1]), Parsed::Bad(Error::V1TooLong));
+}
+
+#[test]
+fn v2_headers_and_refusals() {
+    let built = v2(addr("10.0.0.1:1000"), addr("10.0.0.2:443"));
+    assert_eq!(built.len(), 28);
+    let mut with_tlv = built.clone();
+    // A TLV of type 0xEE, 3 bytes: length field 12 + 6 = 18.
+    with_tlv[15] = 18;
+    with_tlv.extend_from_slice(&[0xEE, 0, 3, 1, 2, 3]);
+    assert_eq!(
+        parse(&with_tlv),
+        Parsed::Header {
+            header: header(Version::V2, "10.0.0.1:1000", "10.0.0.2:443"),
+            len: 34
+        }
+    );
+    let mut bad_tlv = with_tlv.clone();
+    bad_tlv[30] = 9;
+    assert_eq!(parse(&bad_tlv), Parsed::Bad(Error::V2Tlv));
+
+    let local = v2_local();
+    assert_eq!(
+        parse(&local),
+        Parsed::Header {
+            header: Header {
+                version: Version::V2,
+                addresses: None
+            },
+            len: 16
+        }
+    );
+    let with = |at: usize, byte: u8| {
+        let mut h = built.clone();
+        h[at] = byte;
+        parse(&h)
+    };
+    assert_eq!(with(12, 0x11), Parsed::Bad(Error::V2Version));
+    assert_eq!(with(12, 0x22), Parsed::Bad(Error::V2Command));
+    assert_eq!(with(13, 0x31), Parsed::Bad(Error::V2Family));
+    assert_eq!(with(13, 0x01), Parsed::Bad(Error::V2Family));
+    assert_eq!(with(13, 0x12), Parsed::Bad(Error::V2Transport));
+    assert_eq!(with(15, 11), Parsed::Bad(Error::V2Short));
+    let mut long = built.clone();
+    long[14] = 0x10;
+    long[15] = 0x01;
+    assert_eq!(parse(&long), Parsed::Bad(Error::V2TooLong));
+    let mut sig = built.clone();
+    sig[5] = b'X';
+    assert_eq!(parse(&sig), Parsed::Bad(Error::Signature));
+    // LOCAL with any family, its block skipped.
+    let mut local_inet = built.clone();
+    local_inet[12] = 0x20;
+    assert!(matches!(
+        parse(&local_inet),
+        Parsed::Header {
+            header: Header {
+                addresses: None,
+                ..
+            },
+            len: 28
+        }
+    ));
+}
+
+#[test]
+fn a_wrong_first_byte_is_refused_at_once() {
+    for b in 0..=255u8 {
+        let verdict = parse(&[b]);
+        if b == b'P' || b == SIGNATURE[0] {
+            assert_eq!(verdict, Parsed::Incomplete, "{b:#x}");
+        } else {
+            assert_eq!(verdict, Parsed::Bad(Error::Signature), "{b:#x}");
+        }
+    }
+}
+
+#[test]
+fn mixed_families_keep_the_client_address() {
+    let (v4, v6) = (addr("203.0.113.7:5000"), addr("[2001:db8::1]:443"));
+    assert_eq!(
+        v1(v4, v6),
+        b"PROXY TCP6 ::ffff:203.0.113.7 2001:db8::1 5000 443\r\n".to_vec()
+    );
+    // A dual-stack socket's IPv4-mapped peer goes out as TCP4.
+    let mapped = addr("[::ffff:203.0.113.7]:5000");
+    assert_eq!(
+        v1(mapped, addr("192.0.2.1:80")),
+        b"PROXY TCP4 203.0.113.7 192.0.2.1 5000 80\r\n".to_vec()
+    );
+    let Parsed::Header { header: h, .. } = parse(&v2(v4, v6)) else {
+        panic!("a v2 header");
+    };
+    assert_eq!(h.addresses, Some((addr("[::ffff:203.0.113.7]:5000"), v6)));
+}
+
+/// splitmix64, for the round trips' addresses.
+struct Seq(u64);
+
+impl Seq {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn addr(&mut self) -> SocketAddr {
+        let n = self.next();
+        let port = (n >> 48) as u16;
+        if n & 1 == 0 {
+            let ip = std::net::Ipv4Addr::from((n >> 8) as u32);
+            SocketAddr::new(ip.into(), port)
+        } else {
+            let hi = u128::from(self.next()) << 64 | u128::from(self.next());
+            SocketAddr::new(std::net::Ipv6Addr::from(hi).into(), port)
+        }
+    }
+}
+
+/// Build, then parse in every split: every proper prefix is incomplete, the whole header
+/// (with the client's bytes after it) parses to the same addresses and length.
+#[test]
+fn round_trips_in_every_split() {
+    let mut seq = Seq(0x5eed_0013);
+    for round in 0..300 {
+        let (src, dst) = (seq.addr(), seq.addr());
+        for (version, built) in [(Version::V1, v1(src, dst)), (Version::V2, v2(src, dst))] {
+            let mut wire = built.clone();
+            wire.extend_from_slice(b"client bytes");
+            for cut in 0..built.len() {
+                assert_eq!(
+                    parse(&wire[..cut]),
+                    Parsed::Incomplete,
+                    "round {round} {version:?} {src} {dst}: prefix of {cut}"
+                );
+            }
+            for cut in built.len()..=wire.len() {
+                let Parsed::Header { header, len } = parse(&wire[..cut]) else {
+                    panic!("round {round} {version:?} {src} {dst}: no header at {cut}");
+                };
+                assert_eq!(len, built.len());
+                assert_eq!(header.version, version);
+                let (s, d) = header.addresses.expect("addresses");
+                let plain = |a: SocketAddr| match a.ip() {
+                    std::net::IpAddr::V6(ip) => ip
+                        .to_ipv4_mapped()
+                        .map_or(a, |v4| SocketAddr::new(v4.into(), a.port())),
+                    _ => a,
+                };
+                assert_eq!((plain(s), plain(d)), (plain(src), plain(dst)));
+            }
+        }
+    }
+}
+
+/// Headers with random bytes changed: no panic, and a verdict, once given, holds for
+/// every longer prefix (what the loop relies on when it parses again after each read).
+#[test]
+fn damaged_headers_keep_their_first_verdict() {
+    let mut seq = Seq(0xdead_0013);
+    for _ in 0..2000 {
+        let (src, dst) = (seq.addr(), seq.addr());
+        let mut wire = if seq.next() & 1 == 0 {
+            v1(src, dst)
+        } else {
+            v2(src, dst)
+        };
+        wire.extend_from_slice(b"after");
+        for _ in 0..=(seq.next() % 3) {
+            let at = (seq.next() % wire.len() as u64) as usize;
+            wire[at] = seq.next() as u8;
+        }
+        let mut decided = None;
+        for cut in 0..=wire.len() {
+            let parsed = parse(&wire[..cut]);
+            match decided {
+                Some(earlier) => assert_eq!(parsed, earlier, "{wire:?} at {cut}"),
+                None if parsed != Parsed::Incomplete => decided = Some(parsed),
+                None => {}
+            }
+        }
+    }
+}
