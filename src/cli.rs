@@ -98,7 +98,10 @@ fn usage(mode: &str) -> String {
         .into_iter()
         .filter(|m| m.fallback == Fallback::Required);
     for meta in required {
-        let many = matches!(meta.kind, Kind::Addresses { .. } | Kind::Services { .. });
+        let many = matches!(
+            meta.kind,
+            Kind::Addresses { .. } | Kind::Services { .. } | Kind::Blocks
+        );
         let dots = if many { "..." } else { "" };
         line.push_str(&format!(
             " {} <{}>{dots}",
@@ -131,7 +134,10 @@ fn arg(meta: &'static Meta) -> Arg {
     match meta.kind {
         Kind::Switch => a.action(ArgAction::SetTrue),
         kind => {
-            let many = matches!(kind, Kind::Addresses { .. } | Kind::Services { .. });
+            let many = matches!(
+                kind,
+                Kind::Addresses { .. } | Kind::Services { .. } | Kind::Blocks
+            );
             a.value_name(meta.value_name)
                 .allow_hyphen_values(true)
                 .required(meta.fallback == Fallback::Required)

@@ -135,6 +135,9 @@ fn samples(meta: &Meta, secret: &Path) -> Vec<String> {
             v
         }
         Kind::Switch => vec!["on".into()],
+        Kind::Blocks => ["10.0.0.0/8", "::1", "10.1.0.0/8", "nohost"]
+            .map(String::from)
+            .to_vec(),
         Kind::Address { .. } | Kind::Addresses { .. } => {
             vec![
                 listen(7391),

@@ -4,13 +4,14 @@
 
 use super::meta::{Fallback, Kind, Meta};
 use super::options::{
-    AGENT, BUFFER_MAX, BUFFER_SIZE, FORWARD, GLOBAL, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, RELAY,
-    SESSION, TUNNEL, UPSTREAMS,
+    AGENT, BUFFER_MAX, BUFFER_SIZE, FORWARD, GLOBAL, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT,
+    PROXY_ACCEPT, PROXY_PROTOCOL_ACCEPT, PROXY_PROTOCOL_TRUSTED, RELAY, SESSION, TUNNEL, UPSTREAMS,
 };
 use super::parse::human_size;
 use super::setting::{load_all, Cx, Located, Origin, Raw, Result, Taken, Values};
 use super::{
-    Agent, Forward, Global, Listener, Mode, Relay, TunnelOptions, MODES, RESET_FLUSH_TIMEOUT,
+    Agent, Forward, Global, Listener, Mode, ProxyAccept, Relay, TunnelOptions, MODES,
+    RESET_FLUSH_TIMEOUT,
 };
 use crate::core::session::Policy;
 
@@ -93,11 +94,15 @@ pub fn listener(
             let mut f = Forward::default();
             load_all(FORWARD, all, &mut cx, &mut f)?;
             load_all(UPSTREAMS, all, &mut cx, &mut f.group)?;
+            load_all(PROXY_ACCEPT, all, &mut cx, &mut f.proxy_accept)?;
+            check_proxy_accept(values, &f.proxy_accept)?;
             Mode::Forward(f)
         }
         "relay" => {
             let mut r = Relay::default();
             load_all(RELAY, all, &mut cx, &mut r)?;
+            load_all(PROXY_ACCEPT, all, &mut cx, &mut r.proxy_accept)?;
+            check_proxy_accept(values, &r.proxy_accept)?;
             r.tunnel = tunnel(&mut cx)?;
             Mode::Relay(r)
         }
@@ -162,6 +167,32 @@ fn check_heartbeat(values: &dyn Values, t: &TunnelOptions) -> Result<()> {
             ),
         )
     })
+}
+
+/// Accepting PROXY headers needs the sources trusted to send them, and trusted sources
+/// mean nothing without accepting.
+fn check_proxy_accept(values: &dyn Values, p: &ProxyAccept) -> Result<()> {
+    let (accept, trusted) = (&PROXY_PROTOCOL_ACCEPT.meta, &PROXY_PROTOCOL_TRUSTED.meta);
+    let (a_name, t_name) = (values.name(accept), values.name(trusted));
+    match (p.accept, p.trusted.is_empty()) {
+        (true, true) => {
+            let (_, span, _) = written(values, accept)?;
+            Err(Located::new(
+                span,
+                format!(
+                    "{a_name} needs {t_name}: the sources (CIDR) allowed to send PROXY headers"
+                ),
+            ))
+        }
+        (false, false) => {
+            let span = values.get(trusted)?.map(|g| g.span).unwrap_or_default();
+            Err(Located::new(
+                span,
+                format!("{t_name} has no effect without {a_name}"),
+            ))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The text of a single-valued option as written (or its default), where, and from

@@ -19,6 +19,7 @@ pub fn describe(config: &Config) -> Vec<String> {
                         addrs: s.addrs.clone(),
                         weight: 1,
                         backup: false,
+                        proxy: s.proxy,
                     };
                     let name = format!("{} service {}", l.name, s.name);
                     lines.push(line(&name, &a.group, std::slice::from_ref(&one)));
@@ -75,6 +76,9 @@ fn upstream(u: &Upstream) -> String {
     }
     if u.backup {
         s.push_str(" backup");
+    }
+    if let Some(p) = u.proxy {
+        s.push_str(&format!(" proxy {}", p.as_str()));
     }
     s
 }

@@ -88,6 +88,9 @@ pub enum Kind {
     },
     /// `HOST:PORT`, checked but not resolved (resolved again at each use).
     HostPort,
+    /// One or more CIDR blocks (`10.0.0.0/8`, `::1`): a flag repeats; a file gives a
+    /// string or an array.
+    Blocks,
     /// A path to a secret file, read at once (relative to the config file's directory).
     SecretFile,
     /// A listener's name: 1-64 characters of `[A-Za-z0-9._-]` (files only).

@@ -148,6 +148,9 @@ pub struct Service {
     pub target: String,
     /// Every address it resolved to when loaded (an agent's service group).
     pub addrs: Vec<SocketAddr>,
+    /// An agent's service: the PROXY protocol header written first on each connection
+    /// to it (`NAME=HOST:PORT,proxy=v1`), if any. Never set on a relay's.
+    pub proxy: Option<ProxyProtocol>,
 }
 
 /// One upstream as configured: a forward's `upstream` entry (an agent's service is one
@@ -162,6 +165,28 @@ pub struct Upstream {
     pub weight: u32,
     /// Used only when every other upstream is down.
     pub backup: bool,
+    /// The PROXY protocol header written first on each connection to it, if any.
+    pub proxy: Option<ProxyProtocol>,
+}
+
+/// A version of the PROXY protocol (HAProxy's `doc/proxy-protocol.txt`): v1 is a line of
+/// text, v2 a binary header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    /// `PROXY TCP4 ...\r\n`.
+    V1,
+    /// The binary form.
+    V2,
+}
+
+impl ProxyProtocol {
+    /// `v1` or `v2`, as written in flags and files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyProtocol::V1 => "v1",
+            ProxyProtocol::V2 => "v2",
+        }
+    }
 }
 
 /// How a group of upstreams is used: balancing, health, warm connections, look-ups.
@@ -221,6 +246,29 @@ pub struct Forward {
     pub group: UpstreamOptions,
     /// SO_REUSEPORT on the listening sockets: other processes may listen on them too.
     pub reuse_port: bool,
+    /// PROXY headers accepted from clients.
+    pub proxy_accept: ProxyAccept,
+}
+
+/// PROXY protocol headers accepted from clients (forward, and a relay's public ports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyAccept {
+    /// Clients from `trusted` sources start with a header.
+    pub accept: bool,
+    /// Sources that must send one; any other must not.
+    pub trusted: Vec<crate::core::cidr::Cidr>,
+    /// Deadline for the whole header, from the accept.
+    pub timeout: Duration,
+}
+
+impl Default for ProxyAccept {
+    fn default() -> ProxyAccept {
+        ProxyAccept {
+            accept: false,
+            trusted: Vec::new(),
+            timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// What relay and agent listeners share: the secret and the tunnels' timeouts.
@@ -251,6 +299,8 @@ pub struct Relay {
     pub max_handshakes: usize,
     /// Secret and timeouts.
     pub tunnel: TunnelOptions,
+    /// PROXY headers accepted from public clients.
+    pub proxy_accept: ProxyAccept,
 }
 
 impl Default for Relay {
@@ -263,6 +313,7 @@ impl Default for Relay {
             max_idle_tunnels: 0,
             max_handshakes: 0,
             tunnel: TunnelOptions::default(),
+            proxy_accept: ProxyAccept::default(),
         }
     }
 }

@@ -25,8 +25,10 @@ use Fallback::{Absent, Derived, Required, Value};
 
 mod groups;
 mod modes;
+mod proxy;
 
 pub use groups::UPSTREAMS;
+pub use proxy::{PROXY_ACCEPT, PROXY_PROTOCOL_ACCEPT, PROXY_PROTOCOL_TRUSTED};
 
 pub use modes::{AGENT, FORWARD, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, RELAY, TUNNEL};
 
@@ -314,7 +316,7 @@ pub const SESSION: &[&dyn Setting<Listener>] = &[
 ];
 
 /// Every option's description, in table order: global, session, forward, relay, agent,
-/// tunnel, upstream groups, then the listener's name.
+/// tunnel, upstream groups, accepted PROXY headers, then the listener's name.
 pub fn all() -> Vec<&'static Meta> {
     let mut metas: Vec<&'static Meta> = Vec::new();
     metas.extend(GLOBAL.iter().map(|s| s.meta()));
@@ -324,6 +326,7 @@ pub fn all() -> Vec<&'static Meta> {
     metas.extend(AGENT.iter().map(|s| s.meta()));
     metas.extend(TUNNEL.iter().map(|s| s.meta()));
     metas.extend(UPSTREAMS.iter().map(|s| s.meta()));
+    metas.extend(PROXY_ACCEPT.iter().map(|s| s.meta()));
     metas.push(&NAME);
     metas
 }
@@ -338,8 +341,10 @@ pub fn of_mode(mode: &str) -> Vec<&'static Meta> {
     };
     let tunnel = TUNNEL.iter().map(|s| s.meta());
     let groups = UPSTREAMS.iter().map(|s| s.meta());
+    let accept = PROXY_ACCEPT.iter().map(|s| s.meta());
     own.into_iter()
         .chain(groups.filter(|m| m.scope.applies_to(mode)))
+        .chain(accept.filter(|m| m.scope.applies_to(mode)))
         .chain(SESSION.iter().map(|s| s.meta()))
         .chain(tunnel.filter(|m| m.scope.applies_to(mode)))
         .collect()

@@ -21,6 +21,7 @@ use crate::core::upstream::{Balance, HealthCheck};
 use crate::proto::auth::Secret;
 use crate::proto::tunnel::valid_service_name;
 
+mod blocks;
 mod upstreams;
 
 /// The one text of a single-valued option.
@@ -230,6 +231,48 @@ impl Typed for Vec<SocketAddr> {
     }
 }
 
+/// A service's address and, for an agent's (`Kind::Services { listen: false }`), its
+/// attributes: `HOST:PORT[,proxy=v1|v2]`.
+fn service_target(
+    meta: &Meta,
+    item: &str,
+    addr: &Text,
+) -> Result<(Text, Option<crate::config::ProxyProtocol>)> {
+    let agent = matches!(meta.kind, Kind::Services { listen: false });
+    let Some((target, attrs)) = addr.text.split_once(',').filter(|_| agent) else {
+        return Ok((addr.clone(), None));
+    };
+    let bad = |why: String| {
+        Located::new(
+            addr.span.clone(),
+            format!("invalid value '{}' for {item}: {why}", addr.text.trim()),
+        )
+    };
+    let mut proxy = None;
+    for part in attrs.split(',').map(str::trim) {
+        match part.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+            Some(("proxy", _)) if proxy.is_some() => {
+                return Err(bad("proxy is given twice".into()))
+            }
+            Some(("proxy", v)) => {
+                let p = upstreams::proxy_protocol(v)
+                    .ok_or_else(|| bad(format!("proxy must be v1 or v2, not '{v}'")))?;
+                proxy = Some(p);
+            }
+            _ => {
+                return Err(bad(format!(
+                    "unknown attribute '{part}': a service takes proxy=v1|v2"
+                )))
+            }
+        }
+    }
+    let target = Text {
+        text: target.to_string(),
+        span: addr.span.clone(),
+    };
+    Ok((target, proxy))
+}
+
 impl Typed for Vec<Service> {
     fn parse(meta: &Meta, given: &Given, cx: &mut Cx<'_>) -> Result<Self> {
         let key = cx.values.name(meta);
@@ -267,7 +310,8 @@ impl Typed for Vec<Service> {
                 ));
             }
             let item = cx.values.item(meta, name);
-            let addrs = addresses(meta, &item, &p.addr, cx)?;
+            let (target, proxy) = service_target(meta, &item, &p.addr)?;
+            let addrs = addresses(meta, &item, &target, cx)?;
             let addr = addrs.first().copied().ok_or_else(|| {
                 Located::new(
                     p.addr.span.clone(),
@@ -277,8 +321,9 @@ impl Typed for Vec<Service> {
             services.push(Service {
                 name: name.to_string(),
                 addr,
-                target: p.addr.text.trim().to_string(),
+                target: target.text.trim().to_string(),
                 addrs,
+                proxy,
             });
         }
         Ok(services)
@@ -287,7 +332,13 @@ impl Typed for Vec<Service> {
     fn render(&self, _: &Meta) -> String {
         let items: Vec<String> = self
             .iter()
-            .map(|s| format!("{} = {}", key(&s.name), quote(&s.target)))
+            .map(|s| {
+                let value = match s.proxy {
+                    Some(p) => format!("{},proxy={}", s.target, p.as_str()),
+                    None => s.target.clone(),
+                };
+                format!("{} = {}", key(&s.name), quote(&value))
+            })
             .collect();
         format!("{{ {} }}", items.join(", "))
     }

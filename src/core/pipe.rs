@@ -120,6 +120,14 @@ impl Pipe {
         self.prefix_at = 0;
     }
 
+    /// Replaces a prefix none of which was written (a connect that failed before any
+    /// byte went out), or drops it with `None`.
+    pub fn replace_prefix(&mut self, bytes: Option<Bytes>) {
+        debug_assert!(self.prefix_at == 0, "the prefix was partly written");
+        self.prefix = bytes.filter(|b| !b.is_empty());
+        self.prefix_at = 0;
+    }
+
     fn prefix_pending(&self) -> usize {
         let at = self.prefix_at as usize;
         self.prefix

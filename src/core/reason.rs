@@ -54,11 +54,16 @@ pub enum CloseReason {
     Limit,
     /// The process was stopping and the drain timeout expired.
     Shutdown,
+    /// A PROXY protocol header was missing or invalid from a trusted source, or sent by
+    /// an untrusted one.
+    ProxyHeader,
+    /// A trusted source's PROXY header was not complete within its deadline.
+    ProxyHeaderTimeout,
 }
 
 impl CloseReason {
     /// Every reason, in declaration order: `ALL[r.index()] == r`.
-    pub const ALL: [CloseReason; 14] = [
+    pub const ALL: [CloseReason; 16] = [
         CloseReason::ClientEof,
         CloseReason::UpstreamEof,
         CloseReason::ClientReset,
@@ -73,6 +78,8 @@ impl CloseReason {
         CloseReason::PairTimeout,
         CloseReason::Limit,
         CloseReason::Shutdown,
+        CloseReason::ProxyHeader,
+        CloseReason::ProxyHeaderTimeout,
     ];
 
     /// The reason's position in [`CloseReason::ALL`] (an index for per-reason counters).
@@ -97,6 +104,8 @@ impl CloseReason {
             CloseReason::PairTimeout => "pair-timeout",
             CloseReason::Limit => "limit",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::ProxyHeader => "proxy-header",
+            CloseReason::ProxyHeaderTimeout => "proxy-header-timeout",
         }
     }
 

@@ -19,7 +19,7 @@ use std::io::IoSlice;
 use std::time::{Duration, Instant};
 
 use super::handover::ResetPolicy;
-use super::pipe::{Flow, Pipe};
+use super::pipe::{Bytes, Flow, Pipe};
 use super::pool::Pool;
 use super::reason::{CloseReason, Side};
 use super::stream::{retry, ConnectFailure, ConnectStatus, Peer, Readiness, Stream};
@@ -226,9 +226,12 @@ impl<S: Stream> Session<S> {
         }
     }
 
-    /// Replaces a failed upstream with a new connect in progress; returns the old stream.
-    pub fn redial(&mut self, upstream: S, now: Instant) -> S {
+    /// Replaces a failed upstream with a new connect in progress, whose preamble bytes
+    /// are `to_upstream` (none of the old ones went out: the old connect never
+    /// completed); returns the old stream.
+    pub fn redial(&mut self, upstream: S, to_upstream: Option<Bytes>, now: Instant) -> S {
         debug_assert!(matches!(self.state, State::Connecting { .. }));
+        self.to_upstream.replace_prefix(to_upstream);
         self.state = State::Connecting {
             since: now,
             stage: Stage::Dialing,
@@ -246,6 +249,15 @@ impl<S: Stream> Session<S> {
             let _ = retry(|| self.client.stream.write_vectored(&[IoSlice::new(bytes)]));
         }
         self.close(reason, pool)
+    }
+
+    /// The loop refuses the session for `reason` (a client that broke a rule of its
+    /// listener before any of its bytes moved).
+    pub fn refuse(&mut self, reason: CloseReason, pool: &mut Pool) -> Drive {
+        match self.state {
+            State::Closed(reason) => Drive::Closed(reason),
+            _ => self.close(reason, pool),
+        }
     }
 
     /// The process is stopping and the drain timeout expired.

@@ -85,6 +85,11 @@ impl Conn {
         self.0.peek(buf)
     }
 
+    /// The local address (where a client connected).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
     /// The mio stream, for registration.
     pub fn source(&mut self) -> &mut TcpStream {
         &mut self.0

@@ -20,7 +20,8 @@ pub(super) fn is_live(
         Owner::Session(slot) => sessions.timer_is_live(slot, t.id, t.at),
         Owner::Tunnel { listener, .. }
         | Owner::Waiting { listener, .. }
-        | Owner::Upstream { listener, .. } => listeners
+        | Owner::Upstream { listener, .. }
+        | Owner::Preface { listener, .. } => listeners
             .slab
             .get(listener)
             .is_some_and(|l| l.mode.timer_is_live(t.slot, t.id, t.at)),

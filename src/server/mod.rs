@@ -25,6 +25,7 @@ mod metrics;
 mod mode;
 mod owner;
 mod port;
+mod proxy;
 mod reload;
 mod report;
 mod resolver;
@@ -248,7 +249,8 @@ impl Server {
             Target::Socket(
                 owner @ (Owner::Tunnel { listener, .. }
                 | Owner::Waiting { listener, .. }
-                | Owner::Upstream { listener, .. }),
+                | Owner::Upstream { listener, .. }
+                | Owner::Preface { listener, .. }),
                 _,
             ) => self.with_mode(listener, now, |m, cx| m.on_event(cx, owner, ready)),
         }
@@ -340,7 +342,8 @@ impl Server {
                 Owner::Session(slot) => self.sessions.expire(slot, t.id, t.at, &mut io!(self, now)),
                 owner @ (Owner::Tunnel { listener, .. }
                 | Owner::Waiting { listener, .. }
-                | Owner::Upstream { listener, .. }) => {
+                | Owner::Upstream { listener, .. }
+                | Owner::Preface { listener, .. }) => {
                     self.with_mode(listener, now, |m, cx| m.on_deadline(cx, owner, t.id, t.at));
                 }
                 Owner::Scrape(slot) => {

@@ -64,6 +64,13 @@ pub(super) enum Owner {
         /// The connection's slot.
         slot: usize,
     },
+    /// A client whose PROXY protocol header is awaited, in its listener's slab.
+    Preface {
+        /// The listener's slot.
+        listener: usize,
+        /// The client's slot.
+        slot: usize,
+    },
 }
 
 /// What a token stands for.
@@ -88,6 +95,7 @@ const TUNNEL: usize = 2;
 const WAITING: usize = 3;
 const SCRAPE: usize = 4;
 const UPSTREAM_HELD: usize = 5;
+const PREFACE: usize = 6;
 
 impl Target {
     /// The token for this target.
@@ -110,6 +118,7 @@ impl Target {
                 Owner::Waiting { listener, slot } => slotted(owned(listener, slot), WAITING),
                 Owner::Scrape(slot) => slotted(slot, SCRAPE),
                 Owner::Upstream { listener, slot } => slotted(owned(listener, slot), UPSTREAM_HELD),
+                Owner::Preface { listener, slot } => slotted(owned(listener, slot), PREFACE),
             },
         }
     }
@@ -132,6 +141,7 @@ impl Target {
                     TUNNEL => (Owner::Tunnel { listener, slot }, Side::Client),
                     WAITING => (Owner::Waiting { listener, slot }, Side::Client),
                     UPSTREAM_HELD => (Owner::Upstream { listener, slot }, Side::Client),
+                    PREFACE => (Owner::Preface { listener, slot }, Side::Client),
                     _ => (Owner::Scrape(index), Side::Client),
                 };
                 Target::Socket(owner, side)

@@ -20,6 +20,7 @@ use slab::Slab;
 
 use super::owner::{Owner, Target};
 
+mod guard;
 mod records;
 mod redial;
 
@@ -49,6 +50,8 @@ pub(super) struct Entry {
     /// The upstream connected to, or tried last.
     pub(super) upstream_addr: SocketAddr,
     route: Route,
+    /// What a PROXY protocol header announces, for a redial to a member that takes one.
+    announce: Option<Box<crate::server::proxy::Ends>>,
     pub(super) started: Instant,
     /// The deadline entry armed in the heap for this session, if any.
     armed: Option<Instant>,
@@ -56,6 +59,8 @@ pub(super) struct Entry {
     connecting: bool,
     /// Its connect failed; the mode's answer (another upstream, or none) is awaited.
     redialing: bool,
+    /// Its client's first bytes are still to be checked: they must not be a PROXY header.
+    guarded: bool,
     in_ready: bool,
     starved: bool,
     closed: bool,
@@ -128,6 +133,8 @@ impl Sessions {
             upstream,
             client_ready,
             upstream_ready,
+            announce,
+            guard,
         } = start;
         let entry = self.slab.vacant_entry();
         let slot = entry.key();
@@ -164,10 +171,12 @@ impl Sessions {
             client_addr,
             upstream_addr,
             route,
+            announce,
             started: io.now,
             armed: None,
             connecting: upstream == Registration::New,
             redialing: false,
+            guarded: guard,
             in_ready: false,
             starved: false,
             closed: false,
@@ -176,12 +185,29 @@ impl Sessions {
         true
     }
 
-    /// An event on one of a session's sockets.
+    /// An event on one of a session's sockets (a guarded client's readability only once
+    /// its first bytes passed).
     pub(super) fn on_event(&mut self, slot: usize, side: Side, ready: Readiness, io: &mut Io<'_>) {
         if let Some(e) = self.slab.get_mut(slot) {
+            let ready = match (side, e.guarded) {
+                (Side::Client, true) => match guard::check(e, ready) {
+                    Ok(ready) => ready,
+                    Err(reason) => return self.refuse(slot, reason, io),
+                },
+                _ => ready,
+            };
             e.session.on_event(side, ready);
             self.drive(slot, io);
         }
+    }
+
+    /// Closes session `slot` for `reason` before its client's bytes moved.
+    fn refuse(&mut self, slot: usize, reason: CloseReason, io: &mut Io<'_>) {
+        let Some(e) = self.slab.get_mut(slot).filter(|e| !e.closed) else {
+            return;
+        };
+        let d = e.session.refuse(reason, &mut self.pool);
+        self.settle(slot, d, io);
     }
 
     /// Drives one session until it waits, and settles what it reports.

@@ -72,6 +72,8 @@ mod nat_lifecycle;
 mod operate_config;
 mod operate_metrics;
 mod operate_reload_nat;
+mod proxy_accept;
+mod proxy_send;
 mod stats_format;
 mod upstream_balance;
 mod upstream_dns;

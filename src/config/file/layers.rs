@@ -59,7 +59,7 @@ impl Values for Layers<'_, '_, '_> {
         let key = meta.key;
         let raw = match meta.kind {
             Kind::Switch => Raw::Switch(boolean(key, v)?),
-            Kind::Addresses { .. } => Raw::Many(
+            Kind::Addresses { .. } | Kind::Blocks => Raw::Many(
                 strings(key, v)?
                     .into_iter()
                     .map(|(text, span)| Text {

@@ -60,8 +60,13 @@ fn bad_attributes_are_named_with_their_position() {
     for (value, says) in [
         (
             "\"127.0.0.1:1,wieght=2\"",
-            "unknown attribute 'wieght=2': expected weight=N or backup",
+            "unknown attribute 'wieght=2': expected weight=N, backup or proxy=v1|v2",
         ),
+        (
+            "\"127.0.0.1:1,proxy=v3\"",
+            "proxy must be v1 or v2, not 'v3'",
+        ),
+        ("\"127.0.0.1:1,proxy=v1,proxy=v2\"", "proxy is given twice"),
         (
             "\"127.0.0.1:1,weight=0\"",
             "weight must be a whole number from 1 to 256",

@@ -1,12 +1,14 @@
-//! The upstreams of a forward listener as written: `HOST:PORT[,weight=N][,backup]`,
-//! each resolved at load (every address it gives), its target kept for look-ups later.
+//! The upstreams of a forward listener as written:
+//! `HOST:PORT[,weight=N][,backup][,proxy=v1|v2]`, each resolved at load (every address
+//! it gives), its target kept for look-ups later.
 
 use super::{addresses, Cx, Given, Located, Meta, Raw, Result, Text, Typed};
 use crate::config::parse::quote;
-use crate::config::Upstream;
+use crate::config::{ProxyProtocol, Upstream};
 use crate::core::upstream::MAX_WEIGHT;
 
-/// One upstream: `HOST:PORT[,weight=N][,backup]`, resolved; the target kept as written.
+/// One upstream: `HOST:PORT[,weight=N][,backup][,proxy=v1|v2]`, resolved; the target
+/// kept as written.
 fn upstream(meta: &Meta, name: &str, t: &Text, cx: &mut Cx<'_>) -> Result<Upstream> {
     let mut parts = t.text.split(',');
     let target = parts.next().unwrap_or_default().trim().to_string();
@@ -21,9 +23,18 @@ fn upstream(meta: &Meta, name: &str, t: &Text, cx: &mut Cx<'_>) -> Result<Upstre
             format!("invalid value '{}' for {name}: {why}", t.text.trim()),
         )
     };
-    let (mut weight, mut backup) = (None, false);
+    let (mut weight, mut backup, mut proxy) = (None, false, None);
     for part in parts.map(str::trim) {
         match part.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
+            Some(("proxy", _)) if proxy.is_some() => {
+                return Err(bad("proxy is given twice".into()))
+            }
+            Some(("proxy", v)) => {
+                proxy = Some(
+                    proxy_protocol(v)
+                        .ok_or_else(|| bad(format!("proxy must be v1 or v2, not '{v}'")))?,
+                )
+            }
             Some(("weight", _)) if weight.is_some() => {
                 return Err(bad("weight is given twice".into()))
             }
@@ -47,7 +58,7 @@ fn upstream(meta: &Meta, name: &str, t: &Text, cx: &mut Cx<'_>) -> Result<Upstre
             }
             _ => {
                 return Err(bad(format!(
-                    "unknown attribute '{part}': expected weight=N or backup"
+                    "unknown attribute '{part}': expected weight=N, backup or proxy=v1|v2"
                 )))
             }
         }
@@ -57,7 +68,17 @@ fn upstream(meta: &Meta, name: &str, t: &Text, cx: &mut Cx<'_>) -> Result<Upstre
         addrs,
         weight: weight.unwrap_or(1),
         backup,
+        proxy,
     })
+}
+
+/// `v1` or `v2`.
+pub(super) fn proxy_protocol(word: &str) -> Option<ProxyProtocol> {
+    match word {
+        "v1" => Some(ProxyProtocol::V1),
+        "v2" => Some(ProxyProtocol::V2),
+        _ => None,
+    }
 }
 
 impl Typed for Vec<Upstream> {
@@ -94,6 +115,9 @@ impl Typed for Vec<Upstream> {
             }
             if u.backup {
                 s.push_str(",backup");
+            }
+            if let Some(p) = u.proxy {
+                s.push_str(&format!(",proxy={}", p.as_str()));
             }
             quote(&s)
         };

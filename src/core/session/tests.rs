@@ -132,7 +132,7 @@ fn connect_times_out_at_the_deadline() {
 fn redial_starts_a_fresh_connect_clock() {
     let mut w = world(16);
     w.now += Duration::from_secs(4);
-    let old = w.s.redial(Scripted::sink(), w.now);
+    let old = w.s.redial(Scripted::sink(), None, w.now);
     assert_eq!(old.written.len(), 0);
     assert_eq!(
         w.s.deadline(&w.policy),

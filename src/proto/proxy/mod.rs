@@ -101,6 +101,30 @@ impl Error {
     }
 }
 
+/// Whether bytes start like a PROXY header, for a client that must not send one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signature {
+    /// They cannot: the client's own bytes.
+    Absent,
+    /// Too few bytes to tell (a prefix of `PROXY ` or of the v2 signature).
+    Partial,
+    /// A v1 or v2 signature.
+    Present,
+}
+
+/// Whether `buf` (a client's first bytes) starts with a PROXY header's signature.
+pub fn signature(buf: &[u8]) -> Signature {
+    let starts = |sig: &[u8]| {
+        let n = buf.len().min(sig.len());
+        (buf.get(..n) == sig.get(..n), buf.len() >= sig.len())
+    };
+    match (starts(b"PROXY "), starts(&SIGNATURE)) {
+        ((true, true), _) | (_, (true, true)) => Signature::Present,
+        ((true, false), _) | (_, (true, false)) if !buf.is_empty() => Signature::Partial,
+        _ => Signature::Absent,
+    }
+}
+
 /// Both endpoints in one family: IPv4 when both are IPv4 (or IPv4-mapped IPv6, as a
 /// dual-stack socket reports IPv4 peers), else IPv6 with IPv4 ones mapped, which keeps
 /// the client's address where the spec's one-family headers cannot hold two families.

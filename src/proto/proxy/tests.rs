@@ -165,6 +165,22 @@ fn v2_headers_and_refusals() {
 }
 
 #[test]
+fn signatures_are_told_apart_from_client_bytes() {
+    use super::{signature, Signature};
+    assert_eq!(signature(b""), Signature::Absent);
+    assert_eq!(signature(b"GET / HTTP/1.1"), Signature::Absent);
+    assert_eq!(signature(b"PR"), Signature::Partial);
+    assert_eq!(signature(b"PROXY"), Signature::Partial);
+    assert_eq!(signature(b"PROXY "), Signature::Present);
+    assert_eq!(signature(b"PROXYZ"), Signature::Absent);
+    assert_eq!(signature(b"POST /"), Signature::Absent);
+    assert_eq!(signature(&SIGNATURE[..5]), Signature::Partial);
+    assert_eq!(signature(&SIGNATURE), Signature::Present);
+    assert_eq!(signature(b"\r\n\r\nX"), Signature::Absent);
+    assert_eq!(signature(b"SSH-2.0-x"), Signature::Absent);
+}
+
+#[test]
 fn a_wrong_first_byte_is_refused_at_once() {
     for b in 0..=255u8 {
         let verdict = parse(&[b]);

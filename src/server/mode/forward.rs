@@ -10,9 +10,10 @@ use super::upstreams::{first_tries, Upstreams};
 use super::{Action, Cx};
 use crate::config::{Forward, Listener};
 use crate::core::reason::CloseReason;
-use crate::core::session::Session;
+use crate::core::session::{Preamble, Session};
 use crate::core::stream::{ConnectFailure, Readiness};
 use crate::os::net::Conn;
+use crate::server::proxy;
 use crate::server::sessions::{Registration, Route, Start};
 
 /// Forward mode's own state: its one upstream group.
@@ -40,10 +41,24 @@ impl ForwardState {
         self.upstreams.update(groups(cfg), &cfg.group, timeout);
     }
 
-    /// Starts a session for a new client.
-    pub(super) fn open(&mut self, cx: &mut Cx<'_>, client: Conn, client_addr: SocketAddr) {
+    /// Starts a session for a new client; `guard`: its first bytes must not be a PROXY
+    /// header (an untrusted source on a listener that accepts them).
+    pub(super) fn open(
+        &mut self,
+        cx: &mut Cx<'_>,
+        client: Conn,
+        client_addr: SocketAddr,
+        guard: bool,
+    ) {
         let id = cx.ids.next();
         let last = ConnectFailure::Error;
+        // Only when a member takes PROXY headers: the local address costs a syscall.
+        let announce = self
+            .upstreams
+            .announces()
+            .then(|| client.local_addr().ok())
+            .flatten()
+            .map(|local| Box::new((client_addr, local)));
         match self
             .upstreams
             .connect(cx, first_tries(0), client_addr, last)
@@ -61,11 +76,15 @@ impl ForwardState {
                         Readiness::default(),
                     ),
                 };
+                let preamble = Preamble {
+                    to_upstream: proxy::header(d.proxy, announce.as_deref()),
+                    ..Preamble::default()
+                };
                 cx.actions.push(Action::Start(Start {
                     listener: cx.listener,
                     id,
                     policy: Rc::clone(cx.policy),
-                    session,
+                    session: session.with_preamble(preamble),
                     client_addr,
                     upstream_addr: d.addr,
                     route: Route::group(d.tries),
@@ -73,6 +92,8 @@ impl ForwardState {
                     upstream,
                     client_ready: Readiness::default(),
                     upstream_ready,
+                    announce,
+                    guard,
                 }));
             }
             Err(failure) => cx.unserved(id, client_addr, cx.now, CloseReason::connect(failure)),

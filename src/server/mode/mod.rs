@@ -28,6 +28,7 @@ use crate::stats::Counters;
 
 mod agent;
 mod forward;
+mod preface;
 mod relay;
 mod upstreams;
 
@@ -35,6 +36,7 @@ use upstreams::Upstreams;
 
 use agent::AgentState;
 use forward::ForwardState;
+use preface::{Expect, Prefaces};
 use relay::RelayState;
 
 /// Ids of sessions, tunnels and waiting clients (in their log lines).
@@ -116,9 +118,12 @@ impl Cx<'_> {
     }
 }
 
-/// A listener's mode and its own state.
+/// A listener's mode and its own state, and its clients awaiting a PROXY header.
 #[derive(Debug)]
-pub(super) struct ModeState(State);
+pub(super) struct ModeState {
+    state: State,
+    prefaces: Prefaces,
+}
 
 /// The states of the modes (private: the loop sees only [`ModeState`]).
 #[derive(Debug)]
@@ -131,16 +136,20 @@ enum State {
 impl ModeState {
     /// A mode's fresh state for `listener`.
     pub(super) fn new(listener: &config::Listener, now: Instant) -> ModeState {
-        ModeState(match &listener.mode {
+        let state = match &listener.mode {
             Mode::Forward(f) => State::Forward(Box::new(ForwardState::new(listener, f, now))),
             Mode::Relay(r) => State::Relay(Box::new(RelayState::new(r))),
             Mode::Agent(a) => State::Agent(Box::new(AgentState::new(listener, a, now))),
-        })
+        };
+        ModeState {
+            state,
+            prefaces: Prefaces::new(proxy_accept(&listener.mode)),
+        }
     }
 
     /// The listener's upstream groups, if its mode has any.
     fn upstreams(&mut self) -> Option<&mut Upstreams> {
-        match &mut self.0 {
+        match &mut self.state {
             State::Forward(f) => Some(f.upstreams()),
             State::Agent(a) => Some(a.upstreams()),
             State::Relay(_) => None,
@@ -148,7 +157,7 @@ impl ModeState {
     }
 
     fn upstreams_ref(&self) -> Option<&Upstreams> {
-        match &self.0 {
+        match &self.state {
             State::Forward(f) => Some(f.upstreams_ref()),
             State::Agent(a) => Some(a.upstreams_ref()),
             State::Relay(_) => None,
@@ -165,19 +174,38 @@ impl ModeState {
             .map_or_else(Vec::new, |u| u.views(listener, now))
     }
 
-    /// A connection accepted on one of the listener's ports.
+    /// A connection accepted on one of the listener's ports: held until its PROXY
+    /// header is in when it must send one, else opened.
     pub(super) fn on_accept(&mut self, cx: &mut Cx<'_>, role: &Role, conn: Conn, addr: SocketAddr) {
-        match (&mut self.0, role) {
-            (State::Forward(f), _) => f.open(cx, conn, addr),
+        match self.prefaces.expect(role, addr) {
+            Expect::Header => self.prefaces.hold(cx, conn, addr, role.clone()),
+            Expect::Plain => self.open(cx, role, conn, addr, false),
+            Expect::NoHeader => self.open(cx, role, conn, addr, true),
+        }
+    }
+
+    /// Opens an accepted client (its address from its header, if it sent one); `guard`:
+    /// its first bytes must not be a PROXY header.
+    fn open(&mut self, cx: &mut Cx<'_>, role: &Role, conn: Conn, addr: SocketAddr, guard: bool) {
+        match (&mut self.state, role) {
+            (State::Forward(f), _) => f.open(cx, conn, addr, guard),
             (State::Relay(r), Role::Tunnel) => r.open_tunnel(cx, conn, addr),
-            (State::Relay(r), Role::Public(service, _)) => r.open_public(cx, *service, conn, addr),
+            (State::Relay(r), Role::Public(service, _)) => {
+                r.open_public(cx, *service, conn, addr, guard)
+            }
             _ => {}
         }
     }
 
     /// An event on a socket the mode owns.
     pub(super) fn on_event(&mut self, cx: &mut Cx<'_>, owner: Owner, ready: Readiness) {
-        match (&mut self.0, owner) {
+        if let Owner::Preface { slot, .. } = owner {
+            if let Some((conn, client, role)) = self.prefaces.on_event(cx, slot) {
+                self.open(cx, &role, conn, client, false);
+            }
+            return;
+        }
+        match (&mut self.state, owner) {
             (State::Relay(r), Owner::Tunnel { slot, .. }) => r.on_tunnel_event(cx, slot, ready),
             (State::Relay(r), Owner::Waiting { slot, .. }) => r.on_waiting_event(cx, slot),
             (State::Agent(a), Owner::Tunnel { slot, .. }) => a.on_tunnel_event(cx, slot, ready),
@@ -192,7 +220,10 @@ impl ModeState {
 
     /// A deadline of something the mode owns fired.
     pub(super) fn on_deadline(&mut self, cx: &mut Cx<'_>, owner: Owner, id: u64, at: Instant) {
-        match (&mut self.0, owner) {
+        if let Owner::Preface { slot, .. } = owner {
+            return self.prefaces.on_deadline(cx, slot, id);
+        }
+        match (&mut self.state, owner) {
             (State::Relay(r), Owner::Tunnel { slot, .. }) => r.on_tunnel_deadline(cx, slot, id, at),
             (State::Relay(r), Owner::Waiting { slot, .. }) => r.on_waiting_deadline(cx, slot, id),
             (State::Agent(a), Owner::Tunnel { slot, .. }) => a.on_tunnel_deadline(cx, slot, id, at),
@@ -209,7 +240,7 @@ impl ModeState {
     /// warm connections, checks and look-ups going.
     pub(super) fn upkeep(&mut self, cx: &mut Cx<'_>) {
         debug_assert!(self.needs_upkeep());
-        if let State::Agent(a) = &mut self.0 {
+        if let State::Agent(a) = &mut self.state {
             a.upkeep(cx);
         }
         if let Some(u) = self.upstreams() {
@@ -220,7 +251,7 @@ impl ModeState {
     /// Whether [`upkeep`](Self::upkeep) has work to do: agents dial tunnels, groups
     /// with warm connections, checks or names have work.
     pub(super) fn needs_upkeep(&self) -> bool {
-        matches!(self.0, State::Agent(_))
+        matches!(self.state, State::Agent(_))
             || self.upstreams_ref().is_some_and(Upstreams::needs_upkeep)
     }
 
@@ -257,7 +288,7 @@ impl ModeState {
     /// The resolver answered a look-up this listener asked for: the relay's name (an
     /// agent's, `what` = `u32::MAX`) or an upstream group's.
     pub(super) fn on_resolved(&mut self, cx: &mut Cx<'_>, answer: Answer) {
-        if let State::Agent(a) = &mut self.0 {
+        if let State::Agent(a) = &mut self.state {
             if a.on_resolved(&answer) {
                 return;
             }
@@ -271,7 +302,8 @@ impl ModeState {
     /// waiting clients, warm connections and checks go at once (the clients' closes are
     /// recorded).
     pub(super) fn close(&mut self, cx: &mut Cx<'_>) {
-        match &mut self.0 {
+        self.prefaces.close_all(cx);
+        match &mut self.state {
             State::Forward(_) => {}
             State::Relay(r) => r.close(cx),
             State::Agent(a) => a.close(cx.registry),
@@ -283,7 +315,8 @@ impl ModeState {
 
     /// Takes new options that keep this state (see `config::reload::keeps_state`).
     pub(super) fn update(&mut self, listener: &config::Listener) {
-        match (&mut self.0, &listener.mode) {
+        self.prefaces.update(proxy_accept(&listener.mode));
+        match (&mut self.state, &listener.mode) {
             (State::Forward(f), Mode::Forward(c)) => f.update(listener, c),
             (State::Relay(r), Mode::Relay(c)) => r.update(c),
             (State::Agent(a), Mode::Agent(c)) => a.update(listener, c),
@@ -293,16 +326,17 @@ impl ModeState {
 
     /// Relay clients waiting for a tunnel (they count against the session limits).
     pub(super) fn waiting(&self) -> usize {
-        match &self.0 {
-            State::Relay(r) => r.waiting_clients(),
-            _ => 0,
-        }
+        self.prefaces.len()
+            + match &self.state {
+                State::Relay(r) => r.waiting_clients(),
+                _ => 0,
+            }
     }
 
     /// Tunnels and waiting clients: entries besides sessions.
     pub(super) fn entries(&self) -> usize {
-        let held = self.upstreams_ref().map_or(0, Upstreams::entries);
-        held + match &self.0 {
+        let held = self.upstreams_ref().map_or(0, Upstreams::entries) + self.prefaces.len();
+        held + match &self.state {
             State::Forward(_) => 0,
             State::Relay(r) => r.entries(),
             State::Agent(a) => a.entries(),
@@ -311,7 +345,7 @@ impl ModeState {
 
     /// Tunnels in their handshake (relay).
     pub(super) fn handshakes(&self) -> usize {
-        match &self.0 {
+        match &self.state {
             State::Relay(r) => r.handshakes(),
             _ => 0,
         }
@@ -319,7 +353,7 @@ impl ModeState {
 
     /// Idle tunnels per service (relay and agent).
     pub(super) fn idle_tunnels(&self) -> Vec<(&str, u64)> {
-        match &self.0 {
+        match &self.state {
             State::Forward(_) => Vec::new(),
             State::Relay(r) => r.idle_tunnels(),
             State::Agent(a) => a.idle_tunnels(),
@@ -329,7 +363,7 @@ impl ModeState {
     /// Whether every agent service has authenticated tunnels (true for other modes):
     /// the READY line waits for it.
     pub(super) fn up(&self) -> bool {
-        match &self.0 {
+        match &self.state {
             State::Agent(a) => a.up(),
             _ => true,
         }
@@ -338,7 +372,7 @@ impl ModeState {
     /// When the mode wants a pass without an event (an agent's backoff ends, a group's
     /// check or look-up is due).
     pub(super) fn next_wake(&self) -> Option<Instant> {
-        let own = match &self.0 {
+        let own = match &self.state {
             State::Agent(a) => a.next_wake(),
             _ => None,
         };
@@ -348,7 +382,10 @@ impl ModeState {
 
     /// Whether a heap entry for something the mode owns is still current.
     pub(super) fn timer_is_live(&self, owner: Owner, id: u64, at: Instant) -> bool {
-        match (&self.0, owner) {
+        if let Owner::Preface { slot, .. } = owner {
+            return self.prefaces.timer_is_live(slot, id, at);
+        }
+        match (&self.state, owner) {
             (State::Relay(r), Owner::Tunnel { slot, .. }) => r.tunnel_timer_is_live(slot, id, at),
             (State::Relay(r), Owner::Waiting { slot, .. }) => r.waiting_timer_is_live(slot, id),
             (State::Agent(a), Owner::Tunnel { slot, .. }) => a.timer_is_live(slot, id, at),
@@ -361,9 +398,18 @@ impl ModeState {
 
     /// Fields of the READY line besides ports (an agent's relay and services).
     pub(super) fn ready_fields(&self, prefix: Option<&str>) -> Vec<String> {
-        match &self.0 {
+        match &self.state {
             State::Agent(a) => a.ready_fields(prefix),
             _ => Vec::new(),
         }
+    }
+}
+
+/// The PROXY headers a listener's mode accepts from clients (agents accept none).
+fn proxy_accept(mode: &Mode) -> Option<&config::ProxyAccept> {
+    match mode {
+        Mode::Forward(f) => Some(&f.proxy_accept),
+        Mode::Relay(r) => Some(&r.proxy_accept),
+        Mode::Agent(_) => None,
     }
 }

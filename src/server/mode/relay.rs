@@ -246,6 +246,7 @@ impl RelayState {
         service: usize,
         conn: Conn,
         addr: SocketAddr,
+        guard: bool,
     ) {
         let id = cx.ids.next();
         let client = WaitingEntry {
@@ -254,6 +255,7 @@ impl RelayState {
             addr,
             service,
             since: cx.now,
+            guard,
         };
         if let Some(tunnel) = self.tunnels.pop_idle(service) {
             return self.pair(cx, client, Registration::New, tunnel);
@@ -323,6 +325,8 @@ impl RelayState {
             upstream: Registration::Moved,
             client_ready: Readiness::default(),
             upstream_ready: Readiness::default(),
+            announce: None,
+            guard: client.guard,
         }));
     }
 

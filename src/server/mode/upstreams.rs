@@ -22,7 +22,7 @@ use mio::Interest;
 use slab::Slab;
 
 use super::Cx;
-use crate::config::{Upstream, UpstreamOptions};
+use crate::config::{ProxyProtocol, Upstream, UpstreamOptions};
 use crate::core::backoff::Backoff;
 use crate::core::stream::ConnectFailure;
 use crate::core::upstream::{Change, Draws, Group, Rules, Tried, EJECT_CAP};
@@ -54,6 +54,8 @@ struct Member {
     /// A check is running.
     checking: bool,
     counters: UpstreamCounters,
+    /// The PROXY protocol header its connections start with, if any.
+    proxy: Option<ProxyProtocol>,
 }
 
 /// One group: its configured targets, what they resolved to, and its members.
@@ -69,6 +71,8 @@ struct GroupIo {
     members: Vec<Member>,
     /// When the names are looked up again (`None`: every target is an address).
     next_lookup: Option<Instant>,
+    /// A target takes PROXY protocol headers.
+    proxied: bool,
 }
 
 /// Each group's name and targets, as a configuration gives them.
@@ -167,6 +171,7 @@ impl Upstreams {
             let Some(addr) = io.group.addr(i) else {
                 continue;
             };
+            let proxy = io.members.get(i).and_then(|m| m.proxy);
             if let Some((conn, ready)) = self.lend(cx, g, i) {
                 self.started(g, i);
                 return Ok(Dialed {
@@ -174,6 +179,7 @@ impl Upstreams {
                     addr,
                     tries,
                     warm: Some(ready),
+                    proxy,
                 });
             }
             match Conn::dial(addr, Some(cx.tuning())) {
@@ -184,6 +190,7 @@ impl Upstreams {
                         addr,
                         tries,
                         warm: None,
+                        proxy,
                     });
                 }
                 Err(e) => {
@@ -195,6 +202,12 @@ impl Upstreams {
             }
         }
         Err(last)
+    }
+
+    /// Whether a member of any group takes PROXY protocol headers (sessions then keep
+    /// what a header would announce).
+    pub(super) fn announces(&self) -> bool {
+        self.groups.iter().any(|g| g.proxied)
     }
 
     /// A session starts on member `i` of group `g`.

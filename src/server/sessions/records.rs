@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::config::ProxyProtocol;
 use crate::core::upstream::Tried;
+use crate::server::proxy::Ends;
 
 use crate::core::reason::CloseReason;
 use crate::core::session::{Policy, Session};
@@ -81,6 +83,8 @@ pub(in crate::server) struct Dialed {
     /// Already connected (a warm connection, registered under its old token): the
     /// readiness the session starts with. `None` for a connect in progress.
     pub(in crate::server) warm: Option<Readiness>,
+    /// The PROXY protocol header the member's connections start with, if any.
+    pub(in crate::server) proxy: Option<ProxyProtocol>,
 }
 
 /// A session whose connect failed and whose group may give another upstream.
@@ -123,6 +127,11 @@ pub(in crate::server) struct Start {
     pub(in crate::server) client_ready: Readiness,
     /// Readiness the upstream stream already had (a warm connection's).
     pub(in crate::server) upstream_ready: Readiness,
+    /// What a PROXY protocol header announces if the session's upstream asks for one
+    /// (set when one of its group's members does: a redial may land on it).
+    pub(in crate::server) announce: Option<Box<Ends>>,
+    /// The client's first bytes must not be a PROXY header (see `sessions::guard`).
+    pub(in crate::server) guard: bool,
 }
 
 /// The end of a client's life in the process, served or not: what its close line and

@@ -24,6 +24,7 @@ impl Sessions {
             addr,
             tries,
             warm,
+            proxy,
         } = d;
         let token = Target::Socket(Owner::Session(r.slot), Side::Upstream).token();
         let both = Interest::READABLE | Interest::WRITABLE;
@@ -45,7 +46,8 @@ impl Sessions {
             e.redialing = false;
             return self.settle(r.slot, d, io);
         }
-        let mut old = e.session.redial(conn, io.now);
+        let header = crate::server::proxy::header(proxy, e.announce.as_deref());
+        let mut old = e.session.redial(conn, header, io.now);
         let _ = io.registry.deregister(old.source());
         e.upstream_addr = addr;
         let since = io.now.saturating_duration_since(e.started).as_millis();

@@ -16,6 +16,7 @@
 //! - [`chaos`] and [`fault`]: the chaos relay and the fault-injection proxy
 //!   with its invariant checks, iptables and `ss -K`;
 //! - [`strace`]: syscall fault injection and syscall counts;
+//! - [`peers`]: nginx and HAProxy as PROXY protocol peers;
 //! - [`upstreams`]: upstream groups: counted upstreams that stop and listen
 //!   again, serve slowly, greet or time out idle connections; `/upstreams`,
 //!   per-upstream metrics, shares against weights, warm-pool baselines;
@@ -34,6 +35,7 @@ pub mod fault;
 pub mod nat;
 pub mod net;
 pub mod path;
+pub mod peers;
 pub mod pipes;
 pub mod procfs;
 pub mod prom;
@@ -48,6 +50,7 @@ pub use fault::*;
 pub use nat::*;
 pub use net::*;
 pub use path::*;
+pub use peers::*;
 pub use procfs::*;
 pub use proxy::*;
 pub use strace::*;

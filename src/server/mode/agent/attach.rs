@@ -16,6 +16,7 @@ use crate::core::stream::{ConnectFailure, Peer, Readiness, Stream};
 use crate::proto::tunnel::frame;
 use crate::server::mode::upstreams::first_tries;
 use crate::server::mode::{Action, Cx};
+use crate::server::proxy;
 use crate::server::sessions::{Registration, Route, Start};
 
 /// One group per service: its address.
@@ -28,6 +29,7 @@ pub(super) fn groups(cfg: &Agent) -> Vec<(String, Vec<Upstream>)> {
                 addrs: s.addrs.clone(),
                 weight: 1,
                 backup: false,
+                proxy: s.proxy,
             };
             (s.name.clone(), vec![target])
         })
@@ -53,7 +55,13 @@ impl AgentState {
             .connect(cx, first_tries(t.service), client, last)
         {
             Ok(d) => {
+                // The client as the relay saw it, and the service it reaches here.
+                let announce = self
+                    .upstreams
+                    .announces()
+                    .then(|| Box::new((client, d.addr)));
                 let preamble = Preamble {
+                    to_upstream: proxy::header(d.proxy, announce.as_deref()),
                     to_client: Some(Cow::Borrowed(&[frame::READY])),
                     on_failure: Some(&[frame::REFUSED]),
                     ..Preamble::default()
@@ -82,6 +90,8 @@ impl AgentState {
                     upstream,
                     client_ready: ready,
                     upstream_ready,
+                    announce,
+                    guard: false,
                 }));
             }
             Err(failure) => {

@@ -129,6 +129,7 @@ mod tests {
             addr: "127.0.0.1:22".parse().expect("addr"),
             target: "127.0.0.1:22".into(),
             addrs: vec!["127.0.0.1:22".parse().expect("addr")],
+            proxy: None,
         }];
         Services::new(&list, 2, Duration::from_secs(30))
     }

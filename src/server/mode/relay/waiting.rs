@@ -22,6 +22,8 @@ pub(super) struct WaitingEntry {
     pub(super) addr: SocketAddr,
     pub(super) service: usize,
     pub(super) since: Instant,
+    /// Its first bytes must not be a PROXY header (checked once its session starts).
+    pub(super) guard: bool,
 }
 
 /// The waiting clients of one relay listener.

@@ -127,7 +127,16 @@ impl Upstreams {
             cx.now.saturating_duration_since(h.since),
         );
         if kind == Kind::Check {
-            self.drop_held(cx, slot);
+            let proxied = self.member_mut(g, addr).is_some_and(|m| m.proxy.is_some());
+            // A server that expects PROXY headers gets a LOCAL one (the connection is the
+            // proxy's own) and a FIN: an RST could drop the header unread.
+            if proxied {
+                if let Some(h) = self.held.get_mut(slot) {
+                    let local = crate::proto::proxy::v2_local();
+                    let _ = h.conn.write_vectored(&[io::IoSlice::new(&local)]);
+                }
+            }
+            self.close_held(cx, slot, !proxied);
             let change = self.groups.get_mut(g).and_then(|io| {
                 let i = io.group.index_of(addr)?;
                 io.group.check_passed(i, cx.now)
@@ -312,12 +321,18 @@ impl Upstreams {
 
     /// Closes held slot `slot` (a check with RST), and forgets it in its member.
     pub(super) fn drop_held(&mut self, cx: &mut Cx<'_>, slot: usize) {
+        let rst = self.held.get(slot).is_some_and(|h| h.kind == Kind::Check);
+        self.close_held(cx, slot, rst);
+    }
+
+    /// Closes held slot `slot`, with RST when `rst`, and forgets it in its member.
+    fn close_held(&mut self, cx: &mut Cx<'_>, slot: usize, rst: bool) {
         let Some(mut h) = self.held.try_remove(slot) else {
             return;
         };
         let _ = cx.registry.deregister(h.conn.source());
         let (g, addr) = (usize::from(h.group), h.addr);
-        if h.kind == Kind::Check {
+        if rst {
             h.conn.abort();
         }
         if let Some(m) = self.member_mut(g, addr) {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use super::{checks_on, rules, GroupIo, Member, Targets, Upstreams};
-use crate::config::{Upstream, UpstreamOptions};
+use crate::config::{ProxyProtocol, Upstream, UpstreamOptions};
 use crate::core::backoff::Backoff;
 use crate::core::upstream::{Group, Spec};
 use crate::os::net::describe;
@@ -36,6 +36,19 @@ fn specs(targets: &[Upstream], resolved: &[Vec<SocketAddr>]) -> Vec<Spec> {
     out
 }
 
+/// The PROXY protocol of the first target that gave `addr`.
+fn proxy_of(
+    targets: &[Upstream],
+    resolved: &[Vec<SocketAddr>],
+    addr: SocketAddr,
+) -> Option<ProxyProtocol> {
+    targets
+        .iter()
+        .zip(resolved)
+        .find(|(_, addrs)| addrs.contains(&addr))
+        .and_then(|(t, _)| t.proxy)
+}
+
 /// Whether `target` must be looked up (it is a name, not an address).
 pub(super) fn is_name(target: &str) -> bool {
     target.parse::<SocketAddr>().is_err()
@@ -52,7 +65,7 @@ impl GroupIo {
         let specs = specs(targets, &resolved);
         let members = specs
             .iter()
-            .map(|s| Member::new(s.addr, opts, now))
+            .map(|s| Member::new(s.addr, proxy_of(targets, &resolved, s.addr), opts, now))
             .collect();
         let named = targets.iter().any(|t| is_name(&t.target));
         GroupIo {
@@ -62,6 +75,7 @@ impl GroupIo {
             group: Group::new(specs, opts.balance, rules(opts)),
             members,
             next_lookup: named.then(|| now + opts.dns_refresh),
+            proxied: targets.iter().any(|t| t.proxy.is_some()),
         }
     }
 
@@ -73,9 +87,16 @@ impl GroupIo {
         let mut old = std::mem::take(&mut self.members);
         self.members = (0..self.group.len())
             .filter_map(|i| self.group.addr(i))
-            .map(|addr| match old.iter().position(|m| m.addr == addr) {
-                Some(k) => old.swap_remove(k),
-                None => Member::new(addr, opts, now),
+            .map(|addr| {
+                let proxy = proxy_of(&self.targets, &self.resolved, addr);
+                match old.iter().position(|m| m.addr == addr) {
+                    Some(k) => {
+                        let mut m = old.swap_remove(k);
+                        m.proxy = proxy;
+                        m
+                    }
+                    None => Member::new(addr, proxy, opts, now),
+                }
             })
             .collect();
         gone
@@ -83,7 +104,12 @@ impl GroupIo {
 }
 
 impl Member {
-    pub(super) fn new(addr: SocketAddr, opts: &UpstreamOptions, now: Instant) -> Member {
+    pub(super) fn new(
+        addr: SocketAddr,
+        proxy: Option<ProxyProtocol>,
+        opts: &UpstreamOptions,
+        now: Instant,
+    ) -> Member {
         // Checks start spread over one interval, so a thousand upstreams are not checked
         // in the same pass.
         let next_check = checks_on(opts).then(|| {
@@ -98,6 +124,7 @@ impl Member {
             next_check,
             checking: false,
             counters: UpstreamCounters::default(),
+            proxy,
         }
     }
 }
@@ -129,6 +156,7 @@ impl Upstreams {
             };
             io.group.set_rules(self.opts.balance, rules(&self.opts));
             io.resolved = targets.iter().map(|t| t.addrs.clone()).collect();
+            io.proxied = targets.iter().any(|t| t.proxy.is_some());
             io.targets = targets;
             gone.extend(io.rebuild(&self.opts, cx.now).into_iter().map(|a| (g, a)));
         }
