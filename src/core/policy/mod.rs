@@ -11,10 +11,14 @@
 //!
 //! # Precedence
 //!
-//! Allow rules only ever add, deny rules only ever remove, and the defaults sit between
-//! (Squid's and smokescreen's order: an explicit deny beats an allow; an allow opens an
-//! exception to the default deny of internal ranges). [`Policy::check`] takes the first
-//! row that applies:
+//! Allow rules only ever add, deny rules only ever remove, and the defaults sit between:
+//! an explicit deny beats any allow, and an allow opens an exception to the default deny
+//! of internal ranges or ports. The order is fixed, not the order the rules are written
+//! in (Squid's access lists are first-match in written order, which makes an allow
+//! written before a deny win). As in smokescreen, whose exceptions to its non-public
+//! deny (`--allow-address`, `--allow-range`) take addresses and never names, only an
+//! address rule opens an internal range; as Squid's usual `SSL_ports` rule, CONNECT
+//! defaults to port 443. [`Policy::check`] takes the first row that applies:
 //!
 //! | # | when | verdict |
 //! |---|---|---|
@@ -37,7 +41,9 @@
 //! `10.0.0.5`, allow the address (`--allow 10.0.0.5:5432`); a name rule then narrows
 //! nothing and only opens ports on public addresses. The caller checks every resolved
 //! address it is about to connect to, each with the requested name, and connects only
-//! to allowed ones.
+//! to allowed ones. A name deny rule sees only names: a client that asks for the
+//! address instead is judged by the address rules, so deny a service by its addresses
+//! (or by both) when clients may ask for it by address.
 
 mod cidr;
 mod ranges;
@@ -69,7 +75,8 @@ pub enum Reason {
     Internal(Internal),
     /// The port is not a default port and no allow rule names it for this target.
     Port,
-    /// The deny rule of this index (in [`Policy::deny`]) matches.
+    /// The deny rule of this index (in [`Policy::deny`], from 0) matches; displayed
+    /// from 1, as an operator counts the rules.
     DenyRule(usize),
     /// The address and port are the proxy's own listener.
     OwnListener,
