@@ -215,3 +215,55 @@ fn ipv4_inside_ipv6_is_judged_as_ipv4() {
         assert_eq!(judge(ip), want, "{ip}");
     }
 }
+
+/// Every IPv4 address (a seeded sample, and each block's edges) is judged alike in each
+/// IPv6 form that carries it, the form named when it is internal.
+#[test]
+fn every_form_carries_the_same_verdict() {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut sample: Vec<u32> = (0..20_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 16) as u32
+        })
+        .collect();
+    for edge in [
+        0,
+        0x7f00_0001,
+        0x0a00_0000,
+        0xffff_ffff,
+        0xc0a8_ffff,
+        0x0808_0808,
+    ] {
+        sample.push(edge);
+    }
+    let public_server = u128::from(u32::from(Ipv4Addr::new(65, 54, 227, 120)));
+    for a in sample {
+        let v4 = internal(IpAddr::V4(Ipv4Addr::from(a))).map(|i| i.range);
+        let n = u128::from(a);
+        let forms = [
+            (Form::Mapped, (0xffff_u128 << 32) | n),
+            (Form::Nat64, (0x0064_ff9b_u128 << 96) | n),
+            (Form::SixToFour, (0x2002_u128 << 112) | (n << 80)),
+            (
+                Form::TeredoClient,
+                (0x2001_u128 << 112) | (public_server << 64) | u128::from(!a),
+            ),
+        ];
+        for (form, six) in forms {
+            let got = internal(IpAddr::V6(Ipv6Addr::from(six)));
+            assert_eq!(
+                got.map(|i| i.range),
+                v4,
+                "{} as {form:?}",
+                Ipv4Addr::from(a)
+            );
+            if let Some(i) = got {
+                assert_eq!(i.form, Some(form));
+            }
+        }
+    }
+}
