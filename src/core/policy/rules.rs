@@ -58,7 +58,8 @@ impl Target {
     }
 }
 
-/// A set of ports: inclusive ranges, sorted, merged, never empty, never port 0.
+/// A set of ports: inclusive ranges, sorted, merged, never empty; port 0 is never read
+/// and never contained.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ports(Vec<(u16, u16)>);
 
