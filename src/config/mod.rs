@@ -256,7 +256,7 @@ pub struct ProxyAccept {
     /// Clients from `trusted` sources start with a header.
     pub accept: bool,
     /// Sources that must send one; any other must not.
-    pub trusted: Vec<crate::core::cidr::Cidr>,
+    pub trusted: Vec<crate::core::policy::Cidr>,
     /// Deadline for the whole header, from the accept.
     pub timeout: Duration,
 }

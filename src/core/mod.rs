@@ -8,7 +8,6 @@
 //! unit-tested with scripted in-memory streams and virtual time.
 
 pub mod backoff;
-pub mod cidr;
 pub mod failures;
 pub mod handover;
 pub mod pipe;

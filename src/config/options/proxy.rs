@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::config::meta::{Fallback, Kind, Meta, Scope};
 use crate::config::setting::{Opt, Setting};
 use crate::config::ProxyAccept;
-use crate::core::cidr::Cidr;
+use crate::core::policy::Cidr;
 
 use Fallback::{Absent, Value};
 

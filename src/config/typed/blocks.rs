@@ -3,7 +3,7 @@
 
 use super::{Cx, Given, Located, Meta, Raw, Result, Typed};
 use crate::config::parse::quote;
-use crate::core::cidr::Cidr;
+use crate::core::policy::Cidr;
 
 impl Typed for Vec<Cidr> {
     fn parse(meta: &Meta, given: &Given, cx: &mut Cx<'_>) -> Result<Self> {
