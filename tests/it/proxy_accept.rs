@@ -319,3 +319,30 @@ fn ipv6_clients_in_both_versions() {
         proxy.assert_quiescent(baseline, Duration::from_secs(5));
     });
 }
+
+/// A header sent one byte per write, its last byte in the same write as the client's
+/// first bytes: the session starts with the header's address and those bytes.
+#[test]
+fn a_header_one_byte_at_a_time_then_data_in_the_same_segment() {
+    watchdog(|| {
+        let up = echo_server();
+        let mut proxy = accepting(up.addr, "127.0.0.1", &[]);
+        let baseline = proxy.baseline();
+        let mut c = connect_from("127.0.0.1", proxy.addr());
+        c.set_nodelay(true).expect("nodelay");
+        let header = b"PROXY TCP4 198.51.100.4 192.0.2.9 40404 443\r";
+        for &b in header.iter() {
+            c.write_all(&[b]).expect("one byte");
+        }
+        c.write_all(b"\nfirst bytes").expect("the end and data");
+        let echoed = read_exact_n(&mut c, 11, "the client's first bytes");
+        assert_eq!(echoed, b"first bytes");
+        drop(c);
+        assert!(
+            proxy.wait_log("client=198.51.100.4:40404 ", Duration::from_secs(10)),
+            "{}",
+            proxy.stderr()
+        );
+        proxy.assert_quiescent(baseline, Duration::from_secs(5));
+    });
+}

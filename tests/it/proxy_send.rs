@@ -2,7 +2,8 @@
 //! proxy_protocol`, its access log naming `$proxy_protocol_addr:$proxy_protocol_port`):
 //! the address logged is the test client's (bound to 127.0.0.2, so it differs from the
 //! proxy's own 127.0.0.1, which nginx logs as `$remote_addr`), in v1 and v2, on fresh and
-//! warm connections, and a failed connect moved to the next upstream still carries it.
+//! warm connections, and a failed connect moved to the next upstream still carries it;
+//! a health check sends a v2 LOCAL header.
 
 use crate::support::*;
 use std::io::{Read, Write};
@@ -140,5 +141,40 @@ fn a_redial_carries_the_header_to_the_next_upstream() {
             let line = logged(&nginx, client);
             assert!(line.starts_with(&format!("{client} ")), "{line}");
         }
+    });
+}
+
+/// A health check of an upstream that takes headers sends a v2 LOCAL header (and closes
+/// with a FIN, so the header is read).
+#[test]
+fn health_checks_send_a_local_header() {
+    watchdog(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let tx = std::sync::Mutex::new(tx);
+        let server = scripted_server(move |mut s| {
+            let mut got = Vec::new();
+            let _ = s.read_to_end(&mut got);
+            let _ = tx.lock().map(|t| t.send(got));
+        });
+        let upstream = format!("{},proxy=v2", server.addr);
+        let _proxy = Proxy::spawn(&[
+            "forward",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &upstream,
+            "--health-check",
+            "tcp",
+            "--health-interval",
+            "1s",
+        ]);
+        let got = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a check within 10 s");
+        assert_eq!(
+            got,
+            b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec(),
+            "a v2 LOCAL header and nothing else"
+        );
     });
 }
