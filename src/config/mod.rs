@@ -25,11 +25,14 @@ pub mod groups;
 pub mod meta;
 pub mod options;
 pub mod parse;
+pub mod proxy;
 pub mod reload;
 pub mod setting;
 pub mod sizing;
 pub mod sockets;
 mod typed;
+
+pub use proxy::{ProxyAccept, ProxyProtocol};
 
 /// Largest accepted duration (7 days).
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -169,26 +172,6 @@ pub struct Upstream {
     pub proxy: Option<ProxyProtocol>,
 }
 
-/// A version of the PROXY protocol (HAProxy's `doc/proxy-protocol.txt`): v1 is a line of
-/// text, v2 a binary header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyProtocol {
-    /// `PROXY TCP4 ...\r\n`.
-    V1,
-    /// The binary form.
-    V2,
-}
-
-impl ProxyProtocol {
-    /// `v1` or `v2`, as written in flags and files.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProxyProtocol::V1 => "v1",
-            ProxyProtocol::V2 => "v2",
-        }
-    }
-}
-
 /// How a group of upstreams is used: balancing, health, warm connections, look-ups.
 /// A forward listener has one group; an agent has one per service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,27 +231,6 @@ pub struct Forward {
     pub reuse_port: bool,
     /// PROXY headers accepted from clients.
     pub proxy_accept: ProxyAccept,
-}
-
-/// PROXY protocol headers accepted from clients (forward, and a relay's public ports).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxyAccept {
-    /// Clients from `trusted` sources start with a header.
-    pub accept: bool,
-    /// Sources that must send one; any other must not.
-    pub trusted: Vec<crate::core::policy::Cidr>,
-    /// Deadline for the whole header, from the accept.
-    pub timeout: Duration,
-}
-
-impl Default for ProxyAccept {
-    fn default() -> ProxyAccept {
-        ProxyAccept {
-            accept: false,
-            trusted: Vec::new(),
-            timeout: Duration::from_secs(5),
-        }
-    }
 }
 
 /// What relay and agent listeners share: the secret and the tunnels' timeouts.
