@@ -11,7 +11,11 @@
 //!   drained", as the pipe assumes. `Ok(0)` only after the peer's `close_notify`. A TCP
 //!   FIN without `close_notify` is [`io::ErrorKind::ConnectionAborted`] (a reset to the
 //!   core): the end is unauthenticated, so it may be an attacker's truncation, and the
-//!   other side must not see a clean FIN for it.
+//!   other side must not see a clean FIN for it. A TCP reset stays a reset. A bad
+//!   record (forged, replayed, garbage) or the peer's alert is
+//!   [`io::ErrorKind::InvalidData`], an error to the core; our alert goes out first, and
+//!   plaintext decrypted in the same call from records before the bad one is dropped
+//!   with the stream (the session closes on the error either way).
 //! - **Writes** report only bytes whose records are all in the kernel. When the socket
 //!   fills halfway through, the bytes rustls already took are held back (`WouldBlock`,
 //!   or a short count for the ones before them) and reported by a later call once their

@@ -60,8 +60,9 @@ fn slice_at<'a>(bufs: &'a [IoSlice<'_>], mut offset: usize) -> Option<&'a [u8]> 
     None
 }
 
-/// `n` bytes if some moved, else the error: bytes already copied are never lost to an
-/// error met after them (the error comes back on the next call).
+/// `n` bytes if some moved, else the error: bytes already copied are not lost to a
+/// socket error met after them. The next call meets the end again (after a reset the
+/// socket reads as closed, which is a truncation: a reset too).
 fn moved_or(n: usize, e: io::Error) -> io::Result<usize> {
     if n > 0 {
         Ok(n)
@@ -93,7 +94,10 @@ impl Stream for TlsStream {
                 // 0 is the TCP FIN: rustls notes it, and the next drain says how it ended.
                 Ok(_) => {
                     if let Err(e) = tls.process_new_packets() {
-                        // Best effort: the alert rustls queued for it.
+                        // A bad record, or the peer's alert: the stream is broken, and
+                        // plaintext copied in this call goes with it (the session
+                        // closes on an error either way). Best effort: the alert rustls
+                        // queued for it.
                         let _ = tls.write_tls(&mut socket);
                         return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                     }

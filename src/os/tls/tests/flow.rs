@@ -270,3 +270,31 @@ fn unacked_counts_what_the_kernel_holds() {
     assert!(matches!(a.connect_status(), ConnectStatus::Connected));
     assert_eq!(a.splice_fd(), None, "TLS is never spliced");
 }
+
+#[test]
+fn a_forged_record_breaks_the_stream_and_the_peer_hears_the_alert() {
+    let mut net = Net::new();
+    let (mut a, mut r) = pair(&mut net);
+    write_all(&mut net, &mut a, b"genuine");
+    let mut ready = [Readiness::default(); 2];
+    let mut buf = [0u8; 7];
+    while r.read_vectored(&mut [IoSliceMut::new(&mut buf)]).is_err() {
+        net.wait(&mut ready);
+    }
+    assert_eq!(&buf, b"genuine");
+    // An application-data record under no key of this connection, written under the
+    // agent's TLS layer, as an on-path attacker would splice it in.
+    let mut forged = vec![0x17, 0x03, 0x03, 0x00, 0x20];
+    forged.extend(Rng(9).bytes(0x20));
+    assert_eq!(
+        a.conn.write_vectored(&[IoSlice::new(&forged)]).ok(),
+        Some(forged.len())
+    );
+    let (got, end) = read_to_end(&mut net, &mut r, 1);
+    assert_eq!(got, b"");
+    let e = end.expect_err("forged record");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+    let (_, end) = read_to_end(&mut net, &mut a, 0);
+    let e = end.expect_err("the relay's alert");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+}
