@@ -163,6 +163,15 @@ impl RelayTls {
         RelayTls::build(key, None)
     }
 
+    /// A private key of a PEM file (PKCS#8, SEC1 or PKCS#1), presented as a raw public
+    /// key only: a relay identity that survives restarts (so agents can pin it) without
+    /// any certificate (`openssl genpkey -algorithm ed25519`).
+    pub fn from_key_pem(key_pem: &[u8]) -> Result<RelayTls, TlsError> {
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| TlsError::Pem("private key"))?;
+        RelayTls::build(key, None)
+    }
+
     /// The certificate chain (leaf first) and private key of PEM files. Agents that
     /// verify a chain get the chain; the others get the leaf's key as a raw public key.
     pub fn from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<RelayTls, TlsError> {

@@ -253,6 +253,25 @@ fn a_relay_with_a_certificate_serves_chain_checking_and_key_checking_agents() {
 }
 
 #[test]
+fn a_relay_key_file_without_a_certificate_is_a_pinnable_raw_key() {
+    let relay = RelayTls::from_key_pem(RELAY_KEY).expect("key");
+    let key = Fingerprint::parse(RELAY_CERT_KEY).expect("hex");
+    assert_eq!(
+        relay.fingerprint(),
+        key,
+        "the same key as the certificate's"
+    );
+    let mut net = Net::new();
+    let pinned = AgentTls::new(Trust::Pinned(key)).expect("config");
+    let (a, _r) = both(connect(&mut net, &relay, &pinned));
+    assert_eq!(a.peer_fingerprint(), Some(key));
+    assert!(matches!(
+        RelayTls::from_key_pem(RELAY_CERT),
+        Err(TlsError::Pem("private key"))
+    ));
+}
+
+#[test]
 fn a_chain_is_refused_for_another_name_or_without_a_certificate() {
     let wrong_name = AgentTls::new(Trust::Authority {
         roots_pem: CA.to_vec(),
