@@ -298,3 +298,50 @@ fn a_forged_record_breaks_the_stream_and_the_peer_hears_the_alert() {
     let e = end.expect_err("the relay's alert");
     assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
 }
+
+#[test]
+fn a_close_notify_that_finds_no_room_goes_out_on_a_later_call() {
+    let mut net = Net::new();
+    let (mut a, mut r) = pair(&mut net);
+    // Fill the socket (same bytes everywhere, so every retry offers the held ones).
+    let chunk = vec![7u8; 64 << 10];
+    let mut sent = 0;
+    loop {
+        match a.write_vectored(&[IoSlice::new(&chunk)]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    let held = a.taken;
+    let e = a.shutdown_write().expect_err("no room for the alert");
+    assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    assert!(a.unacked().expect("outq") > 0);
+    // The relay drains; the agent calls again on its events until the FIN is out.
+    let mut ready = [Readiness::default(); 2];
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut fin = false;
+    let clean = loop {
+        match r.read_vectored(&mut [IoSliceMut::new(&mut buf)]) {
+            Ok(0) => break true,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !fin {
+                    match a.shutdown_write() {
+                        Ok(()) => fin = true,
+                        Err(e) => assert_eq!(e.kind(), io::ErrorKind::WouldBlock),
+                    }
+                }
+                net.wait(&mut ready);
+            }
+            Err(e) => panic!("read: {e}"),
+        }
+    };
+    assert!(clean && fin);
+    assert_eq!(
+        got,
+        sent + held,
+        "every byte rustls took arrived, then the EOF"
+    );
+}
