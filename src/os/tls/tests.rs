@@ -386,3 +386,25 @@ fn garbage_before_the_hello_fails_the_handshake_without_a_panic() {
         let _ = relay_side.write_vectored(&[IoSlice::new(b"x")]);
     }
 }
+
+#[test]
+fn a_tls_agent_facing_a_plain_relay_fails_at_the_first_byte() {
+    // A plain relay opens with its CHALLENGE: "TCPB" is no TLS record type.
+    let (a, mut plain) = std_pair();
+    let mut agent = TlsStream::client(wrap(a), &any()).expect("client");
+    plain.write_all(b"TCPB\x01").expect("challenge");
+    let mut net = Net::new();
+    net.register(&mut agent, 0);
+    let mut ready = [Readiness::default(); 2];
+    let e = loop {
+        match agent.handshake() {
+            Ok(Progress::Pending) => net.wait(&mut ready),
+            Ok(Progress::Done) => panic!("a handshake with a plain relay"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(e, HandshakeError::Tls(rustls::Error::InvalidMessage(_))),
+        "{e:?}"
+    );
+}
