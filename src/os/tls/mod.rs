@@ -45,6 +45,12 @@ mod identity;
 
 pub use identity::{AgentTls, Fingerprint, RelayTls, TlsError, Trust};
 
+/// Bytes an agent may send before the relay's handshake completes: its ClientHello is
+/// about 300 bytes and its second flight under 100, so this is generous, and it bounds
+/// what a silent or hostile peer makes the relay hold (rustls alone allows 64 KiB per
+/// handshake message).
+pub const RELAY_HANDSHAKE_BYTES: usize = 16 * 1024;
+
 /// The label of RFC 9266's `tls-exporter` channel binding.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
 
@@ -91,6 +97,8 @@ impl HandshakeError {
     }
 }
 
+impl std::error::Error for HandshakeError {}
+
 impl std::fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -99,6 +107,16 @@ impl std::fmt::Display for HandshakeError {
             HandshakeError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
             HandshakeError::Io(e) => write!(f, "TLS handshake failed: {e}"),
         }
+    }
+}
+
+/// What is left of `room` after `n` more handshake bytes; an error once it is spent.
+fn spend(room: usize, n: usize) -> Result<usize, HandshakeError> {
+    match room.checked_sub(n) {
+        Some(left) if left > 0 => Ok(left),
+        _ => Err(HandshakeError::Tls(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::HandshakePayloadTooLarge,
+        ))),
     }
 }
 
@@ -125,6 +143,8 @@ pub struct TlsStream {
     state: State,
     /// The relay presents a raw public key (for [`TlsStream::peer_fingerprint`]).
     raw: bool,
+    /// Bytes the peer may still send before the handshake completes.
+    hello_room: usize,
     /// Plaintext bytes rustls took whose records are not all in the kernel yet: reported
     /// by the next write that finds them flushed.
     taken: usize,
@@ -172,7 +192,10 @@ impl Write for Socket<'_> {
 impl TlsStream {
     /// The relay's side of an accepted connection.
     pub fn server(conn: Conn, relay: &RelayTls) -> TlsStream {
-        TlsStream::with(conn, State::Accepting(Box::default(), relay.clone()), false)
+        let mut stream =
+            TlsStream::with(conn, State::Accepting(Box::default(), relay.clone()), false);
+        stream.hello_room = RELAY_HANDSHAKE_BYTES;
+        stream
     }
 
     /// The agent's side of a connection whose connect has completed
@@ -188,6 +211,7 @@ impl TlsStream {
             conn,
             state,
             raw,
+            hello_room: usize::MAX,
             taken: 0,
             queued: 0,
             closing: false,
@@ -233,8 +257,9 @@ impl TlsStream {
             } else {
                 match tls.read_tls(&mut socket) {
                     Ok(0) => return Err(HandshakeError::Closed),
-                    Ok(_) => {
+                    Ok(n) => {
                         moved = true;
+                        self.hello_room = spend(self.hello_room, n)?;
                         if let Err(e) = tls.process_new_packets() {
                             // Best effort: the alert rustls queued for it.
                             let _ = tls.write_tls(&mut socket);
@@ -261,7 +286,7 @@ impl TlsStream {
             };
             match acceptor.read_tls(&mut socket) {
                 Ok(0) => return Err(HandshakeError::Closed),
-                Ok(_) => {}
+                Ok(n) => self.hello_room = spend(self.hello_room, n)?,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(HandshakeError::from_io(e)),
             }

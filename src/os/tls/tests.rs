@@ -408,3 +408,38 @@ fn a_tls_agent_facing_a_plain_relay_fails_at_the_first_byte() {
         "{e:?}"
     );
 }
+
+#[test]
+fn a_relay_holds_at_most_its_handshake_budget_from_an_agent() {
+    // A ClientHello that announces 64 KiB and keeps coming.
+    let relay = RelayTls::generate().expect("key");
+    let (mut raw, r) = std_pair();
+    let mut relay_side = TlsStream::server(wrap(r), &relay);
+    let mut net = Net::new();
+    net.register(&mut relay_side, 1);
+    let mut ready = [Readiness::default(); 2];
+    let mut record = vec![0x16, 0x03, 0x01, 0x40, 0x00, 0x01, 0x00, 0xff, 0xff];
+    record.resize(5 + 0x4000, 0x42);
+    let mut sent = 0;
+    let e = loop {
+        if sent < 8 * record.len() {
+            let chunk = if sent == 0 { &record[..] } else { &record[5..] };
+            raw.write_all(chunk).expect("hello bytes");
+            sent += chunk.len();
+        }
+        match relay_side.handshake() {
+            Ok(Progress::Pending) => net.wait(&mut ready),
+            Ok(Progress::Done) => panic!("a handshake out of junk"),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(
+            e,
+            HandshakeError::Tls(rustls::Error::InvalidMessage(
+                rustls::InvalidMessage::HandshakePayloadTooLarge
+            ))
+        ),
+        "{e:?}"
+    );
+}
