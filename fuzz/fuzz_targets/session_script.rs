@@ -139,7 +139,7 @@ impl Case {
                 fresh.connect = std::mem::take(&mut old.connect);
                 fresh.accept_when_done = old.accept_when_done;
                 fresh.unacked = old.unacked;
-                let old = self.s.redial(fresh, self.now);
+                let old = self.s.redial(fresh, None, self.now);
                 assert!(old.written.is_empty(), "{f:?}: a failed upstream got bytes");
                 assert_eq!(old.read_total, 0, "{f:?}: a failed upstream was read");
                 assert_eq!(

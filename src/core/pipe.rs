@@ -239,6 +239,12 @@ impl Pipe {
                     self.flow = Flow::Done;
                     changed = true;
                 }
+                // A stream that must write before its FIN (TLS: the close_notify) and
+                // found no room: the FIN is sent again on the next pump, after the next
+                // writable edge. A plain socket never answers this.
+                Err(e) if classify_error(&e) == Io::Blocked => {
+                    destination.ready.writable = false;
+                }
                 Err(e) => return Pump::Broken(End::Destination, classify_error(&e) == Io::Reset),
             }
         }

@@ -57,6 +57,9 @@ pub struct Scripted {
     pub shutdowns: usize,
     /// `written.len()` when the FIN was sent.
     pub fin_at: Option<usize>,
+    /// The next this many `shutdown_write` calls answer `WouldBlock` (a TLS stream whose
+    /// close_notify found no room).
+    pub shutdown_blocks: usize,
     /// `abort` calls made.
     pub aborts: usize,
     /// The peer is gone: writes fail with `BrokenPipe`, shutdown with `NotConnected`.
@@ -169,6 +172,10 @@ impl Stream for Scripted {
         self.shutdowns += 1;
         if self.broken {
             return Err(io::ErrorKind::NotConnected.into());
+        }
+        if self.shutdown_blocks > 0 {
+            self.shutdown_blocks -= 1;
+            return Err(io::ErrorKind::WouldBlock.into());
         }
         self.fin_at = Some(self.written.len());
         Ok(())

@@ -17,7 +17,9 @@ pub trait Stream {
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize>;
     /// Writes from the slices; returns how many bytes the kernel took.
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
-    /// Sends FIN: no more bytes will be written. Reading goes on.
+    /// Sends FIN: no more bytes will be written. Reading goes on. `WouldBlock` when the
+    /// stream must first write bytes of its own (a TLS close_notify) and the socket has no
+    /// room: the caller calls again once it is writable.
     fn shutdown_write(&mut self) -> io::Result<()>;
     /// Arranges for the coming close to send RST instead of FIN (SO_LINGER 0).
     fn abort(&mut self);

@@ -1,5 +1,5 @@
-//! The operating-system layer: sockets as core streams (`net`), kernel pipes for splice
-//! (`splice`), random bytes (`random`), systemd (`systemd`), and the few process-wide
+//! The operating-system layer: sockets as core streams (`net`), TLS over them (`tls`),
+//! kernel pipes for splice (`splice`), random bytes (`random`), systemd (`systemd`), and the few process-wide
 //! settings here (SIGPIPE, the open-files limit, the allocator's large blocks). The only
 //! modules with `unsafe` code, each block with a `SAFETY:` note: the rest of the crate
 //! denies it.
@@ -10,6 +10,7 @@ pub mod net;
 pub mod random;
 pub mod splice;
 pub mod systemd;
+pub mod tls;
 
 /// Asks the allocator to map blocks of `threshold` bytes and more on their own, so that
 /// freeing one gives its memory straight back to the OS: the pool's larger ring classes

@@ -200,6 +200,28 @@ fn eof_on_an_empty_pipe_sends_fin_at_once() {
     assert_eq!(b.pipe.flow(), Flow::Done);
 }
 
+#[test]
+fn a_blocked_fin_is_sent_again_until_it_goes() {
+    let mut b = bench(4);
+    b.dst.stream.shutdown_blocks = 2;
+    b.src.stream.send(b"ab").then(ReadStep::Eof);
+    b.src.ready.read_closed = true;
+    assert!(matches!(b.pump(), Pump::Progress { written: 2 }));
+    assert!(
+        matches!(b.pump(), Pump::Progress { written: 0 }),
+        "EOF read"
+    );
+    assert_eq!(b.pipe.flow(), Flow::Eof, "FIN not sent yet");
+    assert!(!b.dst.ready.writable, "the blocked FIN cleared the bit");
+    assert_eq!(b.pump(), Pump::Stuck, "blocked again: nothing moved");
+    assert_eq!(b.dst.stream.fin_at, None);
+    b.dst.ready.writable = true;
+    b.run();
+    assert_eq!(b.pipe.flow(), Flow::Done);
+    assert_eq!(b.dst.stream.fin_at, Some(2));
+    assert_eq!(b.dst.stream.shutdowns, 3);
+}
+
 // ---- resets ----
 
 #[test]
