@@ -1,9 +1,15 @@
 //! Failed tunnel handshakes per source address, and the rate limit on warnings about them.
 //!
-//! The relay counts each handshake that ends unfinished against its source address; an
-//! address with [`FAILURE_LIMIT`] failures within [`FAILURE_WINDOW`] is refused for the
-//! rest of that window. The table is bounded ([`FAILURE_TABLE`] addresses): when full,
-//! expired entries go first, then everything (a flood of sources cannot grow memory).
+//! The relay counts against its source address each handshake the peer failed: a wrong
+//! proof, bytes that break the protocol, a handshake still unfinished at its deadline (a
+//! silent peer holding a slot). A peer that closes before answering is not counted: a
+//! burst of connections lost in the kernel's listen queue must not lock out a legitimate
+//! agent. An address with [`FAILURE_LIMIT`] failures within [`FAILURE_WINDOW`] is refused
+//! for the rest of that window ([`Admission::Refuse`]), unless it authenticated within
+//! [`TRUSTED_FOR`]: such a source is only slowed ([`Admission::Slow`], a delay before each
+//! handshake), so a stranger behind the same NAT address cannot lock the agent out. The
+//! tables are bounded ([`FAILURE_TABLE`] addresses each): when full, expired entries go
+//! first, then everything (a flood of sources cannot grow memory).
 //! Warnings are limited to [`WARNINGS_PER_WINDOW`] a window; the rest are counted and
 //! summed up in the first warning of the next window. Pure: time is passed in.
 
@@ -19,6 +25,21 @@ pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 pub const FAILURE_TABLE: usize = 4096;
 /// Warnings about failed handshakes per [`FAILURE_WINDOW`] at most.
 pub const WARNINGS_PER_WINDOW: u32 = 20;
+/// How long a source that authenticated is slowed rather than refused.
+pub const TRUSTED_FOR: Duration = Duration::from_secs(300);
+/// The delay before each handshake of a trusted source over the failure limit.
+pub const SLOW_DELAY: Duration = Duration::from_secs(1);
+
+/// What a new handshake from an address gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// It starts at once.
+    Allow,
+    /// It starts after this delay (a trusted source over the failure limit).
+    Slow(Duration),
+    /// It is closed at once (an untrusted source over the failure limit).
+    Refuse,
+}
 
 /// Whether a warning may be logged now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +62,8 @@ pub enum Warn {
 #[derive(Debug, Default)]
 pub struct Failures {
     by_ip: HashMap<IpAddr, (u32, Instant)>,
+    /// When each address last authenticated a tunnel.
+    trusted: HashMap<IpAddr, Instant>,
     total: u64,
     warned: u32,
     suppressed: u64,
@@ -65,11 +88,39 @@ impl Failures {
         e.0 += 1;
     }
 
-    /// Whether `ip` is refused now.
+    /// Whether `ip` is over the failure limit now.
     pub fn blocked(&self, ip: IpAddr, now: Instant) -> bool {
         self.by_ip.get(&ip).is_some_and(|&(count, start)| {
             count >= FAILURE_LIMIT && now.duration_since(start) < FAILURE_WINDOW
         })
+    }
+
+    /// Records that `ip` authenticated a tunnel.
+    pub fn authenticated(&mut self, ip: IpAddr, now: Instant) {
+        if self.trusted.len() >= FAILURE_TABLE && !self.trusted.contains_key(&ip) {
+            self.trusted
+                .retain(|_, at| now.duration_since(*at) < TRUSTED_FOR);
+            if self.trusted.len() >= FAILURE_TABLE {
+                self.trusted.clear();
+            }
+        }
+        self.trusted.insert(ip, now);
+    }
+
+    /// What a new handshake from `ip` gets now.
+    pub fn admission(&self, ip: IpAddr, now: Instant) -> Admission {
+        if !self.blocked(ip, now) {
+            return Admission::Allow;
+        }
+        let trusted = self
+            .trusted
+            .get(&ip)
+            .is_some_and(|&at| now.duration_since(at) < TRUSTED_FOR);
+        if trusted {
+            Admission::Slow(SLOW_DELAY)
+        } else {
+            Admission::Refuse
+        }
     }
 
     /// Whether a warning may be logged now (at most [`WARNINGS_PER_WINDOW`] a window).
@@ -161,6 +212,48 @@ mod tests {
         let later = t0 + FAILURE_WINDOW;
         f.record(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), later);
         assert_eq!(f.len(), 1);
+    }
+
+    #[test]
+    fn a_source_that_authenticated_is_slowed_not_refused() {
+        let t0 = Instant::now();
+        let mut f = Failures::default();
+        f.authenticated(ip(1), t0);
+        for _ in 0..FAILURE_LIMIT {
+            f.record(ip(1), t0);
+            f.record(ip(2), t0);
+        }
+        let now = t0 + Duration::from_secs(1);
+        assert_eq!(f.admission(ip(1), now), Admission::Slow(SLOW_DELAY));
+        assert_eq!(
+            f.admission(ip(2), now),
+            Admission::Refuse,
+            "never authenticated"
+        );
+        assert_eq!(f.admission(ip(3), now), Admission::Allow);
+        // Trust lapses after TRUSTED_FOR without an authentication; the count, after
+        // its window.
+        let mut later = Failures::default();
+        later.authenticated(ip(1), t0);
+        let late = t0 + TRUSTED_FOR;
+        for _ in 0..FAILURE_LIMIT {
+            later.record(ip(1), late);
+        }
+        assert_eq!(later.admission(ip(1), late), Admission::Refuse);
+        assert_eq!(
+            later.admission(ip(1), late + FAILURE_WINDOW),
+            Admission::Allow
+        );
+    }
+
+    #[test]
+    fn the_trusted_table_stays_bounded() {
+        let t0 = Instant::now();
+        let mut f = Failures::default();
+        for n in 0..(FAILURE_TABLE as u32 * 3) {
+            f.authenticated(ip(n), t0);
+        }
+        assert!(f.trusted.len() <= FAILURE_TABLE, "{}", f.trusted.len());
     }
 
     #[test]

@@ -13,7 +13,6 @@
 //! no CLOSE-WAIT.
 
 use crate::support::*;
-use socket2::{Domain, Socket, Type};
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -46,17 +45,6 @@ fn assert_relay_metrics_at_rest(relay: &Proxy) {
         "relay metrics {names:?} = {now:?}\n{}",
         relay.stderr()
     );
-}
-
-/// A TCP connection to `to` from the local address `from` (127.0.0.x).
-fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
-    let src: SocketAddr = format!("{from}:0").parse().expect("source address");
-    s.bind(&src.into())
-        .unwrap_or_else(|e| panic!("bind {src}: {e}"));
-    s.connect_timeout(&to.into(), Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {to} from {from}: {e}"));
-    with_timeouts(s.into())
 }
 
 /// A relay alone (pool-less): its secret, tunnel and public addresses.

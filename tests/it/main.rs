@@ -68,6 +68,7 @@ mod forward_upstream;
 mod lifecycle;
 mod nat_auth;
 mod nat_data;
+mod nat_failures;
 mod nat_lifecycle;
 mod operate_config;
 mod operate_metrics;

@@ -8,19 +8,8 @@
 
 use crate::support::*;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::time::Duration;
-
-/// A connection to `to` from `from` (an address of the loopback range).
-fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
-    let ip: std::net::IpAddr = from.parse().expect("an IP address");
-    let from = SocketAddr::new(ip, 0);
-    let domain = socket2::Domain::for_address(to);
-    let sock = socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
-    sock.bind(&from.into()).expect("bind the client");
-    sock.connect(&to.into()).expect("connect");
-    with_timeouts(sock.into())
-}
 
 /// A forward listener accepting headers from `trusted`, to an echo upstream.
 fn accepting(up: SocketAddr, trusted: &str, extra: &[&str]) -> Proxy {

@@ -16,7 +16,7 @@ use log::{debug, info, warn};
 
 use super::{Action, Cx};
 use crate::config::Relay;
-use crate::core::failures::{Failures, Warn};
+use crate::core::failures::{Admission, Failures, Warn};
 use crate::core::reason::CloseReason;
 use crate::core::session::{Preamble, Session};
 use crate::core::stream::Readiness;
@@ -90,7 +90,8 @@ impl RelayState {
     /// An agent connected to the tunnel port: start its handshake.
     pub(super) fn open_tunnel(&mut self, cx: &mut Cx<'_>, conn: Conn, peer: SocketAddr) {
         let id = cx.ids.next();
-        if self.tunnels.failures.blocked(peer.ip(), cx.now) {
+        let admission = self.tunnels.failures.admission(peer.ip(), cx.now);
+        if admission == Admission::Refuse {
             debug!("tunnel {id} from {peer}: refused, too many failed handshakes");
             return;
         }
@@ -116,9 +117,13 @@ impl RelayState {
             .insert(cx.registry, cx.listener, id, conn, peer, |c| {
                 RelayTunnel::new(c, nonce, now)
             });
-        match inserted {
-            Ok(slot) => self.drive_tunnel(cx, slot),
-            Err(e) => warn!("tunnel {id}: cannot register: {}", describe(&e)),
+        match (inserted, admission) {
+            (Ok(slot), Admission::Slow(delay)) => {
+                debug!("tunnel {id} from {peer}: slowed {delay:?}, too many failed handshakes");
+                self.tunnels.hold(cx, slot, now + delay);
+            }
+            (Ok(slot), _) => self.drive_tunnel(cx, slot),
+            (Err(e), _) => warn!("tunnel {id}: cannot register: {}", describe(&e)),
         }
     }
 
@@ -145,6 +150,10 @@ impl RelayState {
             return;
         }
         t.armed = None;
+        if t.held_until.take().is_some() {
+            // A slowed handshake starts now (its own deadline counts from the accept).
+            return self.drive_tunnel(cx, slot);
+        }
         let step = t.tunnel.expire(cx.now, &self.policy);
         self.tunnel_step(cx, slot, step);
     }
@@ -153,6 +162,9 @@ impl RelayState {
         let Some(t) = self.tunnels.slab.get_mut(slot) else {
             return;
         };
+        if t.held_until.is_some() {
+            return;
+        }
         let step = t.tunnel.drive(cx.now, &self.secret, &self.names);
         self.tunnel_step(cx, slot, step);
     }
@@ -177,6 +189,9 @@ impl RelayState {
     /// paired with a waiting client if there is one.
     fn admit(&mut self, cx: &mut Cx<'_>, slot: usize, name: &str) {
         self.tunnels.verified(slot);
+        if let Some(t) = self.tunnels.slab.get(slot) {
+            self.tunnels.failures.authenticated(t.peer.ip(), cx.now);
+        }
         let Some(service) = self.names.iter().position(|n| n == name) else {
             return;
         };
@@ -216,8 +231,10 @@ impl RelayState {
             ),
             // Refused at the idle-tunnel limit (logged when refused): not a failure.
             (None, TunnelEnd::Denied) => {}
-            // Every other unfinished handshake counts against its source: a wrong proof,
-            // bad bytes, a trickle cut at the deadline, a peer that hung up half-way.
+            // Every other unfinished handshake is a failure; only the peer's own count
+            // against its source (a wrong proof, bad bytes, a slot held silent to the
+            // deadline), not a peer that went away before answering (connections lost
+            // in the listen queue must not lock a legitimate agent out).
             (None, _) => {
                 let auth = end == TunnelEnd::AuthFailed;
                 if auth {
@@ -226,7 +243,9 @@ impl RelayState {
                     cx.counters.handshake_failures += 1;
                 }
                 let failures = &mut self.tunnels.failures;
-                failures.record(t.peer.ip(), cx.now);
+                if end != TunnelEnd::Lost {
+                    failures.record(t.peer.ip(), cx.now);
+                }
                 if may_warn(failures, cx.now) {
                     let what = if auth {
                         "authentication failed"

@@ -359,3 +359,17 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_else(|| panic!("http: no status line in {reply:?}"));
     (status, body.to_string())
 }
+
+/// A connection to `to` from the local address `from` (`127.0.0.x`, or `::1`), so a
+/// test can be a source the proxy tells apart from 127.0.0.1.
+pub fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let ip: std::net::IpAddr = from.parse().expect("an IP address");
+    let src = SocketAddr::new(ip, 0);
+    let domain = socket2::Domain::for_address(to);
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
+    s.bind(&src.into())
+        .unwrap_or_else(|e| panic!("bind {src}: {e}"));
+    s.connect_timeout(&to.into(), Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {to} from {from}: {e}"));
+    with_timeouts(s.into())
+}

@@ -24,6 +24,8 @@ pub(super) struct RelayTunnelEntry {
     /// Counted in the handshakes until verified.
     pub(super) handshaking: bool,
     pub(super) armed: Option<Instant>,
+    /// A slowed handshake (a trusted source over the failure limit) starts then.
+    pub(super) held_until: Option<Instant>,
 }
 
 /// The tunnels of one relay listener.
@@ -71,9 +73,27 @@ impl Tunnels {
             service: None,
             handshaking: true,
             armed: None,
+            held_until: None,
         });
         self.handshakes += 1;
         Ok(slot)
+    }
+
+    /// Holds tunnel `slot`'s handshake until `until` (its deadline armed to start it).
+    pub(super) fn hold(
+        &mut self,
+        cx: &mut crate::server::mode::Cx<'_>,
+        slot: usize,
+        until: Instant,
+    ) {
+        if let Some(t) = self.slab.get_mut(slot) {
+            t.held_until = Some(until);
+            let owner = Owner::Tunnel {
+                listener: cx.listener,
+                slot,
+            };
+            cx.deadlines.arm_once(&mut t.armed, until, owner, t.id);
+        }
     }
 
     /// A verified tunnel leaves the handshakes.
