@@ -237,18 +237,24 @@ fn trickle_every_300ms_keeps_the_session_open() {
 }
 both_paths!(trickle_every_300ms_keeps_the_session_open);
 
-/// B5: the client never reads, the upstream writes 16 MiB: once the buffers
-/// are full nothing is delivered, so the session ends at the idle timeout
-/// (the upstream's writes fail before the 16 MiB are out); the client
-/// then reads a byte-exact prefix and an end; VmHWM stays within the
-/// baseline + 16 MiB.
+/// What B5's upstream offers a client that reads nothing: more than every buffer
+/// on the way can hold.
+const STALLED_LIMIT: usize = 160 << 20;
+
+/// B5: the client never reads, the upstream writes up to 160 MiB: once the
+/// buffers are full nothing is delivered, so the session ends at the idle
+/// timeout (the upstream's writes fail before the 160 MiB are out: the
+/// kernel's buffers on the way hold at most about 72 MiB here, with
+/// `tcp_rmem` autotuning up to 32 MiB per receiving socket); the client then
+/// reads a byte-exact prefix and an end; VmHWM stays within the baseline +
+/// 16 MiB.
 fn stalled_receiver_with_outstanding_data_is_closed_at_idle_timeout() {
     watchdog(|| {
         let (tx, rx) = mpsc::channel();
         let up = scripted_server(move |mut s| {
             let chunk = pattern(5, 64 * 1024);
             let mut sent = 0usize;
-            while sent < 16 << 20 && s.write_all(&chunk).is_ok() {
+            while sent < STALLED_LIMIT && s.write_all(&chunk).is_ok() {
                 sent += chunk.len();
             }
             let _ = tx.send(sent);
@@ -259,11 +265,11 @@ fn stalled_receiver_with_outstanding_data_is_closed_at_idle_timeout() {
             .recv_timeout(IO_TIMEOUT)
             .expect("upstream writes never ended");
         assert!(
-            sent < 16 << 20,
-            "the upstream wrote all 16 MiB to a client that reads nothing"
+            sent < STALLED_LIMIT,
+            "the upstream wrote all {sent} bytes to a client that reads nothing"
         );
         fp.expect_closed("idle-timeout", 1.0, SETTLE);
-        let (got, end) = recv_all(&mut c, 16 << 20);
+        let (got, end) = recv_all(&mut c, STALLED_LIMIT);
         let mut want = Vec::new();
         while want.len() < got.len() {
             want.extend(pattern(5, 64 * 1024));
