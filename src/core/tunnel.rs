@@ -63,6 +63,9 @@ pub enum TunnelEnd {
     Lost,
     /// Agent: the TCP connect to the relay failed.
     ConnectFailed(ConnectFailure),
+    /// Relay: closed to make room for a newer handshake (the handshake slots, or its
+    /// source's share of them, were full and it had made the least progress).
+    Evicted,
 }
 
 impl TunnelEnd {
@@ -78,6 +81,7 @@ impl TunnelEnd {
             TunnelEnd::ConnectFailed(ConnectFailure::Refused) => "connect refused",
             TunnelEnd::ConnectFailed(ConnectFailure::Timeout) => "connect timeout",
             TunnelEnd::ConnectFailed(ConnectFailure::Error) => "connect failed",
+            TunnelEnd::Evicted => "evicted by a newer handshake",
         }
     }
 }

@@ -54,19 +54,22 @@ fn peers_that_close_before_answering_are_not_counted() {
 fn handshakes_held_silent_to_their_deadline_are_counted() {
     watchdog(|| {
         let (_dir, relay, tunnel) = relay_alone(&["--handshake-timeout", "1s"]);
-        let mut silent = Vec::new();
-        for _ in 0..10 {
-            let mut s = connect_from("127.0.0.4", tunnel);
-            let mut c = [0u8; CHALLENGE_LEN];
-            s.read_exact(&mut c).expect("a challenge");
-            silent.push(s);
-        }
-        for mut s in silent {
-            let end = read_end(&mut s);
-            assert!(
-                matches!(end, End::Eof | End::Reset),
-                "closed at the deadline: {end:?}"
-            );
+        // Two rounds of five (one source may hold eight handshakes at once).
+        for _ in 0..2 {
+            let mut silent = Vec::new();
+            for _ in 0..5 {
+                let mut s = connect_from("127.0.0.4", tunnel);
+                let mut c = [0u8; CHALLENGE_LEN];
+                s.read_exact(&mut c).expect("a challenge");
+                silent.push(s);
+            }
+            for mut s in silent {
+                let end = read_end(&mut s);
+                assert!(
+                    matches!(end, End::Eof | End::Reset),
+                    "closed at the deadline: {end:?}"
+                );
+            }
         }
         let mut refused = connect_from("127.0.0.4", tunnel);
         let (got, end) = recv_all(&mut refused, 64);
@@ -111,5 +114,82 @@ fn a_source_that_authenticated_is_slowed_not_refused() {
         );
         echo_once(chain.public);
         chain.assert_quiescent(Duration::from_secs(10));
+    });
+}
+
+/// A handshake flood: 80 addresses of 127.0.1.0/24 each hold one silent handshake and
+/// reconnect as soon as it is closed. Their network gets a quarter of the slots; the
+/// agent (127.0.0.1) still authenticates its pool of 4 and public clients are served.
+#[test]
+fn a_handshake_flood_cannot_keep_an_agent_out() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    watchdog_for(Duration::from_secs(120), || {
+        let up = echo_server();
+        let dir = SecretDir::new();
+        let secret = dir.file("secret", format!("{SECRET}\n").as_bytes());
+        let (relay, tunnel, public) = spawn_relay(
+            &secret,
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            &owned(&["--metrics-listen", "127.0.0.1:0"]),
+        );
+        let metrics = relay.field_addr("metrics");
+        let stop = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let flooders: Vec<_> = (10..90)
+            .map(|n| {
+                let (stop, connections) = (Arc::clone(&stop), Arc::clone(&connections));
+                std::thread::spawn(move || {
+                    let from = format!("127.0.1.{n}");
+                    let until = Instant::now() + Duration::from_secs(60);
+                    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+                        let Ok(mut s) = std::panic::catch_unwind(|| connect_from(&from, tunnel))
+                        else {
+                            continue;
+                        };
+                        connections.fetch_add(1, Ordering::Relaxed);
+                        s.set_read_timeout(Some(Duration::from_millis(200))).ok();
+                        let mut buf = [0u8; 64];
+                        // Silent: read until the relay closes it (or the flood ends).
+                        while !stop.load(Ordering::Relaxed) {
+                            match s.read(&mut buf) {
+                                Ok(0) => break,
+                                Ok(_) => {}
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        // The flood is on: the handshake slots are taken.
+        let flooding = wait_for(Duration::from_secs(20), || {
+            metric_total(metrics, "tcpbridge_tunnel_handshakes") >= 16.0
+        });
+        assert!(flooding, "the flood never held 16 handshakes");
+        let started = Instant::now();
+        let agent = spawn_agent(tunnel, up.addr, &secret, &owned(&["--pool", "4"]));
+        let pooled = wait_for(Duration::from_secs(20), || {
+            metric_total(metrics, "tcpbridge_idle_tunnels") >= 4.0
+        });
+        let took = started.elapsed();
+        let during = connections.load(Ordering::Relaxed);
+        assert!(
+            pooled,
+            "the agent's pool of 4 was not authenticated within 20 s of flood \
+             ({during} flood connections)"
+        );
+        eprintln!("pool of 4 authenticated {took:?} after the agent started, {during} flood connections so far");
+        echo_once(public);
+        let held = metric_total(metrics, "tcpbridge_tunnel_handshakes");
+        assert!(held <= 64.0, "{held} handshakes held, the limit is 64");
+        stop.store(true, Ordering::Relaxed);
+        for f in flooders {
+            let _ = f.join();
+        }
+        drop(agent);
     });
 }

@@ -146,6 +146,20 @@ impl<S: Stream> RelayTunnel<S> {
         TunnelStep::Waiting
     }
 
+    /// How far the handshake got: bytes of the hello received (0 before any, and for a
+    /// tunnel past its handshake, which is never a candidate for eviction).
+    pub fn progress(&self) -> usize {
+        match &self.state {
+            RelayStage::Handshake(reader) => reader.received(),
+            _ => usize::MAX,
+        }
+    }
+
+    /// When the connection was accepted.
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
     /// When to call [`expire`](Self::expire).
     pub fn deadline(&self, p: &TunnelPolicy) -> Instant {
         match &self.state {

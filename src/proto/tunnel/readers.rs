@@ -85,6 +85,11 @@ impl HelloReader {
         HelloReader(Accum::new())
     }
 
+    /// Bytes of the hello read so far (a handshake's progress).
+    pub fn received(&self) -> usize {
+        self.0.len
+    }
+
     fn total(&self) -> usize {
         if self.0.len < HELLO_HEAD {
             HELLO_HEAD

@@ -95,14 +95,8 @@ impl RelayState {
             debug!("tunnel {id} from {peer}: refused, too many failed handshakes");
             return;
         }
-        if self.tunnels.handshakes() >= self.max_handshakes {
-            if may_warn(&mut self.tunnels.failures, cx.now) {
-                warn!(
-                    "tunnel {id} from {peer}: refused, {} handshakes in progress",
-                    self.tunnels.handshakes()
-                );
-            }
-            return;
+        if let Some(victim) = self.tunnels.make_room(peer.ip(), self.max_handshakes) {
+            self.close_tunnel(cx, victim, TunnelEnd::Evicted);
         }
         let nonce = match random::nonce() {
             Ok(n) => n,
@@ -243,7 +237,7 @@ impl RelayState {
                     cx.counters.handshake_failures += 1;
                 }
                 let failures = &mut self.tunnels.failures;
-                if end != TunnelEnd::Lost {
+                if !matches!(end, TunnelEnd::Lost | TunnelEnd::Evicted) {
                     failures.record(t.peer.ip(), cx.now);
                 }
                 if may_warn(failures, cx.now) {

@@ -2,7 +2,7 @@
 //! first), the count of handshakes in progress, and the failed handshakes per source.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use mio::{Interest, Registry};
@@ -12,6 +12,18 @@ use crate::core::failures::Failures;
 use crate::core::tunnel::RelayTunnel;
 use crate::os::net::Conn;
 use crate::server::owner::{self, Owner};
+
+/// Handshakes one source address may hold at once.
+pub(super) const PER_SOURCE: usize = 8;
+
+/// The network of an address, for the per-network share of the handshake slots: its
+/// /24 (IPv4, IPv4-mapped included) or /64 (IPv6).
+fn network(ip: IpAddr) -> u128 {
+    match crate::core::policy::canonical(ip) {
+        IpAddr::V4(v4) => u128::from(u32::from(v4) >> 8),
+        IpAddr::V6(v6) => (u128::from(v6) >> 64) | 1 << 127,
+    }
+}
 
 /// A tunnel before pairing.
 #[derive(Debug)]
@@ -94,6 +106,34 @@ impl Tunnels {
             };
             cx.deadlines.arm_once(&mut t.armed, until, owner, t.id);
         }
+    }
+
+    /// The handshake to close so a newcomer from `peer` gets a slot, if one must go:
+    /// when `peer` already holds [`PER_SOURCE`] handshakes, one of those; when its
+    /// network (/24 for IPv4, /64 for IPv6) holds a quarter of `max`, one of those; when
+    /// all `max` slots are taken, any. The one chosen has made the least progress (bytes
+    /// of hello received), the oldest first: a silent peer holding a slot goes before an
+    /// agent half-way through its hello, and a newcomer is never refused.
+    pub(super) fn make_room(&self, peer: IpAddr, max: usize) -> Option<usize> {
+        let shaking = || self.slab.iter().filter(|(_, t)| t.handshaking);
+        let pick = |within: &dyn Fn(IpAddr) -> bool| {
+            shaking()
+                .filter(|(_, t)| within(t.peer.ip()))
+                .min_by_key(|(_, t)| (t.tunnel.progress(), t.tunnel.since()))
+                .map(|(slot, _)| slot)
+        };
+        let same = |ip: IpAddr| ip == peer;
+        let near = |ip: IpAddr| network(ip) == network(peer);
+        if shaking().filter(|(_, t)| same(t.peer.ip())).count() >= PER_SOURCE {
+            return pick(&same);
+        }
+        if shaking().filter(|(_, t)| near(t.peer.ip())).count() >= (max / 4).max(PER_SOURCE) {
+            return pick(&near);
+        }
+        if self.handshakes >= max {
+            return pick(&|_| true);
+        }
+        None
     }
 
     /// A verified tunnel leaves the handshakes.
