@@ -1,8 +1,8 @@
-//! Fault matrix §4.5, NAT bridge, loss of the tunnel path (E4, E5): the
+//! Fault matrix §4.5, NAT bridge, loss of the tunnel path (E4, E5, E13): the
 //! relay gone (the agent backs off, capped, without spinning, and comes back
 //! when a relay returns on the same port) and a silent drop of every tunnel
-//! packet (both sides find the dead tunnels by heartbeat and the agent
-//! reconnects once the path is back).
+//! packet (both sides find the dead idle tunnels by heartbeat, a paired one
+//! by TCP keepalive, and the agent reconnects once the path is back).
 //!
 //! Every scenario ends with relay and agent alive, back at their fd
 //! baseline holding only the idle pool, no CLOSE-WAIT, and the relay's
@@ -13,9 +13,10 @@
 //! is authenticated, not encrypted.
 
 use crate::support::*;
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -245,3 +246,81 @@ fn silent_drop_of_tunnel_packets_is_found_by_heartbeats_and_recovered() {
     });
 }
 both_paths!(silent_drop_of_tunnel_packets_is_found_by_heartbeats_and_recovered);
+
+/// Sessions of `p` closed with `reason`, as its `/metrics` counts them.
+fn closed(p: &Proxy, reason: &str) -> f64 {
+    let s = scrape_metrics(p.field_addr("metrics"));
+    prom::sum(&s, "tcpbridge_sessions_closed_total", &[("reason", reason)])
+}
+
+/// E13: a session idles on its tunnel when every packet of the tunnel port starts being
+/// dropped (the NAT mapping of the agent's connection vanished). A paired tunnel carries
+/// no heartbeat; with `--tcp-keepalive 1s:1s:2` on both sides the relay ends the session
+/// as `upstream-error` (its upstream is the tunnel) and the public client gets RST, the
+/// agent ends it as `client-error` and the service gets RST, each 2–40 s later (about
+/// 3 s; 3.0-3.4 s seen). The idle tunnels go by heartbeat as in E5; once the path is
+/// back the agent restores its pool.
+fn paired_tunnel_whose_path_vanished_is_found_by_keepalive() {
+    watchdog_for(Duration::from_secs(90), || {
+        if !enter_private_netns() {
+            return;
+        }
+        let by = Duration::from_secs(40);
+        let (tx, rx) = mpsc::channel();
+        let up = scripted_server_with_warmup(move |mut s| {
+            let got = read_exact_n(&mut s, 5, "service");
+            s.write_all(&got).expect("service: echo");
+            let _ = s.set_read_timeout(Some(by));
+            let _ = tx.send(timed(|| read_end(&mut s)));
+        });
+        let probes = ["--tcp-keepalive", "1s:1s:2"];
+        let beat = ["--heartbeat-interval", "200ms", "--heartbeat-timeout", "1s"];
+        let mut chain = Chain::builder(up.addr)
+            .pool(2)
+            .relay(&METRICS)
+            .relay(&beat)
+            .relay(&probes)
+            .agent(&METRICS)
+            .agent(&beat)
+            .agent(&probes)
+            .agent(&["--backoff-max", "1s", "--handshake-timeout", "1s"])
+            .warm();
+        let mut c = connect(chain.public);
+        echo_roundtrip(&mut c, b"hello");
+        if !drop_tunnel_port("-A", chain.tunnel.port()) {
+            return;
+        }
+        let _ = c.set_read_timeout(Some(by));
+        let (client_end, client_took) = timed(|| read_end(&mut c));
+        let (service_end, service_took) = rx.recv_timeout(by + SETTLE).expect("service report");
+        eprintln!(
+            "E13: the public client saw {client_end:?} after {client_took:?}, the service {service_end:?} after {service_took:?}"
+        );
+        for (who, end, took) in [
+            ("public client", client_end, client_took),
+            ("service", service_end, service_took),
+        ] {
+            assert!(
+                matches!(end, End::Reset),
+                "{who}: {end:?} after {took:?}, want RST"
+            );
+            assert!(
+                took >= Duration::from_secs(2),
+                "{who}: closed after {took:?}"
+            );
+        }
+        let relay_said = wait_for(SETTLE, || closed(&chain.relay, "upstream-error") == 1.0);
+        let agent_said = wait_for(SETTLE, || closed(&chain.agent, "client-error") == 1.0);
+        assert!(relay_said && agent_said, "close reasons\n{}", chain.logs());
+        assert!(
+            drop_tunnel_port("-D", chain.tunnel.port()),
+            "remove the DROP rules"
+        );
+        let back = wait_for(Duration::from_secs(15), || {
+            idle_tunnels(&chain.relay, "relay") == 2.0
+        });
+        assert!(back, "the agent did not reconnect\n{}", chain.logs());
+        assert_nat_at_rest(&mut chain);
+    });
+}
+both_paths!(paired_tunnel_whose_path_vanished_is_found_by_keepalive);

@@ -1,7 +1,8 @@
 //! Fault matrix B1-B7 (RELIABILITY.md §4.2): upstream failures and timeouts in
 //! forward mode, each scenario ending with the common invariants
 //! ([`FaultProxy::assert_invariants`]). B8 and B9 (the relay's tunnel
-//! handshake) are in `faults_handshake.rs`.
+//! handshake) are in `faults_handshake.rs`, B10-B12 (peers that vanish:
+//! keepalive and the user timeout) in `faults_keepalive.rs`.
 //!
 //! Contract (README, Semantics): a refused upstream closes the client (FIN)
 //! at once (`connect-refused`), a silent one after `connect_timeout`

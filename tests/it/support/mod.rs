@@ -20,6 +20,8 @@
 //! - [`upstreams`]: upstream groups: counted upstreams that stop and listen
 //!   again, serve slowly, greet or time out idle connections; `/upstreams`,
 //!   per-upstream metrics, shares against weights, warm-pool baselines;
+//! - [`sockopts`]: the keepalive and TCP_USER_TIMEOUT of the proxy's own
+//!   sockets, read exactly through copies of its descriptors;
 //! - here: [`wait_until`], the per-test [`watchdog`], [`Gate`] and
 //!   [`enter_private_netns`].
 //!
@@ -40,6 +42,7 @@ pub mod pipes;
 pub mod procfs;
 pub mod prom;
 pub mod proxy;
+pub mod sockopts;
 pub mod strace;
 pub mod upstreams;
 
@@ -53,6 +56,7 @@ pub use path::*;
 pub use peers::*;
 pub use procfs::*;
 pub use proxy::*;
+pub use sockopts::*;
 pub use strace::*;
 pub use upstreams::*;
 
