@@ -36,7 +36,7 @@ const MATRIX: &[&str] = &[
 /// A timeout of 1 s must not fire before this.
 const NOT_BEFORE: Duration = Duration::from_millis(800);
 /// ... and must have fired by this (generous: loaded machines).
-const BY: Duration = Duration::from_secs(5);
+const BY: Duration = Duration::from_secs(10);
 
 /// Connects a client to `addr` and waits for the end of the stream: it must
 /// be a FIN with no data; returns how long it took.
@@ -167,12 +167,13 @@ fn upstream_sees_closed(s: &mut TcpStream) -> bool {
     !matches!(read_end(s), End::TimedOut)
 }
 
-/// From now, the client reads EOF after about the configured 1 s (not before
-/// [`NOT_BEFORE`], by [`BY`]), and the upstream's socket is closed too.
-fn assert_timed_out_both_ways(c: &mut TcpStream, u: &mut TcpStream) {
-    let t0 = Instant::now();
+/// From `since` (taken before what starts the proxy's timer, so a slow test
+/// thread cannot make the close look early), the client reads EOF after about
+/// the configured 1 s (not before [`NOT_BEFORE`], by [`BY`]), and the
+/// upstream's socket is closed too.
+fn assert_timed_out_both_ways(since: Instant, c: &mut TcpStream, u: &mut TcpStream) {
     let end = read_end(c);
-    let took = t0.elapsed();
+    let took = since.elapsed();
     assert!(matches!(end, End::Eof), "client: {end:?}, want EOF");
     assert!(
         took >= NOT_BEFORE && took < BY,
@@ -184,7 +185,7 @@ fn assert_timed_out_both_ways(c: &mut TcpStream, u: &mut TcpStream) {
     );
 }
 
-/// B4 (a): both sides silent: the client gets FIN after 0.8 s to 5 s
+/// B4 (a): both sides silent: the client gets FIN after 0.8 s to 10 s
 /// (`idle_timeout = "1s"`), the upstream finds its peer gone, the close is
 /// `idle-timeout`.
 #[test]
@@ -195,9 +196,11 @@ fn silent_session_is_closed_on_both_sides_at_idle_timeout() {
             let _ = tx.send(s);
         });
         let mut fp = FaultProxy::forward(&[up.addr], MATRIX);
+        // Before the connect: the proxy's timer cannot start earlier.
+        let since = Instant::now();
         let mut c = connect(fp.main);
         let mut u = rx.recv_timeout(IO_TIMEOUT).expect("upstream accepted");
-        assert_timed_out_both_ways(&mut c, &mut u);
+        assert_timed_out_both_ways(since, &mut c, &mut u);
         fp.expect_closed("idle-timeout", 1.0, SETTLE);
         fp.assert_invariants(SETTLE);
     });
@@ -297,7 +300,7 @@ both_paths!(stalled_receiver_with_outstanding_data_is_closed_at_idle_timeout);
 
 /// B6: the client half-closes, the upstream reads the EOF and then neither
 /// replies nor closes: with `half_close_timeout = "1s"` (idle 60 s) the
-/// client gets FIN after 0.8 s to 5 s, the upstream finds its peer gone, the
+/// client gets FIN after 0.8 s to 10 s, the upstream finds its peer gone, the
 /// close is `half-close-timeout` and no CLOSE-WAIT socket is left.
 fn half_closed_then_silent_session_is_reaped() {
     watchdog(|| {
@@ -309,6 +312,8 @@ fn half_closed_then_silent_session_is_reaped() {
         let lines = ["idle_timeout = \"60s\"", "half_close_timeout = \"1s\""];
         let mut fp = FaultProxy::forward(&[up.addr], &lines);
         let mut c = connect(fp.main);
+        // Before the FIN: the proxy's half-close timer cannot start earlier.
+        let since = Instant::now();
         c.shutdown(Shutdown::Write)
             .expect("client: shutdown(Write)");
         let (up_end, mut u) = rx.recv_timeout(IO_TIMEOUT).expect("upstream report");
@@ -316,7 +321,7 @@ fn half_closed_then_silent_session_is_reaped() {
             matches!(up_end, End::Eof),
             "upstream: {up_end:?}, want the client's FIN"
         );
-        assert_timed_out_both_ways(&mut c, &mut u);
+        assert_timed_out_both_ways(since, &mut c, &mut u);
         fp.expect_closed("half-close-timeout", 1.0, SETTLE);
         fp.assert_invariants(SETTLE);
     });

@@ -261,10 +261,21 @@ fn an_agent_keeps_warm_connections_to_its_service() {
             .filter_map(|(_, v)| v.parse::<usize>().ok())
             .sum();
         assert_eq!(lent, 10, "each session one warm connection: {lines:?}");
+        // Every connection the service accepted is accounted for: lent to one session,
+        // idle, or closed unlent (its age limit passed, as on a loaded machine, or it
+        // failed validation); none was lent twice.
+        let unlent = || {
+            metric_total(metrics, "tcpbridge_upstream_warm_expired_total")
+                + metric_total(metrics, "tcpbridge_upstream_warm_failed_total")
+        };
         assert!(
-            wait_for(Duration::from_secs(5), || service.accepted() == 10 + 3),
-            "the service accepted {} (want 10 sessions + 3 idle)",
-            service.accepted()
+            wait_for(Duration::from_secs(5), || {
+                service.accepted() as f64 == 10.0 + 3.0 + unlent()
+                    && metric_total(metrics, "tcpbridge_upstream_warm_idle") == 3.0
+            }),
+            "the service accepted {} (want 10 sessions + 3 idle + {} closed unlent)",
+            service.accepted(),
+            unlent()
         );
         let within = Duration::from_secs(5);
         assert_settled(&mut chain.relay, "relay", relay_base, chain.pool, within);
