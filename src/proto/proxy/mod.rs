@@ -19,6 +19,7 @@
 
 mod parse;
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 pub use parse::{parse, Parsed};
@@ -98,6 +99,12 @@ impl Error {
             Error::V2Short => "v2 addresses shorter than the family",
             Error::V2Tlv => "v2 TLV past the end",
         }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -184,6 +191,13 @@ pub fn v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     out.extend_from_slice(&src.port().to_be_bytes());
     out.extend_from_slice(&dst.port().to_be_bytes());
     out
+}
+
+/// The v1 line for a connection whose endpoints cannot be written (`PROXY UNKNOWN\r\n`,
+/// its short form). The spec advises sending it only when a line cannot be filled in, as
+/// some receivers refuse it; [`v1`] always can, so nothing here sends this today.
+pub fn v1_unknown() -> Vec<u8> {
+    b"PROXY UNKNOWN\r\n".to_vec()
 }
 
 /// A v2 LOCAL header (a health check: the connection is the proxy's own).

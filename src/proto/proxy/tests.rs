@@ -3,7 +3,10 @@
 
 use std::net::SocketAddr;
 
-use super::{parse, v1, v2, v2_local, Error, Header, Parsed, Version, MAX_V1, SIGNATURE};
+use super::{
+    parse, v1, v1_unknown, v2, v2_local, Error, Header, Parsed, Version, MAX_V1, MAX_V2_BODY,
+    SIGNATURE,
+};
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("a socket address")
@@ -49,6 +52,61 @@ fn v1_lines_of_the_spec() {
                 len: unknown.len()
             }
         );
+    }
+}
+
+/// The spec's longest lines of each form: 56 bytes (TCP4), 104 (TCP6), 107 (UNKNOWN).
+#[test]
+fn v1_longest_lines_of_the_spec() {
+    let f39 = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
+    let lines = [
+        "PROXY TCP4 255.255.255.255 255.255.255.255 65535 65535\r\n".to_string(),
+        format!("PROXY TCP6 {f39} {f39} 65535 65535\r\n"),
+        format!("PROXY UNKNOWN {f39} {f39} 65535 65535\r\n"),
+    ];
+    for (line, want) in lines.iter().zip([56, 104, 107]) {
+        assert_eq!(line.len(), want);
+        assert!(
+            matches!(parse(line.as_bytes()), Parsed::Header { len, .. } if len == want),
+            "{line:?}"
+        );
+    }
+    let unknown = v1_unknown();
+    assert_eq!(unknown, b"PROXY UNKNOWN\r\n".to_vec());
+    assert_eq!(
+        parse(&unknown),
+        Parsed::Header {
+            header: Header {
+                version: Version::V1,
+                addresses: None
+            },
+            len: 15
+        }
+    );
+}
+
+/// Each refusal has its own short text (close lines and counters tell them apart).
+#[test]
+fn every_error_has_its_own_text() {
+    let all = [
+        Error::Signature,
+        Error::V1TooLong,
+        Error::V1LineEnd,
+        Error::V1Protocol,
+        Error::V1Field,
+        Error::V2Version,
+        Error::V2Command,
+        Error::V2Family,
+        Error::V2Transport,
+        Error::V2TooLong,
+        Error::V2Short,
+        Error::V2Tlv,
+    ];
+    let texts: std::collections::BTreeSet<String> = all.iter().map(|e| e.to_string()).collect();
+    assert_eq!(texts.len(), all.len());
+    for e in all {
+        assert_eq!(e.to_string(), e.as_str());
+        assert!(!e.as_str().is_empty() && e.as_str().len() <= 40, "{e}");
     }
 }
 
@@ -162,6 +220,29 @@ fn v2_headers_and_refusals() {
             len: 28
         }
     ));
+}
+
+/// A v2 header of exactly 4096 bytes after its head (addresses and padding TLVs) is
+/// read; one more byte is refused as soon as the length field is in.
+#[test]
+fn v2_is_at_most_4_kib_after_its_head() {
+    let mut wire = v2(addr("10.0.0.1:1"), addr("10.0.0.2:2"));
+    // One NOOP TLV (type 0x04) filling the rest: 3 bytes of type and length.
+    let pad = MAX_V2_BODY - 12 - 3;
+    wire.extend_from_slice(&[0x04]);
+    wire.extend_from_slice(&u16::try_from(pad).expect("fits").to_be_bytes());
+    wire.resize(16 + MAX_V2_BODY, 0);
+    wire[14..16].copy_from_slice(&u16::try_from(MAX_V2_BODY).expect("fits").to_be_bytes());
+    assert_eq!(
+        parse(&wire),
+        Parsed::Header {
+            header: header(Version::V2, "10.0.0.1:1", "10.0.0.2:2"),
+            len: 16 + MAX_V2_BODY
+        }
+    );
+    assert_eq!(parse(&wire[..wire.len() - 1]), Parsed::Incomplete);
+    wire[14..16].copy_from_slice(&u16::try_from(MAX_V2_BODY + 1).expect("fits").to_be_bytes());
+    assert_eq!(parse(&wire[..16]), Parsed::Bad(Error::V2TooLong));
 }
 
 #[test]
