@@ -14,7 +14,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tcpbridge::proto::auth::PROOF_LEN;
+use tcpbridge::proto::auth::{Channel, PROOF_LEN};
 use tcpbridge::proto::tunnel::{
     agent_frame, attach, challenge, frame, AgentFrame, ChallengeReader, HelloReader, ProtocolError,
     RelayFrame, RelayFrameReader, Verdict, VerdictReader, CHALLENGE_LEN, MAGIC, MAX_ATTACH,
@@ -86,7 +86,7 @@ impl Reader for Challenge {
         match self.0.feed(bytes) {
             Ok(None) => None,
             Err(e) => Some(Err(e)),
-            Ok(Some(nonce)) => Some(Ok(challenge(&nonce).to_vec())),
+            Ok(Some(nonce)) => Some(Ok(challenge(&Channel::Plain, &nonce).to_vec())),
         }
     }
     fn max(&self) -> usize {

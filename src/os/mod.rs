@@ -1,4 +1,5 @@
 //! The operating-system layer: sockets as core streams (`net`), TLS over them (`tls`),
+//! either of the two as one type (`link`),
 //! kernel pipes for splice (`splice`), random bytes (`random`), systemd (`systemd`), and the few process-wide
 //! settings here (SIGPIPE, the open-files limit, the allocator's large blocks). The only
 //! modules with `unsafe` code, each block with a `SAFETY:` note: the rest of the crate
@@ -6,6 +7,7 @@
 
 use std::io;
 
+pub mod link;
 pub mod net;
 pub mod random;
 pub mod splice;

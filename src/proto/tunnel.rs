@@ -1,4 +1,6 @@
-//! The tunnel protocol between agent and relay, version 1 (see `docs/protocol.md`).
+//! The tunnel protocol between agent and relay (see `docs/protocol.md`): version 1 on
+//! plain TCP, version 2 over TLS (the same messages, proofs bound to the TLS channel:
+//! [`Channel`]). The version byte of the challenge and the hello says which.
 //!
 //! Every reader here is incremental and frame-exact: [`want`](HelloReader::want) says how
 //! many more bytes the current message needs, the caller reads at most that many, so no
@@ -8,7 +10,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::auth::{Role, Secret, NONCE_LEN, PROOF_LEN};
+use super::auth::{Channel, Role, Secret, NONCE_LEN, PROOF_LEN};
 
 mod readers;
 
@@ -18,8 +20,10 @@ pub use readers::{
 
 /// First bytes of the challenge and of the hello.
 pub const MAGIC: [u8; 4] = *b"TCPB";
-/// Protocol version spoken here.
+/// Protocol version on plain tunnels (`Channel::Plain.version()`).
 pub const VERSION: u8 = 1;
+/// Protocol version on TLS tunnels (`Channel::Tls(_).version()`).
+pub const VERSION_TLS: u8 = 2;
 /// Longest service name.
 pub const MAX_SERVICE: usize = 64;
 /// Bytes in the relay's challenge: magic, version, relay nonce.
@@ -83,18 +87,19 @@ pub fn valid_service_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
-/// The relay's first message.
-pub fn challenge(relay_nonce: &[u8; NONCE_LEN]) -> [u8; CHALLENGE_LEN] {
+/// The relay's first message on `channel`.
+pub fn challenge(channel: &Channel, relay_nonce: &[u8; NONCE_LEN]) -> [u8; CHALLENGE_LEN] {
     let mut out = [0u8; CHALLENGE_LEN];
     out[..4].copy_from_slice(&MAGIC);
-    out[4] = VERSION;
+    out[4] = channel.version();
     out[5..].copy_from_slice(relay_nonce);
     out
 }
 
-/// The agent's hello for `service` (a valid name), answering `relay_nonce`.
+/// The agent's hello for `service` (a valid name) on `channel`, answering `relay_nonce`.
 pub fn hello(
     secret: &Secret,
+    channel: &Channel,
     relay_nonce: &[u8; NONCE_LEN],
     agent_nonce: &[u8; NONCE_LEN],
     service: &str,
@@ -102,17 +107,18 @@ pub fn hello(
     debug_assert!(valid_service_name(service));
     let mut out = Vec::with_capacity(MAX_HELLO);
     out.extend_from_slice(&MAGIC);
-    out.push(VERSION);
+    out.push(channel.version());
     out.extend_from_slice(agent_nonce);
     out.push(service.len() as u8);
     out.extend_from_slice(service.as_bytes());
-    out.extend_from_slice(&secret.proof(Role::Agent, relay_nonce, agent_nonce, service));
+    out.extend_from_slice(&secret.proof(Role::Agent, channel, relay_nonce, agent_nonce, service));
     out
 }
 
-/// The relay's answer to a verified hello.
+/// The relay's answer to a verified hello on `channel`.
 pub fn welcome(
     secret: &Secret,
+    channel: &Channel,
     relay_nonce: &[u8; NONCE_LEN],
     hello: &Hello,
 ) -> [u8; 1 + PROOF_LEN] {
@@ -120,6 +126,7 @@ pub fn welcome(
     out[0] = frame::WELCOME;
     out[1..].copy_from_slice(&secret.proof(
         Role::Relay,
+        channel,
         relay_nonce,
         &hello.agent_nonce,
         &hello.service,

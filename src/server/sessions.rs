@@ -29,7 +29,8 @@ use crate::core::reason::{CloseReason, Side};
 use crate::core::session::{Drive, Phase, Policy, Session};
 use crate::core::stream::Readiness;
 use crate::core::timers::{self, Timers};
-use crate::os::net::{describe, Conn};
+use crate::os::link::Link;
+use crate::os::net::describe;
 pub(super) use records::{
     Attempt, Closed, Dialed, Redial, Registration, Report, Route, Start, Tries,
 };
@@ -45,7 +46,7 @@ pub(super) struct Entry {
     pub(super) listener: usize,
     /// The options the session started with (a reload does not change them).
     policy: Rc<Policy>,
-    pub(super) session: Session<Conn>,
+    pub(super) session: Session<Link>,
     pub(super) client_addr: SocketAddr,
     /// The upstream connected to, or tried last.
     pub(super) upstream_addr: SocketAddr,

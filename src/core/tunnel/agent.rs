@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{read_exact_want, Liveness, Outbox, TunnelEnd, TunnelPolicy, TunnelStep};
 use crate::core::stream::{ConnectFailure, ConnectStatus, Peer, Readiness, Stream};
-use crate::proto::auth::{Role, Secret, NONCE_LEN};
+use crate::proto::auth::{Channel, Role, Secret, NONCE_LEN};
 use crate::proto::tunnel::{
     self, frame, ChallengeReader, RelayFrame, RelayFrameReader, Verdict, VerdictReader, MAX_HELLO,
 };
@@ -21,6 +21,7 @@ enum AgentStage {
 pub struct AgentTunnel<S> {
     peer: Peer<S>,
     service: String,
+    channel: Channel,
     nonce: [u8; NONCE_LEN],
     out: Outbox,
     state: AgentStage,
@@ -36,11 +37,24 @@ impl<S> std::fmt::Debug for AgentTunnel<S> {
 }
 
 impl<S: Stream> AgentTunnel<S> {
-    /// A tunnel whose connect to the relay has just started.
+    /// A plain tunnel (protocol version 1) whose connect to the relay has just started.
     pub fn new(stream: S, service: &str, nonce: [u8; NONCE_LEN], now: Instant) -> AgentTunnel<S> {
+        AgentTunnel::bound(stream, Channel::Plain, service, nonce, now)
+    }
+
+    /// A tunnel on `channel` (for TLS: once its handshake is done, with its exporter
+    /// value; the stream then counts as connected), speaking that channel's version.
+    pub fn bound(
+        stream: S,
+        channel: Channel,
+        service: &str,
+        nonce: [u8; NONCE_LEN],
+        now: Instant,
+    ) -> AgentTunnel<S> {
         AgentTunnel {
             peer: Peer::new(stream),
             service: service.to_string(),
+            channel,
             nonce,
             out: Outbox::new(),
             state: AgentStage::Dialing,
@@ -61,7 +75,8 @@ impl<S: Stream> AgentTunnel<S> {
             }
             match self.peer.stream.connect_status() {
                 ConnectStatus::Connected => {
-                    self.state = AgentStage::Challenge(ChallengeReader::new());
+                    self.state =
+                        AgentStage::Challenge(ChallengeReader::expecting(self.channel.version()));
                 }
                 ConnectStatus::Pending => {
                     self.peer.ready = Readiness::default();
@@ -102,6 +117,7 @@ impl<S: Stream> AgentTunnel<S> {
                     Ok(Some(relay_nonce)) => {
                         self.out.push(&tunnel::hello(
                             secret,
+                            &self.channel,
                             &relay_nonce,
                             &self.nonce,
                             &self.service,
@@ -123,6 +139,7 @@ impl<S: Stream> AgentTunnel<S> {
                     Ok(Some(Verdict::Welcome(proof))) => {
                         let genuine = secret.verify(
                             Role::Relay,
+                            &self.channel,
                             relay_nonce,
                             &self.nonce,
                             &self.service,

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::{read_exact_want, Liveness, Outbox, TunnelEnd, TunnelPolicy, TunnelStep};
 use crate::core::stream::{Peer, Readiness, Stream};
-use crate::proto::auth::{Secret, NONCE_LEN};
+use crate::proto::auth::{Channel, Secret, NONCE_LEN};
 use crate::proto::tunnel::{self, agent_frame, frame, AgentFrame, HelloReader, MAX_HELLO};
 
 enum RelayStage {
@@ -20,6 +20,7 @@ enum RelayStage {
 /// The relay's side of one tunnel before pairing.
 pub struct RelayTunnel<S> {
     peer: Peer<S>,
+    channel: Channel,
     nonce: [u8; NONCE_LEN],
     hello: Option<tunnel::Hello>,
     out: Outbox,
@@ -34,16 +35,28 @@ impl<S> std::fmt::Debug for RelayTunnel<S> {
 }
 
 impl<S: Stream> RelayTunnel<S> {
-    /// An accepted tunnel connection; the challenge is queued.
+    /// An accepted plain tunnel connection (protocol version 1); the challenge is queued.
     pub fn new(stream: S, nonce: [u8; NONCE_LEN], now: Instant) -> RelayTunnel<S> {
+        RelayTunnel::bound(stream, Channel::Plain, nonce, now)
+    }
+
+    /// A tunnel connection on `channel` (for TLS: after its handshake, with its exporter
+    /// value), speaking that channel's protocol version; the challenge is queued.
+    pub fn bound(
+        stream: S,
+        channel: Channel,
+        nonce: [u8; NONCE_LEN],
+        now: Instant,
+    ) -> RelayTunnel<S> {
         let mut out = Outbox::new();
-        out.push(&tunnel::challenge(&nonce));
+        out.push(&tunnel::challenge(&channel, &nonce));
         RelayTunnel {
             peer: Peer::new(stream),
+            channel,
             nonce,
             hello: None,
             out,
-            state: RelayStage::Handshake(HelloReader::new()),
+            state: RelayStage::Handshake(HelloReader::expecting(channel.version())),
             since: now,
         }
     }
@@ -80,7 +93,7 @@ impl<S: Stream> RelayTunnel<S> {
                     Ok(Some(hello)) => {
                         let known = services.contains(&hello.service);
                         // Verify even for an unknown service: same work, same answer.
-                        let genuine = hello.verify(secret, &self.nonce);
+                        let genuine = hello.verify(secret, &self.channel, &self.nonce);
                         if !(known && genuine) {
                             return self.deny(TunnelEnd::AuthFailed);
                         }
@@ -120,7 +133,8 @@ impl<S: Stream> RelayTunnel<S> {
     /// Accepts a verified tunnel into the idle pool: WELCOME is queued.
     pub fn admit(&mut self, now: Instant, secret: &Secret) {
         if let Some(hello) = &self.hello {
-            self.out.push(&tunnel::welcome(secret, &self.nonce, hello));
+            self.out
+                .push(&tunnel::welcome(secret, &self.channel, &self.nonce, hello));
         }
         self.state = RelayStage::Idle(Liveness {
             heard: now,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::core::scripted::{ReadStep, Scripted};
 use crate::core::stream::Readiness;
-use crate::proto::auth::Secret;
+use crate::proto::auth::{Channel, Secret};
 use crate::proto::tunnel::{self, frame};
 
 const POLICY: TunnelPolicy = TunnelPolicy {
@@ -51,6 +51,17 @@ impl Pair {
         }
     }
 
+    /// Each side on a channel of its own (the same one: a direct connection; two TLS
+    /// channels: a man in the middle relaying bytes between its two legs).
+    fn on(relay: Channel, agent: Channel) -> Pair {
+        let now = Instant::now();
+        Pair {
+            relay: RelayTunnel::bound(Scripted::sink(), relay, [1; 32], now),
+            agent: AgentTunnel::bound(Scripted::sink(), agent, "ssh", [2; 32], now),
+            now,
+        }
+    }
+
     /// Runs the handshake with the given secrets; returns the last steps of each side.
     fn handshake(
         &mut self,
@@ -84,6 +95,55 @@ fn same_secret_authenticates_both_sides() {
     let (_, agent) = p.handshake(&secret(1), &secret(1));
     assert_eq!(agent, TunnelStep::Authenticated("ssh".into()));
     assert!(p.relay.is_idle());
+}
+
+#[test]
+fn one_tls_channel_authenticates_both_sides() {
+    let tls = Channel::Tls([5; 32]);
+    let mut p = Pair::on(tls, tls);
+    let (_, agent) = p.handshake(&secret(1), &secret(1));
+    assert_eq!(agent, TunnelStep::Authenticated("ssh".into()));
+    assert!(p.relay.is_idle());
+}
+
+#[test]
+fn proofs_relayed_between_two_tls_channels_are_refused() {
+    let mut p = Pair::on(Channel::Tls([5; 32]), Channel::Tls([6; 32]));
+    let (relay, agent) = p.handshake(&secret(1), &secret(1));
+    assert_eq!(relay, TunnelStep::Closed(TunnelEnd::AuthFailed));
+    assert_eq!(agent, TunnelStep::Closed(TunnelEnd::Denied));
+}
+
+#[test]
+fn a_relay_proof_from_another_channel_is_caught_by_the_agent() {
+    let (ours, theirs) = (Channel::Tls([5; 32]), Channel::Tls([6; 32]));
+    let now = Instant::now();
+    let mut agent = AgentTunnel::bound(Scripted::sink(), ours, "ssh", [2; 32], now);
+    agent.stream().send(&tunnel::challenge(&ours, &[1; 32]));
+    agent.on_event(ALL);
+    agent.drive(now, &secret(1));
+    let hello = tunnel::Hello {
+        agent_nonce: [2; 32],
+        service: "ssh".into(),
+        proof: [0; 32],
+    };
+    // The real relay's proof, made on the attacker's other leg.
+    agent.stream().send(&tunnel::welcome(&secret(1), &theirs, &[1; 32], &hello));
+    agent.on_event(ALL);
+    assert_eq!(
+        agent.drive(now, &secret(1)),
+        TunnelStep::Closed(TunnelEnd::AuthFailed)
+    );
+}
+
+#[test]
+fn plain_and_tls_versions_do_not_mix() {
+    let mut p = Pair::on(Channel::Tls([5; 32]), Channel::Plain);
+    let (_, agent) = p.handshake(&secret(1), &secret(1));
+    assert_eq!(agent, TunnelStep::Closed(TunnelEnd::ProtocolError));
+    let mut p = Pair::on(Channel::Plain, Channel::Tls([5; 32]));
+    let (_, agent) = p.handshake(&secret(1), &secret(1));
+    assert_eq!(agent, TunnelStep::Closed(TunnelEnd::ProtocolError));
 }
 
 #[test]

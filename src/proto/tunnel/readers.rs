@@ -8,7 +8,7 @@ use super::{
     frame, valid_service_name, ProtocolError, CHALLENGE_LEN, HELLO_HEAD, MAGIC, MAX_ATTACH,
     MAX_HELLO, MAX_SERVICE, VERSION,
 };
-use crate::proto::auth::{Role, Secret, NONCE_LEN, PROOF_LEN};
+use crate::proto::auth::{Channel, Role, Secret, NONCE_LEN, PROOF_LEN};
 
 /// Bytes accumulated toward one message of known maximum size.
 #[derive(Debug, Clone)]
@@ -34,12 +34,12 @@ impl<const N: usize> Accum<N> {
     }
 }
 
-fn check_magic_and_version(buf: &[u8], len: usize) -> Result<(), ProtocolError> {
+fn check_magic_and_version(buf: &[u8], len: usize, version: u8) -> Result<(), ProtocolError> {
     let seen = len.min(4);
     if buf[..seen] != MAGIC[..seen] {
         return Err(ProtocolError::BadMagic);
     }
-    if len > 4 && buf[4] != VERSION {
+    if len > 4 && buf[4] != version {
         return Err(ProtocolError::BadVersion(buf[4]));
     }
     Ok(())
@@ -57,10 +57,16 @@ pub struct Hello {
 }
 
 impl Hello {
-    /// True when the proof is right for this relay nonce (constant-time).
-    pub fn verify(&self, secret: &Secret, relay_nonce: &[u8; NONCE_LEN]) -> bool {
+    /// True when the proof is right for this relay nonce on `channel` (constant-time).
+    pub fn verify(
+        &self,
+        secret: &Secret,
+        channel: &Channel,
+        relay_nonce: &[u8; NONCE_LEN],
+    ) -> bool {
         secret.verify(
             Role::Agent,
+            channel,
             relay_nonce,
             &self.agent_nonce,
             &self.service,
@@ -71,7 +77,7 @@ impl Hello {
 
 /// Reads the agent's hello (relay side).
 #[derive(Debug, Clone)]
-pub struct HelloReader(Accum<MAX_HELLO>);
+pub struct HelloReader(Accum<MAX_HELLO>, u8);
 
 impl Default for HelloReader {
     fn default() -> Self {
@@ -80,9 +86,14 @@ impl Default for HelloReader {
 }
 
 impl HelloReader {
-    /// Nothing read yet.
+    /// Nothing read yet; expects version 1 (plain tunnels).
     pub fn new() -> HelloReader {
-        HelloReader(Accum::new())
+        HelloReader::expecting(VERSION)
+    }
+
+    /// Nothing read yet; any version but `version` is an error.
+    pub fn expecting(version: u8) -> HelloReader {
+        HelloReader(Accum::new(), version)
     }
 
     /// Bytes of the hello read so far (a handshake's progress).
@@ -110,7 +121,7 @@ impl HelloReader {
             let n = self.0.push(bytes, total);
             bytes = &bytes[n..];
             let a = &self.0;
-            check_magic_and_version(&a.buf, a.len)?;
+            check_magic_and_version(&a.buf, a.len, self.1)?;
             if a.len == HELLO_HEAD {
                 let name_len = usize::from(a.buf[HELLO_HEAD - 1]);
                 if name_len == 0 || name_len > MAX_SERVICE {
@@ -149,7 +160,7 @@ impl HelloReader {
 
 /// Reads the relay's challenge (agent side); yields the relay nonce.
 #[derive(Debug, Clone)]
-pub struct ChallengeReader(Accum<CHALLENGE_LEN>);
+pub struct ChallengeReader(Accum<CHALLENGE_LEN>, u8);
 
 impl Default for ChallengeReader {
     fn default() -> Self {
@@ -158,9 +169,14 @@ impl Default for ChallengeReader {
 }
 
 impl ChallengeReader {
-    /// Nothing read yet.
+    /// Nothing read yet; expects version 1 (plain tunnels).
     pub fn new() -> ChallengeReader {
-        ChallengeReader(Accum::new())
+        ChallengeReader::expecting(VERSION)
+    }
+
+    /// Nothing read yet; any version but `version` is an error.
+    pub fn expecting(version: u8) -> ChallengeReader {
+        ChallengeReader(Accum::new(), version)
     }
 
     /// Bytes still needed.
@@ -171,7 +187,7 @@ impl ChallengeReader {
     /// Takes bytes; the relay nonce once complete.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<[u8; NONCE_LEN]>, ProtocolError> {
         self.0.push(bytes, CHALLENGE_LEN);
-        check_magic_and_version(&self.0.buf, self.0.len)?;
+        check_magic_and_version(&self.0.buf, self.0.len, self.1)?;
         if self.0.len < CHALLENGE_LEN {
             return Ok(None);
         }

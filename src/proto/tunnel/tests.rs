@@ -30,25 +30,38 @@ fn full_handshake_authenticates_both_ways() {
     let s = secret();
     let mut c = ChallengeReader::new();
     let nonce = c
-        .feed(&challenge(&RELAY_NONCE))
+        .feed(&challenge(&Channel::Plain, &RELAY_NONCE))
         .expect("ok")
         .expect("complete");
     assert_eq!(nonce, RELAY_NONCE);
-    let h = hello(&s, &nonce, &AGENT_NONCE, "ssh");
+    let h = hello(&s, &Channel::Plain, &nonce, &AGENT_NONCE, "ssh");
     let parsed = feed_hello(&h, usize::MAX).expect("ok").expect("complete");
     assert_eq!(parsed.service, "ssh");
-    assert!(parsed.verify(&s, &RELAY_NONCE));
-    let w = welcome(&s, &RELAY_NONCE, &parsed);
+    assert!(parsed.verify(&s, &Channel::Plain, &RELAY_NONCE));
+    let w = welcome(&s, &Channel::Plain, &RELAY_NONCE, &parsed);
     let mut v = VerdictReader::new();
     let Some(Verdict::Welcome(proof)) = v.feed(&w).expect("ok") else {
         panic!("expected WELCOME");
     };
-    assert!(s.verify(Role::Relay, &RELAY_NONCE, &AGENT_NONCE, "ssh", &proof));
+    assert!(s.verify(
+        Role::Relay,
+        &Channel::Plain,
+        &RELAY_NONCE,
+        &AGENT_NONCE,
+        "ssh",
+        &proof
+    ));
 }
 
 #[test]
 fn hello_parses_identically_at_every_split() {
-    let h = hello(&secret(), &RELAY_NONCE, &AGENT_NONCE, "web-1.example");
+    let h = hello(
+        &secret(),
+        &Channel::Plain,
+        &RELAY_NONCE,
+        &AGENT_NONCE,
+        "web-1.example",
+    );
     let whole = feed_hello(&h, usize::MAX).expect("ok");
     for step in 1..h.len() {
         assert_eq!(feed_hello(&h, step).expect("ok"), whole, "step {step}");
@@ -62,19 +75,19 @@ fn hello_parses_identically_at_every_split() {
 #[test]
 fn replayed_hello_fails_under_a_new_nonce() {
     let s = secret();
-    let recorded = hello(&s, &RELAY_NONCE, &AGENT_NONCE, "ssh");
+    let recorded = hello(&s, &Channel::Plain, &RELAY_NONCE, &AGENT_NONCE, "ssh");
     let parsed = feed_hello(&recorded, usize::MAX)
         .expect("ok")
         .expect("complete");
-    assert!(!parsed.verify(&s, &[8u8; 32]));
+    assert!(!parsed.verify(&s, &Channel::Plain, &[8u8; 32]));
 }
 
 #[test]
 fn wrong_secret_fails() {
     let other = Secret::from_file_contents(&[b'o'; 32]).expect("valid");
-    let h = hello(&other, &RELAY_NONCE, &AGENT_NONCE, "ssh");
+    let h = hello(&other, &Channel::Plain, &RELAY_NONCE, &AGENT_NONCE, "ssh");
     let parsed = feed_hello(&h, usize::MAX).expect("ok").expect("complete");
-    assert!(!parsed.verify(&secret(), &RELAY_NONCE));
+    assert!(!parsed.verify(&secret(), &Channel::Plain, &RELAY_NONCE));
 }
 
 #[test]
@@ -120,7 +133,13 @@ fn name_length_zero_or_oversize_is_refused_before_the_body() {
 
 #[test]
 fn name_with_bad_bytes_is_refused() {
-    let mut h = hello(&secret(), &RELAY_NONCE, &AGENT_NONCE, "ssh");
+    let mut h = hello(
+        &secret(),
+        &Channel::Plain,
+        &RELAY_NONCE,
+        &AGENT_NONCE,
+        "ssh",
+    );
     h[HELLO_HEAD] = b'/';
     assert_eq!(
         feed_hello(&h, usize::MAX),
@@ -209,4 +228,40 @@ fn unknown_frames_and_families_are_errors() {
         agent_frame(frame::ATTACH),
         Err(ProtocolError::UnexpectedFrame(0x20))
     );
+}
+
+#[test]
+fn version_two_round_trip_is_bound_to_its_channel() {
+    let s = secret();
+    let tls = Channel::Tls([3u8; 32]);
+    let c = challenge(&tls, &RELAY_NONCE);
+    assert_eq!(c[4], VERSION_TLS);
+    let mut plain = ChallengeReader::new();
+    assert_eq!(plain.feed(&c), Err(ProtocolError::BadVersion(VERSION_TLS)));
+    let mut r = ChallengeReader::expecting(VERSION_TLS);
+    assert_eq!(r.feed(&c), Ok(Some(RELAY_NONCE)));
+    let h = hello(&s, &tls, &RELAY_NONCE, &AGENT_NONCE, "ssh");
+    assert_eq!(
+        feed_hello(&h, 1),
+        Err(ProtocolError::BadVersion(VERSION_TLS))
+    );
+    let mut hr = HelloReader::expecting(VERSION_TLS);
+    let parsed = hr.feed(&h).expect("ok").expect("complete");
+    assert!(parsed.verify(&s, &tls, &RELAY_NONCE));
+    assert!(!parsed.verify(&s, &Channel::Tls([4u8; 32]), &RELAY_NONCE));
+    assert!(!parsed.verify(&s, &Channel::Plain, &RELAY_NONCE));
+    let w = welcome(&s, &tls, &RELAY_NONCE, &parsed);
+    let proof = &w[1..];
+    assert!(s.verify(Role::Relay, &tls, &RELAY_NONCE, &AGENT_NONCE, "ssh", proof));
+    assert!(!s.verify(
+        Role::Relay,
+        &Channel::Plain,
+        &RELAY_NONCE,
+        &AGENT_NONCE,
+        "ssh",
+        proof
+    ));
+    let mut v1 = HelloReader::expecting(VERSION_TLS);
+    let old = hello(&s, &Channel::Plain, &RELAY_NONCE, &AGENT_NONCE, "ssh");
+    assert_eq!(v1.feed(&old), Err(ProtocolError::BadVersion(VERSION)));
 }

@@ -16,6 +16,7 @@ use super::{Action, Cx};
 use crate::config::{Agent, Listener};
 use crate::core::stream::Readiness;
 use crate::core::tunnel::{AgentTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
+use crate::os::link::Link;
 use crate::os::net::{describe, Conn};
 use crate::os::random;
 use crate::proto::auth::Secret;
@@ -37,7 +38,7 @@ const RELAY_LOOKUP: u32 = u32::MAX;
 struct AgentTunnelEntry {
     id: u64,
     service: usize,
-    tunnel: AgentTunnel<Conn>,
+    tunnel: AgentTunnel<Link>,
     relay: SocketAddr,
     armed: Option<Instant>,
 }
@@ -225,7 +226,7 @@ impl AgentState {
         entry.insert(AgentTunnelEntry {
             id,
             service,
-            tunnel: AgentTunnel::new(conn, name, nonce, cx.now),
+            tunnel: AgentTunnel::new(Link::from(conn), name, nonce, cx.now),
             relay,
             armed: None,
         });

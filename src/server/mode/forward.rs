@@ -12,6 +12,7 @@ use crate::config::{Forward, Listener};
 use crate::core::reason::CloseReason;
 use crate::core::session::{Preamble, Session};
 use crate::core::stream::{ConnectFailure, Readiness};
+use crate::os::link::Link;
 use crate::os::net::Conn;
 use crate::server::proxy;
 use crate::server::sessions::{Registration, Route, Start};
@@ -66,12 +67,12 @@ impl ForwardState {
             Ok(d) => {
                 let (session, upstream, upstream_ready) = match d.warm {
                     Some(ready) => (
-                        Session::established(client, d.conn, cx.now),
+                        Session::established(Link::from(client), Link::from(d.conn), cx.now),
                         Registration::Moved,
                         ready,
                     ),
                     None => (
-                        Session::new(client, d.conn, cx.now),
+                        Session::new(Link::from(client), Link::from(d.conn), cx.now),
                         Registration::New,
                         Readiness::default(),
                     ),

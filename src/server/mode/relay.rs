@@ -21,6 +21,7 @@ use crate::core::reason::CloseReason;
 use crate::core::session::{Preamble, Session};
 use crate::core::stream::Readiness;
 use crate::core::tunnel::{ready_reply, RelayTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
+use crate::os::link::Link;
 use crate::os::net::{describe, Conn};
 use crate::os::random;
 use crate::proto::auth::Secret;
@@ -109,7 +110,7 @@ impl RelayState {
         let inserted = self
             .tunnels
             .insert(cx.registry, cx.listener, id, conn, peer, |c| {
-                RelayTunnel::new(c, nonce, now)
+                RelayTunnel::new(Link::from(c), nonce, now)
             });
         match (inserted, admission) {
             (Ok(slot), Admission::Slow(delay)) => {
@@ -320,7 +321,7 @@ impl RelayState {
             reply: Some(ready_reply),
             ..Preamble::default()
         };
-        let session = Session::established(client.conn, t.tunnel.into_stream(), cx.now)
+        let session = Session::established(Link::from(client.conn), t.tunnel.into_stream(), cx.now)
             .with_preamble(preamble);
         debug!(
             "session {}: paired with tunnel {} from {}",

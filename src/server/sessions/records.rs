@@ -13,6 +13,7 @@ use crate::server::proxy::Ends;
 use crate::core::reason::CloseReason;
 use crate::core::session::{Policy, Session};
 use crate::core::stream::{ConnectFailure, Readiness};
+use crate::os::link::Link;
 use crate::os::net::Conn;
 
 /// Where a session's upstream comes from, for another try after a failed connect: one
@@ -117,7 +118,7 @@ pub(in crate::server) struct Start {
     pub(in crate::server) listener: usize,
     pub(in crate::server) id: u64,
     pub(in crate::server) policy: Rc<Policy>,
-    pub(in crate::server) session: Session<Conn>,
+    pub(in crate::server) session: Session<Link>,
     pub(in crate::server) client_addr: SocketAddr,
     pub(in crate::server) upstream_addr: SocketAddr,
     pub(in crate::server) route: Route,

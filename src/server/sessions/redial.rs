@@ -8,6 +8,7 @@ use slab::Slab;
 use super::{Dialed, Drive, Entry, Io, Redial, Route, Sessions};
 use crate::core::reason::Side;
 use crate::core::stream::ConnectFailure;
+use crate::os::link::Link;
 use crate::os::net::describe;
 use crate::server::owner::{Owner, Target};
 
@@ -47,7 +48,7 @@ impl Sessions {
             return self.settle(r.slot, d, io);
         }
         let header = crate::server::proxy::header(proxy, e.announce.as_deref());
-        let mut old = e.session.redial(conn, header, io.now);
+        let mut old = e.session.redial(Link::from(conn), header, io.now);
         let _ = io.registry.deregister(old.source());
         e.upstream_addr = addr;
         let since = io.now.saturating_duration_since(e.started).as_millis();

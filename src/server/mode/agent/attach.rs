@@ -13,6 +13,7 @@ use crate::config::{Agent, Upstream};
 use crate::core::reason::CloseReason;
 use crate::core::session::{Preamble, Session};
 use crate::core::stream::{ConnectFailure, Peer, Readiness, Stream};
+use crate::os::link::Link;
 use crate::proto::tunnel::frame;
 use crate::server::mode::upstreams::first_tries;
 use crate::server::mode::{Action, Cx};
@@ -68,12 +69,12 @@ impl AgentState {
                 };
                 let (session, upstream, upstream_ready) = match d.warm {
                     Some(r) => (
-                        Session::established(tunnel, d.conn, cx.now),
+                        Session::established(tunnel, Link::from(d.conn), cx.now),
                         Registration::Moved,
                         r,
                     ),
                     None => (
-                        Session::new(tunnel, d.conn, cx.now),
+                        Session::new(tunnel, Link::from(d.conn), cx.now),
                         Registration::New,
                         Readiness::default(),
                     ),

@@ -10,6 +10,7 @@ use slab::Slab;
 
 use crate::core::failures::Failures;
 use crate::core::tunnel::RelayTunnel;
+use crate::os::link::Link;
 use crate::os::net::Conn;
 use crate::server::owner::{self, Owner};
 
@@ -29,7 +30,7 @@ fn network(ip: IpAddr) -> u128 {
 #[derive(Debug)]
 pub(super) struct RelayTunnelEntry {
     pub(super) id: u64,
-    pub(super) tunnel: RelayTunnel<Conn>,
+    pub(super) tunnel: RelayTunnel<Link>,
     pub(super) peer: SocketAddr,
     /// Set once admitted into a service's idle queue.
     pub(super) service: Option<usize>,
@@ -68,7 +69,7 @@ impl Tunnels {
         id: u64,
         mut conn: Conn,
         peer: SocketAddr,
-        tunnel: impl FnOnce(Conn) -> RelayTunnel<Conn>,
+        tunnel: impl FnOnce(Conn) -> RelayTunnel<Link>,
     ) -> std::io::Result<usize> {
         let entry = self.slab.vacant_entry();
         let slot = entry.key();
