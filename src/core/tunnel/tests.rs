@@ -128,7 +128,9 @@ fn a_relay_proof_from_another_channel_is_caught_by_the_agent() {
         proof: [0; 32],
     };
     // The real relay's proof, made on the attacker's other leg.
-    agent.stream().send(&tunnel::welcome(&secret(1), &theirs, &[1; 32], &hello));
+    agent
+        .stream()
+        .send(&tunnel::welcome(&secret(1), &theirs, &[1; 32], &hello));
     agent.on_event(ALL);
     assert_eq!(
         agent.drive(now, &secret(1)),

@@ -33,7 +33,9 @@ fn a_plain_link_moves_bytes_and_peeks_like_its_connection() {
         .read_vectored(&mut [IoSliceMut::new(&mut got)])
         .expect("read");
     assert_eq!((&got[..n], &first[..]), (&b"marker"[..], &b"marker"[..]));
-    let sent = link.write_vectored(&[IoSlice::new(b"back")]).expect("write");
+    let sent = link
+        .write_vectored(&[IoSlice::new(b"back")])
+        .expect("write");
     assert_eq!(sent, 4);
     assert!(link.splice_fd().is_some());
     assert!(matches!(link.connect_status(), ConnectStatus::Connected));
