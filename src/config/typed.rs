@@ -200,18 +200,22 @@ impl Typed for SocketAddr {
     }
 }
 
+/// The texts of an option that takes one or more values (a flag repeated, a string
+/// or an array in a file); an empty array is refused, naming `what` it must hold.
+fn one_or_more<'g>(meta: &Meta, given: &'g Given, what: &str) -> Result<&'g [Text]> {
+    match &given.raw {
+        Raw::One(t) => Ok(std::slice::from_ref(t)),
+        Raw::Many(ts) if !ts.is_empty() => Ok(ts.as_slice()),
+        _ => Err(Located::new(
+            given.span.clone(),
+            format!("{} must hold at least one {what}", meta.key),
+        )),
+    }
+}
+
 impl Typed for Vec<SocketAddr> {
     fn parse(meta: &Meta, given: &Given, cx: &mut Cx<'_>) -> Result<Self> {
-        let texts = match &given.raw {
-            Raw::One(t) => std::slice::from_ref(t),
-            Raw::Many(ts) if !ts.is_empty() => ts.as_slice(),
-            _ => {
-                return Err(Located::new(
-                    given.span.clone(),
-                    format!("{} must hold at least one address", meta.key),
-                ))
-            }
-        };
+        let texts = one_or_more(meta, given, "address")?;
         let name = cx.values.name(meta);
         let mut all = Vec::new();
         for t in texts {

@@ -1,22 +1,13 @@
 //! CIDR blocks as written: `10.0.0.0/8`, `2001:db8::/32`, or a bare address for one host;
 //! a flag repeats, a file gives a string or an array.
 
-use super::{Cx, Given, Located, Meta, Raw, Result, Typed};
+use super::{one_or_more, Cx, Given, Located, Meta, Result, Typed};
 use crate::config::parse::quote;
 use crate::core::policy::Cidr;
 
 impl Typed for Vec<Cidr> {
     fn parse(meta: &Meta, given: &Given, cx: &mut Cx<'_>) -> Result<Self> {
-        let texts = match &given.raw {
-            Raw::One(t) => std::slice::from_ref(t),
-            Raw::Many(ts) if !ts.is_empty() => ts.as_slice(),
-            _ => {
-                return Err(Located::new(
-                    given.span.clone(),
-                    format!("{} must hold at least one CIDR block", meta.key),
-                ))
-            }
-        };
+        let texts = one_or_more(meta, given, "CIDR block")?;
         let name = cx.values.name(meta);
         texts
             .iter()

@@ -2,7 +2,7 @@
 //! `HOST:PORT[,weight=N][,backup][,proxy=v1|v2]`, each resolved at load (every address
 //! it gives), its target kept for look-ups later.
 
-use super::{addresses, Cx, Given, Located, Meta, Raw, Result, Text, Typed};
+use super::{addresses, one_or_more, Cx, Given, Located, Meta, Result, Text, Typed};
 use crate::config::parse::quote;
 use crate::config::{ProxyProtocol, Upstream};
 use crate::core::upstream::MAX_WEIGHT;
@@ -83,16 +83,7 @@ pub(super) fn proxy_protocol(word: &str) -> Option<ProxyProtocol> {
 
 impl Typed for Vec<Upstream> {
     fn parse(meta: &Meta, given: &Given, cx: &mut Cx<'_>) -> Result<Self> {
-        let texts = match &given.raw {
-            Raw::One(t) => std::slice::from_ref(t),
-            Raw::Many(ts) if !ts.is_empty() => ts.as_slice(),
-            _ => {
-                return Err(Located::new(
-                    given.span.clone(),
-                    format!("{} must hold at least one address", meta.key),
-                ))
-            }
-        };
+        let texts = one_or_more(meta, given, "address")?;
         let name = cx.values.name(meta);
         let mut all = Vec::with_capacity(texts.len());
         for t in texts {
