@@ -88,13 +88,31 @@ impl Net {
     }
 }
 
-/// A connected pair of loopback TCP sockets: (agent's, relay's).
+/// Socket buffers fixed for every test socket, so that a large write fills the socket
+/// whatever the machine's `tcp_wmem` and `tcp_rmem` (the kernel doubles the value).
+const SOCKET_BUFFER: usize = 128 << 10;
+
+/// A connected pair of loopback TCP sockets with fixed buffers: (agent's, relay's).
 fn std_pair() -> (std::net::TcpStream, std::net::TcpStream) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    fix_buffers(&listener);
     let addr = listener.local_addr().expect("addr");
-    let agent = std::net::TcpStream::connect(addr).expect("connect");
+    let agent =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    fix_buffers(&agent);
+    agent.connect(&addr.into()).expect("connect");
     let (relay, _) = listener.accept().expect("accept");
-    (agent, relay)
+    (agent.into(), relay)
+}
+
+fn fix_buffers<S: std::os::fd::AsFd>(socket: &S) {
+    let socket = socket2::SockRef::from(socket);
+    socket
+        .set_send_buffer_size(SOCKET_BUFFER)
+        .expect("SO_SNDBUF");
+    socket
+        .set_recv_buffer_size(SOCKET_BUFFER)
+        .expect("SO_RCVBUF");
 }
 
 /// A non-blocking connection as the loop holds it.
