@@ -25,7 +25,7 @@ pub fn describe(config: &Config) -> Vec<String> {
                     lines.push(line(&name, &a.group, std::slice::from_ref(&one)));
                 }
             }
-            Mode::Relay(_) => {}
+            Mode::Relay(_) | Mode::Connect(_) | Mode::Socks(_) => {}
         }
     }
     lines

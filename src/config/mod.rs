@@ -13,6 +13,8 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::core::credentials::Credentials;
+use crate::core::policy::{Cidr, Rule};
 use crate::core::pool::Splice;
 use crate::core::session::Policy;
 use crate::core::tunnel::TunnelPolicy;
@@ -299,6 +301,50 @@ pub struct Agent {
     pub tunnel: TunnelOptions,
 }
 
+/// `connect` and `socks`: each client names its destination (an HTTP CONNECT request,
+/// a SOCKS5 request), which is checked against the destination policy before it is
+/// dialed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dynamic {
+    /// Addresses to listen on.
+    pub listen: Vec<SocketAddr>,
+    /// `--allow` rules: exceptions to the default deny of internal ranges and ports.
+    pub allow: Vec<Rule>,
+    /// `--deny` rules: more destinations refused.
+    pub deny: Vec<Rule>,
+    /// Clients allowed to use the proxy (empty: any).
+    pub client_allow: Vec<Cidr>,
+    /// The credentials file (absolute; read again on reload), if any.
+    pub credentials_file: Option<String>,
+    /// The users it lists (empty: no credentials asked for).
+    pub credentials: Credentials,
+    /// Absolute bound on a client's handshake, from accept to its whole request.
+    pub handshake_timeout: Duration,
+    /// Bound on the look-up of a destination's name.
+    pub resolve_timeout: Duration,
+    /// Most clients in their handshake (reading, resolving, dialing) at once.
+    pub max_handshakes: usize,
+    /// Most handshakes and sessions at once from one client address.
+    pub max_sessions_per_client: usize,
+}
+
+impl Default for Dynamic {
+    fn default() -> Dynamic {
+        Dynamic {
+            listen: Vec::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            client_allow: Vec::new(),
+            credentials_file: None,
+            credentials: Credentials::default(),
+            handshake_timeout: Duration::from_secs(10),
+            resolve_timeout: Duration::from_secs(5),
+            max_handshakes: 256,
+            max_sessions_per_client: 128,
+        }
+    }
+}
+
 /// What a listener does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
@@ -308,10 +354,14 @@ pub enum Mode {
     Relay(Relay),
     /// NAT traversal, NAT side.
     Agent(Agent),
+    /// HTTP CONNECT tunnels to destinations the clients name.
+    Connect(Dynamic),
+    /// SOCKS5 tunnels to destinations the clients name.
+    Socks(Dynamic),
 }
 
 /// The modes' words: subcommands, table names, the `mode` label of metrics.
-pub const MODES: [&str; 3] = ["forward", "relay", "agent"];
+pub const MODES: [&str; 5] = ["forward", "relay", "agent", "connect", "socks"];
 
 impl Mode {
     /// The mode's word: `forward`, `relay` or `agent`.
@@ -320,6 +370,16 @@ impl Mode {
             Mode::Forward(_) => MODES[0],
             Mode::Relay(_) => MODES[1],
             Mode::Agent(_) => MODES[2],
+            Mode::Connect(_) => MODES[3],
+            Mode::Socks(_) => MODES[4],
+        }
+    }
+
+    /// The options of a `connect` or `socks` listener.
+    pub fn dynamic(&self) -> Option<&Dynamic> {
+        match self {
+            Mode::Connect(d) | Mode::Socks(d) => Some(d),
+            _ => None,
         }
     }
 
@@ -336,6 +396,8 @@ impl Mode {
             Mode::Forward(_) => 0,
             Mode::Relay(r) => r.public.len() * r.max_idle_tunnels + r.max_handshakes,
             Mode::Agent(a) => a.services.len() * a.pool,
+            // A handshake holds its client and up to two connects (Happy Eyeballs).
+            Mode::Connect(d) | Mode::Socks(d) => d.max_handshakes.saturating_mul(3),
         };
         let checks = match self.group() {
             Some(opts) if opts.health_check != HealthCheck::Off => self.upstream_addresses(),
@@ -356,7 +418,7 @@ impl Mode {
     pub fn group(&self) -> Option<&UpstreamOptions> {
         match self {
             Mode::Forward(f) => Some(&f.group),
-            Mode::Relay(_) => None,
+            Mode::Relay(_) | Mode::Connect(_) | Mode::Socks(_) => None,
             Mode::Agent(a) => Some(&a.group),
         }
     }
@@ -365,7 +427,7 @@ impl Mode {
     fn upstream_addresses(&self) -> usize {
         match self {
             Mode::Forward(f) => f.upstreams.iter().map(|u| u.addrs.len()).sum(),
-            Mode::Relay(_) => 0,
+            Mode::Relay(_) | Mode::Connect(_) | Mode::Socks(_) => 0,
             Mode::Agent(a) => a.services.iter().map(|s| s.addrs.len()).sum(),
         }
     }

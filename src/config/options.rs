@@ -23,10 +23,12 @@ use crate::core::pool::Splice;
 
 use Fallback::{Absent, Derived, Required, Value};
 
+mod dynamic;
 mod groups;
 mod modes;
 mod proxy;
 
+pub use dynamic::DYNAMIC;
 pub use groups::UPSTREAMS;
 pub use proxy::{PROXY_ACCEPT, PROXY_PROTOCOL_ACCEPT, PROXY_PROTOCOL_TRUSTED};
 

@@ -8,6 +8,7 @@
 //! unit-tested with scripted in-memory streams and virtual time.
 
 pub mod backoff;
+pub mod credentials;
 pub mod failures;
 pub mod handover;
 pub mod pipe;

@@ -59,11 +59,25 @@ pub enum CloseReason {
     ProxyHeader,
     /// A trusted source's PROXY header was not complete within its deadline.
     ProxyHeaderTimeout,
+    /// A `connect` or `socks` client's handshake broke its protocol (a malformed or
+    /// oversized request, another method or version, an unsupported command).
+    Handshake,
+    /// A `connect` or `socks` client's request was not complete within its deadline.
+    HandshakeTimeout,
+    /// Credentials missing or wrong, a client address not allowed, or a source refused
+    /// after too many failures.
+    Auth,
+    /// The destination policy refused every address of the destination.
+    Denied,
+    /// The destination's name did not resolve (or the look-up could not be queued).
+    Resolve,
+    /// The destination's name look-up did not answer within `resolve_timeout`.
+    ResolveTimeout,
 }
 
 impl CloseReason {
     /// Every reason, in declaration order: `ALL[r.index()] == r`.
-    pub const ALL: [CloseReason; 16] = [
+    pub const ALL: [CloseReason; 22] = [
         CloseReason::ClientEof,
         CloseReason::UpstreamEof,
         CloseReason::ClientReset,
@@ -80,6 +94,12 @@ impl CloseReason {
         CloseReason::Shutdown,
         CloseReason::ProxyHeader,
         CloseReason::ProxyHeaderTimeout,
+        CloseReason::Handshake,
+        CloseReason::HandshakeTimeout,
+        CloseReason::Auth,
+        CloseReason::Denied,
+        CloseReason::Resolve,
+        CloseReason::ResolveTimeout,
     ];
 
     /// The reason's position in [`CloseReason::ALL`] (an index for per-reason counters).
@@ -106,6 +126,12 @@ impl CloseReason {
             CloseReason::Shutdown => "shutdown",
             CloseReason::ProxyHeader => "proxy-header",
             CloseReason::ProxyHeaderTimeout => "proxy-header-timeout",
+            CloseReason::Handshake => "handshake",
+            CloseReason::HandshakeTimeout => "handshake-timeout",
+            CloseReason::Auth => "auth",
+            CloseReason::Denied => "denied",
+            CloseReason::Resolve => "resolve",
+            CloseReason::ResolveTimeout => "resolve-timeout",
         }
     }
 

@@ -21,7 +21,8 @@ pub(super) fn is_live(
         Owner::Tunnel { listener, .. }
         | Owner::Waiting { listener, .. }
         | Owner::Upstream { listener, .. }
-        | Owner::Preface { listener, .. } => listeners
+        | Owner::Preface { listener, .. }
+        | Owner::Handshake { listener, .. } => listeners
             .slab
             .get(listener)
             .is_some_and(|l| l.mode.timer_is_live(t.slot, t.id, t.at)),

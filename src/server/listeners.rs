@@ -123,7 +123,7 @@ impl Listeners {
         };
         match p.role {
             Role::Tunnel => true,
-            Role::Forward | Role::Public(..) => {
+            Role::Listen | Role::Public(..) => {
                 held + self.waiting() < max
                     && p.listener
                         .and_then(|l| self.slab.get(l))

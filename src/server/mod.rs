@@ -250,7 +250,8 @@ impl Server {
                 owner @ (Owner::Tunnel { listener, .. }
                 | Owner::Waiting { listener, .. }
                 | Owner::Upstream { listener, .. }
-                | Owner::Preface { listener, .. }),
+                | Owner::Preface { listener, .. }
+                | Owner::Handshake { listener, .. }),
                 _,
             ) => self.with_mode(listener, now, |m, cx| m.on_event(cx, owner, ready)),
         }
@@ -343,7 +344,8 @@ impl Server {
                 owner @ (Owner::Tunnel { listener, .. }
                 | Owner::Waiting { listener, .. }
                 | Owner::Upstream { listener, .. }
-                | Owner::Preface { listener, .. }) => {
+                | Owner::Preface { listener, .. }
+                | Owner::Handshake { listener, .. }) => {
                     self.with_mode(listener, now, |m, cx| m.on_deadline(cx, owner, t.id, t.at));
                 }
                 Owner::Scrape(slot) => {

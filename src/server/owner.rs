@@ -71,6 +71,15 @@ pub(super) enum Owner {
         /// The client's slot.
         slot: usize,
     },
+    /// A `connect` or `socks` client in its handshake, or one of its connects, in its
+    /// listener's slab: `slot` is the handshake's slot times four plus which socket
+    /// (0 the client, 1 and 2 its connects; deadlines use 0).
+    Handshake {
+        /// The listener's slot.
+        listener: usize,
+        /// The handshake's slot and socket, as above.
+        slot: usize,
+    },
 }
 
 /// What a token stands for.
@@ -96,6 +105,7 @@ const WAITING: usize = 3;
 const SCRAPE: usize = 4;
 const UPSTREAM_HELD: usize = 5;
 const PREFACE: usize = 6;
+const HANDSHAKE: usize = 7;
 
 impl Target {
     /// The token for this target.
@@ -119,6 +129,7 @@ impl Target {
                 Owner::Scrape(slot) => slotted(slot, SCRAPE),
                 Owner::Upstream { listener, slot } => slotted(owned(listener, slot), UPSTREAM_HELD),
                 Owner::Preface { listener, slot } => slotted(owned(listener, slot), PREFACE),
+                Owner::Handshake { listener, slot } => slotted(owned(listener, slot), HANDSHAKE),
             },
         }
     }
@@ -142,6 +153,7 @@ impl Target {
                     WAITING => (Owner::Waiting { listener, slot }, Side::Client),
                     UPSTREAM_HELD => (Owner::Upstream { listener, slot }, Side::Client),
                     PREFACE => (Owner::Preface { listener, slot }, Side::Client),
+                    HANDSHAKE => (Owner::Handshake { listener, slot }, Side::Client),
                     _ => (Owner::Scrape(index), Side::Client),
                 };
                 Target::Socket(owner, side)
@@ -188,6 +200,10 @@ mod tests {
             socket(Owner::Upstream {
                 listener: 7,
                 slot: 4_321,
+            }),
+            socket(Owner::Handshake {
+                listener: 255,
+                slot: 99_999 << 2 | 2,
             }),
             socket(Owner::Session(0)),
             Target::Socket(Owner::Session(0), Side::Upstream),

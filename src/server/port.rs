@@ -29,8 +29,8 @@ const WARN_INTERVAL: Duration = Duration::from_secs(10);
 /// What a port's connections are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Role {
-    /// Forward mode clients.
-    Forward,
+    /// Clients of a forward, connect or socks listener.
+    Listen,
     /// Relay: agents opening tunnels.
     Tunnel,
     /// Relay: public clients of service `n` (named).
@@ -42,7 +42,7 @@ impl Role {
     /// listeners from a file).
     pub(super) fn ready_name(&self) -> String {
         match self {
-            Role::Forward => "listen".to_string(),
+            Role::Listen => "listen".to_string(),
             Role::Tunnel => "tunnel".to_string(),
             Role::Public(_, name) => format!("public.{name}"),
         }

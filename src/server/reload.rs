@@ -32,7 +32,8 @@ use crate::os::net::describe;
 /// The (role, address) pairs a listener listens on.
 pub(super) fn wanted(listener: &config::Listener) -> Vec<(Role, SocketAddr)> {
     match &listener.mode {
-        Mode::Forward(f) => f.listen.iter().map(|&a| (Role::Forward, a)).collect(),
+        Mode::Forward(f) => f.listen.iter().map(|&a| (Role::Listen, a)).collect(),
+        Mode::Connect(d) | Mode::Socks(d) => d.listen.iter().map(|&a| (Role::Listen, a)).collect(),
         Mode::Relay(r) => std::iter::once((Role::Tunnel, r.tunnel_listen))
             .chain(
                 r.public

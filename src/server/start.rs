@@ -82,6 +82,9 @@ pub fn describe(config: &Config, bound: &Bound) -> Vec<String> {
                     join(&addrs)
                 )
             }
+            Mode::Connect(_) | Mode::Socks(_) => {
+                format!("{} -> destinations the clients name", join(&addrs))
+            }
             Mode::Agent(a) => {
                 let services: Vec<String> = a
                     .services

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use crate::config::options::{AGENT, FORWARD, GLOBAL, RELAY, SESSION, TUNNEL, UPSTREAMS};
+use crate::config::options::{AGENT, DYNAMIC, FORWARD, GLOBAL, RELAY, SESSION, TUNNEL, UPSTREAMS};
 use crate::config::parse::quote;
 use crate::config::setting::Setting;
 use crate::config::{Config, Mode, Source, TunnelOptions};
@@ -32,6 +32,7 @@ pub fn render(config: &Config) -> String {
                 put_all(&mut out, UPSTREAMS, &f.group);
             }
             Mode::Relay(r) => put_all(&mut out, RELAY, r),
+            Mode::Connect(d) | Mode::Socks(d) => put_all(&mut out, DYNAMIC, d),
             Mode::Agent(a) => {
                 put_all(&mut out, AGENT, a);
                 put_all(&mut out, UPSTREAMS, &a.group);
@@ -48,7 +49,7 @@ pub fn render(config: &Config) -> String {
 /// The tunnel options of a relay or agent.
 fn tunnel(mode: &Mode) -> Option<&TunnelOptions> {
     match mode {
-        Mode::Forward(_) => None,
+        Mode::Forward(_) | Mode::Connect(_) | Mode::Socks(_) => None,
         Mode::Relay(r) => Some(&r.tunnel),
         Mode::Agent(a) => Some(&a.tunnel),
     }

@@ -27,6 +27,7 @@ use crate::stats::upstream::UpstreamView;
 use crate::stats::Counters;
 
 mod agent;
+mod dynamic;
 mod forward;
 mod preface;
 mod relay;
@@ -35,6 +36,7 @@ mod upstreams;
 use upstreams::Upstreams;
 
 use agent::AgentState;
+use dynamic::DynamicState;
 use forward::ForwardState;
 use preface::{Expect, Prefaces};
 use relay::RelayState;
@@ -131,6 +133,7 @@ enum State {
     Forward(Box<ForwardState>),
     Relay(Box<RelayState>),
     Agent(Box<AgentState>),
+    Dynamic(Box<DynamicState>),
 }
 
 impl ModeState {
@@ -140,6 +143,9 @@ impl ModeState {
             Mode::Forward(f) => State::Forward(Box::new(ForwardState::new(listener, f, now))),
             Mode::Relay(r) => State::Relay(Box::new(RelayState::new(r))),
             Mode::Agent(a) => State::Agent(Box::new(AgentState::new(listener, a, now))),
+            Mode::Connect(d) | Mode::Socks(d) => {
+                State::Dynamic(Box::new(DynamicState::new(&listener.mode, d)))
+            }
         };
         ModeState {
             state,
@@ -152,7 +158,7 @@ impl ModeState {
         match &mut self.state {
             State::Forward(f) => Some(f.upstreams()),
             State::Agent(a) => Some(a.upstreams()),
-            State::Relay(_) => None,
+            State::Relay(_) | State::Dynamic(_) => None,
         }
     }
 
@@ -160,7 +166,7 @@ impl ModeState {
         match &self.state {
             State::Forward(f) => Some(f.upstreams_ref()),
             State::Agent(a) => Some(a.upstreams_ref()),
-            State::Relay(_) => None,
+            State::Relay(_) | State::Dynamic(_) => None,
         }
     }
 
@@ -305,6 +311,7 @@ impl ModeState {
         self.prefaces.close_all(cx);
         match &mut self.state {
             State::Forward(_) => {}
+            State::Dynamic(d) => d.close(cx),
             State::Relay(r) => r.close(cx),
             State::Agent(a) => a.close(cx.registry),
         }
@@ -338,6 +345,7 @@ impl ModeState {
         let held = self.upstreams_ref().map_or(0, Upstreams::entries) + self.prefaces.len();
         held + match &self.state {
             State::Forward(_) => 0,
+            State::Dynamic(d) => d.entries(),
             State::Relay(r) => r.entries(),
             State::Agent(a) => a.entries(),
         }
@@ -354,7 +362,7 @@ impl ModeState {
     /// Idle tunnels per service (relay and agent).
     pub(super) fn idle_tunnels(&self) -> Vec<(&str, u64)> {
         match &self.state {
-            State::Forward(_) => Vec::new(),
+            State::Forward(_) | State::Dynamic(_) => Vec::new(),
             State::Relay(r) => r.idle_tunnels(),
             State::Agent(a) => a.idle_tunnels(),
         }
@@ -410,6 +418,6 @@ fn proxy_accept(mode: &Mode) -> Option<&config::ProxyAccept> {
     match mode {
         Mode::Forward(f) => Some(&f.proxy_accept),
         Mode::Relay(r) => Some(&r.proxy_accept),
-        Mode::Agent(_) => None,
+        Mode::Agent(_) | Mode::Connect(_) | Mode::Socks(_) => None,
     }
 }
