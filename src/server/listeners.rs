@@ -204,12 +204,13 @@ impl Listeners {
     }
 
     /// The close record of `closed`, its listener named (`-` once forgotten).
-    fn close_record(&self, closed: &Closed) -> CloseRecord<'_> {
+    fn close_record<'a>(&'a self, closed: &'a Closed) -> CloseRecord<'a> {
         CloseRecord {
             id: closed.id,
             listener: self.slab.get(closed.listener).map_or("-", Listener::name),
             client: closed.client,
             upstream: closed.upstream,
+            dest: closed.dest.as_deref(),
             to_upstream: closed.delivered.0,
             to_client: closed.delivered.1,
             duration: closed.age,

@@ -321,17 +321,17 @@ impl Server {
     fn settle_reports(&mut self, now: Instant) {
         let stopping = self.life.stopping();
         for report in self.sessions.take_reports() {
-            match report {
-                Report::Redial(r) => {
+            match &report {
+                &Report::Redial(r) => {
                     self.with_mode(r.listener, now, |m, cx| m.redial(cx, r));
                 }
-                Report::Connect(a) if a.group.is_some() => {
+                &Report::Connect(a) if a.group.is_some() => {
                     self.with_mode(a.listener, now, |m, cx| m.on_attempt(cx, a));
                 }
-                Report::Finished(c) if c.group.is_some() => {
-                    self.with_mode(c.listener, now, |m, _| m.on_closed(&c));
+                Report::Finished(c) | Report::Unserved(c) => {
+                    self.with_mode(c.listener, now, |m, _| m.on_closed(c));
                 }
-                _ => {}
+                Report::Connect(_) => {}
             }
             self.listeners.record(report, stopping);
         }

@@ -53,6 +53,8 @@ pub(super) struct Entry {
     route: Route,
     /// What a PROXY protocol header announces, for a redial to a member that takes one.
     announce: Option<Box<crate::server::proxy::Ends>>,
+    /// The destination the client asked for (`connect` and `socks`).
+    dest: Option<Box<str>>,
     pub(super) started: Instant,
     /// The deadline entry armed in the heap for this session, if any.
     armed: Option<Instant>,
@@ -136,6 +138,7 @@ impl Sessions {
             upstream_ready,
             announce,
             guard,
+            dest,
         } = start;
         let entry = self.slab.vacant_entry();
         let slot = entry.key();
@@ -158,7 +161,8 @@ impl Sessions {
                 .registry
                 .deregister(session.stream(Side::Upstream).source());
             let reason = CloseReason::ClientError;
-            let closed = Closed::unserved(listener, id, client_addr, Duration::ZERO, reason);
+            let mut closed = Closed::unserved(listener, id, client_addr, Duration::ZERO, reason);
+            closed.dest = dest;
             self.reports.push(Report::Unserved(closed));
             return false;
         }
@@ -173,6 +177,7 @@ impl Sessions {
             upstream_addr,
             route,
             announce,
+            dest,
             started: io.now,
             armed: None,
             connecting: upstream == Registration::New,
@@ -427,6 +432,7 @@ impl Sessions {
             age: io.now.saturating_duration_since(e.started),
             reason,
             group: e.route.group_of(),
+            dest: e.dest.take(),
         }));
     }
 }

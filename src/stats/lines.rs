@@ -94,7 +94,8 @@ pub fn snapshot_line(p: &ProcessStats, listeners: &[ListenerStats<'_>]) -> Strin
 }
 
 /// The human close line, without a newline: `close id=N listener=NAME client=ADDR
-/// upstream=ADDR|- to_upstream=N to_client=N duration=D reason=R`.
+/// upstream=ADDR|- [dest=HOST:PORT] to_upstream=N to_client=N duration=D reason=R`
+/// (`dest` for the clients of `connect` and `socks` listeners that named one).
 pub fn close_line(r: &CloseRecord<'_>) -> String {
     let mut line = String::with_capacity(160);
     let _ = write!(
@@ -107,6 +108,9 @@ pub fn close_line(r: &CloseRecord<'_>) -> String {
             let _ = write!(line, "{a}");
         }
         None => line.push('-'),
+    }
+    if let Some(dest) = r.dest {
+        let _ = write!(line, " dest={dest}");
     }
     let _ = write!(
         line,
@@ -122,7 +126,7 @@ pub fn close_line(r: &CloseRecord<'_>) -> String {
 impl CloseRecord<'_> {
     /// The close as one log record at `Info` under [`CLOSE_TARGET`]: the human line as its
     /// message, the same facts as key-value fields (`event="close"`, `id`, `listener`,
-    /// `client`, `upstream` or null, `to_upstream`, `to_client`, `duration_ms`, `reason`,
+    /// `client`, `upstream` or null, `dest` or null, `to_upstream`, `to_client`, `duration_ms`, `reason`,
     /// `read_pauses`), which is what a JSON log writes. Handed to `sink`: the process's
     /// logger is `|r| log::logger().log(r)`.
     pub fn emit(&self, sink: impl FnOnce(&Record<'_>)) {
@@ -130,7 +134,7 @@ impl CloseRecord<'_> {
         let client = self.client.to_string();
         let upstream = self.upstream.map(|a| a.to_string());
         let millis = u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX);
-        let fields: [(&str, Value<'_>); 10] = [
+        let fields: [(&str, Value<'_>); 11] = [
             ("event", Value::from("close")),
             ("id", Value::from(self.id)),
             ("listener", Value::from(self.listener)),
@@ -139,6 +143,7 @@ impl CloseRecord<'_> {
                 "upstream",
                 upstream.as_deref().map_or_else(Value::null, Value::from),
             ),
+            ("dest", self.dest.map_or_else(Value::null, Value::from)),
             ("to_upstream", Value::from(self.to_upstream)),
             ("to_client", Value::from(self.to_client)),
             ("duration_ms", Value::from(millis)),

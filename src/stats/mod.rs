@@ -246,6 +246,9 @@ pub struct CloseRecord<'a> {
     /// The upstream connected to (or tried last); `None` when the client was never
     /// served.
     pub upstream: Option<SocketAddr>,
+    /// The destination the client asked for (`connect` and `socks`: `name:port` or
+    /// `address:port`), once it said.
+    pub dest: Option<&'a str>,
     /// Bytes delivered to the upstream.
     pub to_upstream: u64,
     /// Bytes delivered to the client.

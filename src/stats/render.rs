@@ -205,7 +205,7 @@ pub fn render_metrics(out: &mut String, p: &ProcessStats, listeners: &[ListenerS
     w.per_listener(
         "tcpbridge_waiting_clients",
         Gauge,
-        "Public clients waiting for a tunnel.",
+        "Clients not yet sessions: waiting for a tunnel or a PROXY header, or in a connect or socks handshake.",
         listeners,
         |l| l.live.waiting,
     );

@@ -92,6 +92,7 @@ fn record(listener: &str) -> CloseRecord<'_> {
         listener,
         client: addr("127.0.0.1:5000"),
         upstream: Some(addr("127.0.0.1:80")),
+        dest: None,
         to_upstream: 123,
         to_client: 456,
         duration: Duration::from_millis(12_345),
@@ -116,6 +117,13 @@ fn close_line_is_exact() {
         close_line(&unserved),
         "close id=7 listener=web client=127.0.0.1:5000 upstream=- \
          to_upstream=123 to_client=456 duration=3ms reason=pair-timeout"
+    );
+    let mut named = r;
+    named.dest = Some("example.com:443");
+    assert_eq!(
+        close_line(&named),
+        "close id=7 listener=web client=127.0.0.1:5000 upstream=127.0.0.1:80 \
+         dest=example.com:443 to_upstream=123 to_client=456 duration=12.3s reason=client-eof"
     );
 }
 
@@ -159,7 +167,7 @@ fn close_fields_are_exact() {
     assert_eq!(
         fields_json(&r),
         "{\"event\":\"close\",\"id\":7,\"listener\":\"web\",\"client\":\"[::1]:5000\",\
-         \"upstream\":\"127.0.0.1:80\",\"to_upstream\":123,\"to_client\":456,\
+         \"upstream\":\"127.0.0.1:80\",\"dest\":null,\"to_upstream\":123,\"to_client\":456,\
          \"duration_ms\":12345,\"reason\":\"client-eof\",\"read_pauses\":2}"
     );
     r.upstream = None;
@@ -167,7 +175,7 @@ fn close_fields_are_exact() {
     assert_eq!(
         fields_json(&r),
         "{\"event\":\"close\",\"id\":7,\"listener\":\"we\\\"b\\\\\\n\\u0001é\",\
-         \"client\":\"[::1]:5000\",\"upstream\":null,\"to_upstream\":123,\"to_client\":456,\
+         \"client\":\"[::1]:5000\",\"upstream\":null,\"dest\":null,\"to_upstream\":123,\"to_client\":456,\
          \"duration_ms\":12345,\"reason\":\"client-eof\",\"read_pauses\":2}"
     );
 }

@@ -95,6 +95,7 @@ impl ForwardState {
                     upstream_ready,
                     announce,
                     guard,
+                    dest: None,
                 }));
             }
             Err(failure) => cx.unserved(id, client_addr, cx.now, CloseReason::connect(failure)),

@@ -195,6 +195,7 @@ impl ModeState {
     fn open(&mut self, cx: &mut Cx<'_>, role: &Role, conn: Conn, addr: SocketAddr, guard: bool) {
         match (&mut self.state, role) {
             (State::Forward(f), _) => f.open(cx, conn, addr, guard),
+            (State::Dynamic(d), _) => d.open(cx, conn, addr),
             (State::Relay(r), Role::Tunnel) => r.open_tunnel(cx, conn, addr),
             (State::Relay(r), Role::Public(service, _)) => {
                 r.open_public(cx, *service, conn, addr, guard)
@@ -215,6 +216,7 @@ impl ModeState {
             (State::Relay(r), Owner::Tunnel { slot, .. }) => r.on_tunnel_event(cx, slot, ready),
             (State::Relay(r), Owner::Waiting { slot, .. }) => r.on_waiting_event(cx, slot),
             (State::Agent(a), Owner::Tunnel { slot, .. }) => a.on_tunnel_event(cx, slot, ready),
+            (State::Dynamic(d), Owner::Handshake { slot, .. }) => d.on_event(cx, slot, ready),
             (_, Owner::Upstream { slot, .. }) => {
                 if let Some(u) = self.upstreams() {
                     u.on_held_event(cx, slot, ready);
@@ -233,6 +235,7 @@ impl ModeState {
             (State::Relay(r), Owner::Tunnel { slot, .. }) => r.on_tunnel_deadline(cx, slot, id, at),
             (State::Relay(r), Owner::Waiting { slot, .. }) => r.on_waiting_deadline(cx, slot, id),
             (State::Agent(a), Owner::Tunnel { slot, .. }) => a.on_tunnel_deadline(cx, slot, id, at),
+            (State::Dynamic(d), Owner::Handshake { slot, .. }) => d.on_deadline(cx, slot, id, at),
             (_, Owner::Upstream { slot, .. }) => {
                 if let Some(u) = self.upstreams() {
                     u.on_held_deadline(cx, slot, id);
@@ -284,8 +287,12 @@ impl ModeState {
         }
     }
 
-    /// A session whose upstream belongs to one of the listener's groups closed.
+    /// A client of the listener closed, served or not: it leaves its upstream's group
+    /// member, and a `connect` or `socks` listener's count of its address.
     pub(super) fn on_closed(&mut self, c: &Closed) {
+        if let State::Dynamic(d) = &mut self.state {
+            d.on_closed(c.id);
+        }
         if let (Some(u), Some(g), Some(addr)) = (self.upstreams(), c.group, c.upstream) {
             u.ended(usize::from(g), addr);
         }
@@ -294,6 +301,9 @@ impl ModeState {
     /// The resolver answered a look-up this listener asked for: the relay's name (an
     /// agent's, `what` = `u32::MAX`) or an upstream group's.
     pub(super) fn on_resolved(&mut self, cx: &mut Cx<'_>, answer: Answer) {
+        if let State::Dynamic(d) = &mut self.state {
+            return d.on_resolved(cx, answer);
+        }
         if let State::Agent(a) = &mut self.state {
             if a.on_resolved(&answer) {
                 return;
@@ -327,15 +337,18 @@ impl ModeState {
             (State::Forward(f), Mode::Forward(c)) => f.update(listener, c),
             (State::Relay(r), Mode::Relay(c)) => r.update(c),
             (State::Agent(a), Mode::Agent(c)) => a.update(listener, c),
+            (State::Dynamic(d), Mode::Connect(c) | Mode::Socks(c)) => d.update(c),
             _ => {}
         }
     }
 
-    /// Relay clients waiting for a tunnel (they count against the session limits).
+    /// Clients not yet sessions: awaited PROXY headers, relay clients waiting for a
+    /// tunnel, `connect` and `socks` handshakes (they count against the session limits).
     pub(super) fn waiting(&self) -> usize {
         self.prefaces.len()
             + match &self.state {
                 State::Relay(r) => r.waiting_clients(),
+                State::Dynamic(d) => d.handshakes(),
                 _ => 0,
             }
     }
@@ -345,7 +358,7 @@ impl ModeState {
         let held = self.upstreams_ref().map_or(0, Upstreams::entries) + self.prefaces.len();
         held + match &self.state {
             State::Forward(_) => 0,
-            State::Dynamic(d) => d.entries(),
+            State::Dynamic(d) => d.handshakes(),
             State::Relay(r) => r.entries(),
             State::Agent(a) => a.entries(),
         }
@@ -397,6 +410,7 @@ impl ModeState {
             (State::Relay(r), Owner::Tunnel { slot, .. }) => r.tunnel_timer_is_live(slot, id, at),
             (State::Relay(r), Owner::Waiting { slot, .. }) => r.waiting_timer_is_live(slot, id),
             (State::Agent(a), Owner::Tunnel { slot, .. }) => a.timer_is_live(slot, id, at),
+            (State::Dynamic(d), Owner::Handshake { slot, .. }) => d.timer_is_live(slot, id, at),
             (_, Owner::Upstream { slot, .. }) => self
                 .upstreams_ref()
                 .is_some_and(|u| u.timer_is_live(slot, id, at)),

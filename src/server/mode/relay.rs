@@ -341,6 +341,7 @@ impl RelayState {
             upstream_ready: Readiness::default(),
             announce: None,
             guard: client.guard,
+            dest: None,
         }));
     }
 

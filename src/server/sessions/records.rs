@@ -133,11 +133,13 @@ pub(in crate::server) struct Start {
     pub(in crate::server) announce: Option<Box<Ends>>,
     /// The client's first bytes must not be a PROXY header (see `sessions::guard`).
     pub(in crate::server) guard: bool,
+    /// The destination the client asked for (`connect` and `socks`), for its close line.
+    pub(in crate::server) dest: Option<Box<str>>,
 }
 
 /// The end of a client's life in the process, served or not: what its close line and
 /// its listener's counters need.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(in crate::server) struct Closed {
     pub(in crate::server) listener: usize,
     pub(in crate::server) id: u64,
@@ -150,6 +152,8 @@ pub(in crate::server) struct Closed {
     pub(in crate::server) reason: CloseReason,
     /// The upstream group of the listener the session's upstream belongs to.
     pub(in crate::server) group: Option<u16>,
+    /// The destination the client asked for (`connect` and `socks`).
+    pub(in crate::server) dest: Option<Box<str>>,
 }
 
 impl Closed {
@@ -172,12 +176,13 @@ impl Closed {
             age,
             reason,
             group: None,
+            dest: None,
         }
     }
 }
 
 /// What the loop must learn from the sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(in crate::server) enum Report {
     /// A session closed.
     Finished(Closed),

@@ -93,6 +93,7 @@ impl AgentState {
                     upstream_ready,
                     announce,
                     guard: false,
+                    dest: None,
                 }));
             }
             Err(failure) => {
