@@ -19,38 +19,33 @@
 //! preamble to the client. Only addresses the policy allowed are ever dialed, each one
 //! checked, and a name's addresses are checked after the look-up, never before.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
-use std::io::{IoSlice, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
-use std::rc::Rc;
 use std::time::Instant;
 
 use log::debug;
 use mio::Interest;
 use slab::Slab;
 
-use super::{Action, Cx};
+use super::Cx;
 use crate::config::{Dynamic, Mode};
 use crate::core::failures::{Admission, Failures};
-use crate::core::policy::{Dest, Policy, Verdict};
+use crate::core::policy::Policy;
 use crate::core::reason::CloseReason;
-use crate::core::session::{Preamble, Session};
-use crate::core::stream::{classify, retry, Io, Readiness, Stream};
-use crate::os::link::Link;
+use crate::core::stream::{classify, retry, Io, Readiness};
 use crate::os::net::Conn;
-use crate::proto::connect::Host;
 use crate::server::owner::{self, Owner};
-use crate::server::resolver::{Answer, Lookup};
-use crate::server::sessions::{Registration, Route, Start};
 
 mod connect;
+mod destination;
 mod dialect;
 mod race;
 mod socks;
+mod wire;
 
 use dialect::{Dialect, Failure, Step};
-use race::{interleave, Outcome, Race};
+use race::{Outcome, Race};
+use wire::{consume, send};
 
 /// Bytes of a refused client's unread request discarded before its answer, so the
 /// close sends a FIN after the answer rather than a reset that may destroy it.
@@ -254,6 +249,11 @@ impl DynamicState {
                     if consume(&mut h.client, used).is_err() {
                         return self.finish(cx, hs, None, CloseReason::ClientError);
                     }
+                    if !users.is_empty() {
+                        // A source that proved its credentials is slowed, never locked
+                        // out, by strangers failing from the same address.
+                        self.failures.authenticated(h.peer.ip(), cx.now);
+                    }
                     return self.request(cx, hs, host, port);
                 }
                 Step::Refuse {
@@ -284,209 +284,6 @@ impl DynamicState {
             Io::Reset => self.finish(cx, hs, None, CloseReason::ClientReset),
             Io::Error(_) => self.finish(cx, hs, None, CloseReason::ClientError),
         }
-    }
-
-    /// The client's request: a literal address is checked and dialed, a name looked up.
-    fn request(&mut self, cx: &mut Cx<'_>, hs: usize, host: Host, port: u16) {
-        let Some(h) = self.handshakes.get_mut(hs) else {
-            return;
-        };
-        match host {
-            Host::Ip(ip) => {
-                let addr = SocketAddr::new(ip, port);
-                h.dest = Some(addr.to_string().into());
-                match self.policy.check(Dest {
-                    host: None,
-                    ip,
-                    port,
-                }) {
-                    Verdict::Allow => self.dial(cx, hs, vec![addr]),
-                    Verdict::Deny(why) => {
-                        debug!("client {} from {}: {addr} denied: {why}", h.id, h.peer);
-                        self.fail(cx, hs, Failure::Denied);
-                    }
-                }
-            }
-            Host::Name(name) => {
-                let target = format!("{name}:{port}");
-                // The id's low bits: unique among the look-ups in flight.
-                let lookup = h.id as u32;
-                let key = Lookup {
-                    listener: cx.listener,
-                    what: lookup,
-                };
-                let queued =
-                    !self.lookups.contains_key(&lookup) && cx.resolver.request(key, &target);
-                h.dest = Some(target.into());
-                if !queued {
-                    debug!("client {} from {}: look-up not queued", h.id, h.peer);
-                    return self.finish(cx, hs, None, CloseReason::Limit);
-                }
-                self.lookups.insert(lookup, hs);
-                h.stage = Stage::Resolving {
-                    lookup,
-                    host: name.into(),
-                    port,
-                    until: cx.now + self.opts.resolve_timeout,
-                };
-                self.rearm(cx, hs);
-            }
-        }
-    }
-
-    /// The resolver answered a look-up (one that timed out is dropped).
-    pub(super) fn on_resolved(&mut self, cx: &mut Cx<'_>, answer: Answer) {
-        let Some(hs) = self.lookups.remove(&answer.lookup.what) else {
-            return;
-        };
-        let Some(h) = self.handshakes.get_mut(hs) else {
-            return;
-        };
-        let Stage::Resolving { host, port, .. } = &h.stage else {
-            return;
-        };
-        let (host, port) = (host.clone(), *port);
-        let found = match answer.addrs {
-            Ok(addrs) if !addrs.is_empty() => addrs,
-            Ok(_) | Err(_) => {
-                debug!("client {} from {}: {host} not found", h.id, h.peer);
-                return self.fail(cx, hs, Failure::NotFound);
-            }
-        };
-        let mut allowed = Vec::with_capacity(found.len());
-        for a in found {
-            let dest = Dest {
-                host: Some(&host),
-                ip: a.ip(),
-                port,
-            };
-            match self.policy.check(dest) {
-                Verdict::Allow => allowed.push(SocketAddr::new(a.ip(), port)),
-                Verdict::Deny(why) => {
-                    debug!(
-                        "client {} from {}: {host} at {a} denied: {why}",
-                        h.id, h.peer
-                    );
-                }
-            }
-        }
-        if allowed.is_empty() {
-            self.fail(cx, hs, Failure::Denied);
-        } else {
-            self.dial(cx, hs, interleave(&allowed));
-        }
-    }
-
-    /// Starts connecting to `addrs`, allowed, in order.
-    fn dial(&mut self, cx: &mut Cx<'_>, hs: usize, addrs: Vec<SocketAddr>) {
-        if let Some(h) = self.handshakes.get_mut(hs) {
-            let timeout = cx.policy.connect_timeout;
-            h.stage = Stage::Dialing(Box::new(Race::new(addrs, cx.now, timeout)));
-            self.advance(cx, hs);
-        }
-    }
-
-    /// Moves a race on: starts what is due, and settles it.
-    fn advance(&mut self, cx: &mut Cx<'_>, hs: usize) {
-        let Some(h) = self.handshakes.get_mut(hs) else {
-            return;
-        };
-        let Stage::Dialing(race) = &mut h.stage else {
-            return;
-        };
-        let (registry, listener, tuning) = (cx.registry, cx.listener, cx.tuning());
-        let mut open = |i: usize, conn: &mut Conn| {
-            let token = owner::token(handshake(listener, hs, i + 1));
-            registry.register(
-                conn.source(),
-                token,
-                Interest::READABLE | Interest::WRITABLE,
-            )
-        };
-        match race.advance(cx.now, tuning, &mut open) {
-            Outcome::Pending => self.rearm(cx, hs),
-            Outcome::Won(leg) => self.win(cx, hs, leg),
-            Outcome::Lost(f) => {
-                cx.counters.record_connect_failure(f);
-                self.fail(cx, hs, Failure::Connect(f));
-            }
-        }
-    }
-
-    /// A connect completed: the handshake becomes a session, whose first bytes to the
-    /// client are the dialect's success answer.
-    fn win(&mut self, cx: &mut Cx<'_>, hs: usize, leg: race::Leg) {
-        let Some(mut h) = self.handshakes.try_remove(hs) else {
-            return;
-        };
-        self.drop_legs(cx, &mut h);
-        let bound = matches!(h.dialect, Dialect::Socks(_))
-            .then(|| leg.conn.local_addr().ok())
-            .flatten();
-        let preamble = Preamble {
-            to_client: Some(Cow::Owned(h.dialect.success(bound))),
-            ..Preamble::default()
-        };
-        let session = Session::established(Link::from(h.client), Link::from(leg.conn), cx.now)
-            .with_preamble(preamble);
-        debug!(
-            "client {} from {}: tunnel to {} at {}",
-            h.id,
-            h.peer,
-            h.dest.as_deref().unwrap_or("-"),
-            leg.addr
-        );
-        self.sessions.insert(h.id, h.peer.ip());
-        let ready = Readiness {
-            readable: true,
-            writable: true,
-            read_closed: false,
-        };
-        cx.actions.push(Action::Start(Start {
-            listener: cx.listener,
-            id: h.id,
-            policy: Rc::clone(cx.policy),
-            session,
-            client_addr: h.peer,
-            upstream_addr: leg.addr,
-            route: Route::fixed(),
-            client: Registration::Moved,
-            upstream: Registration::Moved,
-            client_ready: Readiness {
-                writable: true,
-                ..ready
-            },
-            upstream_ready: ready,
-            announce: None,
-            guard: false,
-            dest: h.dest,
-        }));
-    }
-
-    /// The handshake fails after its request: the dialect's answer, then the close.
-    fn fail(&mut self, cx: &mut Cx<'_>, hs: usize, failure: Failure) {
-        let answer = self.handshakes.get(hs).map(|h| h.dialect.failure(failure));
-        self.finish(cx, hs, answer, failure.reason());
-    }
-
-    /// Closes a handshake: its connects and look-up dropped, its unread bytes discarded
-    /// and `answer` written (best effort), its close recorded.
-    fn finish(&mut self, cx: &mut Cx<'_>, hs: usize, answer: Option<Vec<u8>>, reason: CloseReason) {
-        let Some(mut h) = self.handshakes.try_remove(hs) else {
-            return;
-        };
-        self.drop_legs(cx, &mut h);
-        let _ = cx.registry.deregister(h.client.source());
-        if let Some(answer) = answer {
-            discard(&mut h.client);
-            send(&mut h.client, &answer);
-        }
-        self.leave(h.peer.ip());
-        let age = cx.now.saturating_duration_since(h.since);
-        let mut closed =
-            crate::server::sessions::Closed::unserved(cx.listener, h.id, h.peer, age, reason);
-        closed.dest = h.dest;
-        cx.actions.push(Action::Unserved(closed));
     }
 
     /// Drops a handshake's connects and forgets its look-up.
@@ -584,37 +381,5 @@ fn handshake(listener: usize, hs: usize, which: usize) -> Owner {
     Owner::Handshake {
         listener,
         slot: hs << 2 | which,
-    }
-}
-
-/// Reads exactly `len` bytes, already peeked (they are there).
-fn consume(conn: &mut Conn, len: usize) -> std::io::Result<()> {
-    let mut buf = vec![0u8; len];
-    let mut done = 0;
-    while done < len {
-        let rest = buf.get_mut(done..).unwrap_or_default();
-        match retry(|| conn.read_vectored(&mut [IoSliceMut::new(rest)])) {
-            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => done += n,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Writes a short answer whole into an empty socket buffer; false if it did not fit.
-fn send(conn: &mut Conn, bytes: &[u8]) -> bool {
-    matches!(retry(|| conn.write_vectored(&[IoSlice::new(bytes)])), Ok(n) if n == bytes.len())
-}
-
-/// Reads and drops what the client sent and was not consumed (at most [`DISCARD`]).
-fn discard(conn: &mut Conn) {
-    let mut buf = [0u8; 4096];
-    let mut left = DISCARD;
-    while left > 0 {
-        match retry(|| conn.read_vectored(&mut [IoSliceMut::new(&mut buf)])) {
-            Ok(n) if n > 0 => left = left.saturating_sub(n),
-            _ => return,
-        }
     }
 }
