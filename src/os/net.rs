@@ -199,3 +199,55 @@ pub fn describe(e: &io::Error) -> String {
         None => text,
     }
 }
+
+/// This host's interface addresses (IPv4 and IPv6), for telling a destination that is
+/// the proxy itself; empty when they cannot be read.
+pub fn local_addresses() -> Vec<std::net::IpAddr> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head we own until freeifaddrs; nothing else
+    // aliases it.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut at = head;
+    while !at.is_null() {
+        // SAFETY: `at` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*at };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: a non-null ifa_addr points to a sockaddr whose family says which
+            // sockaddr_* it is; each is read only as its own type.
+            let ip = unsafe {
+                match i32::from((*ifa.ifa_addr).sa_family) {
+                    libc::AF_INET => {
+                        let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                        Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                            sin.sin_addr.s_addr,
+                        ))))
+                    }
+                    libc::AF_INET6 => {
+                        let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                        Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
+                    }
+                    _ => None,
+                }
+            };
+            out.extend(ip.filter(|ip| !out.contains(ip)));
+        }
+        at = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from a successful getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_addresses_include_loopback_once() {
+        let all = super::local_addresses();
+        let lo = std::net::IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(all.iter().filter(|&&a| a == lo).count(), 1, "{all:?}");
+    }
+}

@@ -123,6 +123,10 @@ impl DynamicState {
         self.opts = opts.clone();
         self.policy.allow = opts.allow.clone();
         self.policy.deny = opts.deny.clone();
+        // A listener on an unspecified address is reached at every local address.
+        if opts.listen.iter().any(|a| a.ip().is_unspecified()) {
+            self.policy.own.local = crate::os::net::local_addresses();
+        }
         // The own listeners are learned from accepted connections (see `learn_own`);
         // addresses configured with a port are known at once.
         let own: Vec<SocketAddr> = opts
