@@ -10,8 +10,8 @@ use std::rc::Rc;
 use log::debug;
 use mio::Interest;
 
-use super::dialect::Failure;
 use super::race::{self, interleave, Outcome, Race};
+use super::step::Failure;
 use super::wire::{discard, send};
 use super::{handshake, Dialect, DynamicState, Stage};
 use crate::core::policy::{Dest, Verdict};
