@@ -159,6 +159,13 @@ fn samples(meta: &Meta, secret: &Path) -> Vec<String> {
             "/nonexistent/secret".into(),
             "/dev/zero".into(),
         ],
+        Kind::PemFile => vec![
+            secret.display().to_string(),
+            "/nonexistent/relay.pem".into(),
+            "/dev/zero".into(),
+        ],
+        Kind::Fingerprint => vec![format!("sha256:{}", "ab".repeat(32)), "sha256:zz".into()],
+        Kind::ServerName => ["relay.example", "a b", ""].map(String::from).to_vec(),
         Kind::Name => Vec::new(),
     }
 }

@@ -5,7 +5,9 @@
 use super::meta::{Fallback, Kind, Meta};
 use super::options::{
     AGENT, BUFFER_MAX, BUFFER_SIZE, FORWARD, GLOBAL, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT,
-    PROXY_ACCEPT, PROXY_PROTOCOL_ACCEPT, PROXY_PROTOCOL_TRUSTED, RELAY, SESSION, TUNNEL, UPSTREAMS,
+    PROXY_ACCEPT, PROXY_PROTOCOL_ACCEPT, PROXY_PROTOCOL_TRUSTED, RELAY, SESSION, TUNNEL,
+    TUNNEL_TLS, TUNNEL_TLS_CA, TUNNEL_TLS_CERT, TUNNEL_TLS_KEY, TUNNEL_TLS_NAME, TUNNEL_TLS_PIN,
+    UPSTREAMS,
 };
 use super::parse::human_size;
 use super::setting::{load_all, Cx, Located, Origin, Raw, Result, Taken, Values};
@@ -14,6 +16,8 @@ use super::{
     RESET_FLUSH_TIMEOUT,
 };
 use crate::core::session::Policy;
+
+mod tls;
 
 /// Reads the process-wide settings.
 pub fn global(values: &dyn Values, taken: &mut Taken) -> Result<Global> {
@@ -104,6 +108,7 @@ pub fn listener(
             load_all(PROXY_ACCEPT, all, &mut cx, &mut r.proxy_accept)?;
             check_proxy_accept(values, &r.proxy_accept)?;
             r.tunnel = tunnel(&mut cx)?;
+            tls::check_relay(values, &r)?;
             Mode::Relay(r)
         }
         _ => {
@@ -112,6 +117,7 @@ pub fn listener(
             load_all(AGENT, all, &mut cx, &mut a)?;
             load_all(UPSTREAMS, all, &mut cx, &mut a.group)?;
             a.tunnel = tunnel(&mut cx)?;
+            tls::check_agent(values, &a)?;
             Mode::Agent(a)
         }
     };

@@ -93,6 +93,12 @@ pub enum Kind {
     Blocks,
     /// A path to a secret file, read at once (relative to the config file's directory).
     SecretFile,
+    /// A path to a PEM file, read at once (relative to the config file's directory).
+    PemFile,
+    /// A SHA-256 fingerprint: `sha256:` and 64 hexadecimal digits.
+    Fingerprint,
+    /// A DNS name a certificate must carry.
+    ServerName,
     /// A listener's name: 1-64 characters of `[A-Za-z0-9._-]` (files only).
     Name,
 }

@@ -32,9 +32,11 @@ pub mod reload;
 pub mod setting;
 pub mod sizing;
 pub mod sockets;
+pub mod tls;
 mod typed;
 
 pub use proxy::{ProxyAccept, ProxyProtocol};
+pub use tls::{AgentTrust, PemFile, RelayIdentity, TunnelTls};
 
 /// Largest accepted duration (7 days).
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -244,6 +246,8 @@ pub struct TunnelOptions {
     pub secret_file: String,
     /// Handshake and heartbeat timeouts.
     pub policy: TunnelPolicy,
+    /// Whether tunnels run over TLS.
+    pub tls: TunnelTls,
 }
 
 /// `relay`: the public side of NAT traversal.
@@ -261,6 +265,8 @@ pub struct Relay {
     pub max_idle_tunnels: usize,
     /// Most connections in the handshake at once.
     pub max_handshakes: usize,
+    /// The TLS identity presented to agents.
+    pub identity: RelayIdentity,
     /// Secret and timeouts.
     pub tunnel: TunnelOptions,
     /// PROXY headers accepted from public clients.
@@ -276,6 +282,7 @@ impl Default for Relay {
             max_waiting: 0,
             max_idle_tunnels: 0,
             max_handshakes: 0,
+            identity: RelayIdentity::default(),
             tunnel: TunnelOptions::default(),
             proxy_accept: ProxyAccept::default(),
         }
@@ -297,6 +304,8 @@ pub struct Agent {
     pub exit_on_disconnect: bool,
     /// Cap of the reconnect backoff.
     pub backoff_max: Duration,
+    /// What the relay's TLS identity must be.
+    pub trust: AgentTrust,
     /// Secret and timeouts.
     pub tunnel: TunnelOptions,
 }

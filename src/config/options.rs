@@ -27,10 +27,14 @@ mod dynamic;
 mod groups;
 mod modes;
 mod proxy;
+mod tls;
 
 pub use dynamic::DYNAMIC;
 pub use groups::UPSTREAMS;
 pub use proxy::{PROXY_ACCEPT, PROXY_PROTOCOL_ACCEPT, PROXY_PROTOCOL_TRUSTED};
+pub use tls::{
+    TUNNEL_TLS, TUNNEL_TLS_CA, TUNNEL_TLS_CERT, TUNNEL_TLS_KEY, TUNNEL_TLS_NAME, TUNNEL_TLS_PIN,
+};
 
 pub use modes::{AGENT, FORWARD, HEARTBEAT_INTERVAL, HEARTBEAT_TIMEOUT, RELAY, TUNNEL};
 

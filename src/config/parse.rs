@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-use super::{ConfigError, LogFormat, MAX_DURATION};
+use super::{ConfigError, LogFormat, TunnelTls, MAX_DURATION};
 use crate::core::handover::ResetPolicy;
 use crate::core::pool::Splice;
 use crate::core::upstream::{Balance, HealthCheck};
@@ -158,6 +158,11 @@ impl Word for Balance {
 impl Word for HealthCheck {
     const WORDS: &'static [(&'static str, Self)] =
         &[("off", HealthCheck::Off), ("tcp", HealthCheck::Tcp)];
+}
+
+impl Word for TunnelTls {
+    const WORDS: &'static [(&'static str, Self)] =
+        &[("on", TunnelTls::On), ("off", TunnelTls::Off)];
 }
 
 impl Word for LogFormat {

@@ -19,13 +19,16 @@ pub fn restart_needed(old: &Global, new: &Global) -> Vec<&'static str> {
 }
 
 /// Whether a listener may keep its mode state (a relay's or agent's tunnels) under `new`:
-/// the same mode, and for a relay or agent the same secret and service names (and relay
-/// address); limits and timeouts may change.
+/// the same mode, and for a relay or agent the same secret, TLS settings (the files'
+/// contents included) and service names (and relay address); limits and timeouts may
+/// change. A relay that keeps its state keeps its generated TLS key.
 pub fn keeps_state(old: &Mode, new: &Mode) -> bool {
     match (old, new) {
         (Mode::Forward(_), Mode::Forward(_)) => true,
         (Mode::Relay(a), Mode::Relay(b)) => {
             a.tunnel.secret == b.tunnel.secret
+                && a.tunnel.tls == b.tunnel.tls
+                && a.identity == b.identity
                 && a.public
                     .iter()
                     .map(|s| &s.name)
@@ -33,6 +36,8 @@ pub fn keeps_state(old: &Mode, new: &Mode) -> bool {
         }
         (Mode::Agent(a), Mode::Agent(b)) => {
             a.tunnel.secret == b.tunnel.secret
+                && a.tunnel.tls == b.tunnel.tls
+                && a.trust == b.trust
                 && a.relay == b.relay
                 && a.services
                     .iter()
@@ -254,5 +259,25 @@ mod tests {
         let relay = crate::config::Mode::Relay(crate::config::Relay::default());
         assert!(!keeps_state(&a.listeners[0].mode, &relay));
         assert!(keeps_state(&relay, &relay));
+    }
+
+    #[test]
+    fn a_change_of_tls_settings_restarts_the_tunnels() {
+        use crate::config::{Agent, Mode, PemFile, Relay, TunnelTls};
+        let relay = Relay::default();
+        let mut plain = relay.clone();
+        plain.tunnel.tls = TunnelTls::Off;
+        let mut keyed = relay.clone();
+        keyed.identity.key = Some(PemFile::default());
+        let same = Mode::Relay(relay.clone());
+        assert!(keeps_state(&same, &Mode::Relay(relay)));
+        assert!(!keeps_state(&same, &Mode::Relay(plain)));
+        assert!(!keeps_state(&same, &Mode::Relay(keyed)));
+        let agent = Agent::default();
+        let mut pinned = agent.clone();
+        pinned.trust.pin = crate::os::tls::Fingerprint::parse(&"0".repeat(64));
+        let same = Mode::Agent(agent.clone());
+        assert!(keeps_state(&same, &Mode::Agent(agent)));
+        assert!(!keeps_state(&same, &Mode::Agent(pinned)));
     }
 }

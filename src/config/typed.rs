@@ -14,7 +14,7 @@ use super::setting::{located, Cx, Given, Located, Raw, Result, Text, Typed};
 use super::sockets::{
     parse_keepalive, parse_user_timeout, render_keepalive, Keepalive, UserTimeout,
 };
-use super::{LogFormat, Service, MAX_SESSIONS};
+use super::{LogFormat, Service, TunnelTls, MAX_SESSIONS};
 use crate::core::handover::ResetPolicy;
 use crate::core::pool::Splice;
 use crate::core::upstream::{Balance, HealthCheck};
@@ -22,7 +22,10 @@ use crate::proto::auth::Secret;
 use crate::proto::tunnel::valid_service_name;
 
 mod blocks;
+mod tls;
 mod upstreams;
+
+pub(super) use tls::ServerName;
 
 /// The one text of a single-valued option.
 fn one<'g>(meta: &Meta, given: &'g Given) -> Result<&'g Text> {
@@ -128,6 +131,7 @@ macro_rules! typed_word {
 
 typed_word!(ResetPolicy);
 typed_word!(LogFormat);
+typed_word!(TunnelTls);
 typed_word!(Splice);
 typed_word!(Balance);
 typed_word!(HealthCheck);

@@ -63,6 +63,9 @@ pub enum TunnelEnd {
     Lost,
     /// Agent: the TCP connect to the relay failed.
     ConnectFailed(ConnectFailure),
+    /// The TLS handshake under the tunnel failed through the peer: a malformed record,
+    /// bytes that are not TLS, an alert, a refused key or certificate.
+    TlsFailed,
     /// Relay: closed to make room for a newer handshake (the handshake slots, or its
     /// source's share of them, were full and it had made the least progress).
     Evicted,
@@ -82,6 +85,7 @@ impl TunnelEnd {
             TunnelEnd::ConnectFailed(ConnectFailure::Timeout) => "connect timeout",
             TunnelEnd::ConnectFailed(ConnectFailure::Error) => "connect failed",
             TunnelEnd::Evicted => "evicted by a newer handshake",
+            TunnelEnd::TlsFailed => "TLS handshake failed",
         }
     }
 }

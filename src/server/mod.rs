@@ -123,7 +123,7 @@ impl Server {
         let waker = Arc::new(Waker::new(registry, Target::Waker.token())?);
         let mut listeners = Listeners::default();
         for (config, ports) in cfg.listeners.into_iter().zip(bound.ports) {
-            let mode = ModeState::new(&config, Instant::now());
+            let mode = ModeState::new(&config, Instant::now()).map_err(io::Error::other)?;
             let l = listeners.slab.insert(Listener::new(config, mode));
             for port in ports {
                 let slot = listeners.hold_port(port, registry)?;

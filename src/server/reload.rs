@@ -117,10 +117,10 @@ fn fill(
         let slot = listeners.slab.iter().find(|(_, x)| x.name() == l.name);
         let fate = match slot {
             Some((s, old)) if keeps_state(&old.config.mode, &l.mode) => Fate::Update(s, None),
-            Some((s, _)) => Fate::Update(s, Some(fresh(l, now))),
+            Some((s, _)) => Fate::Update(s, Some(fresh(l, now)?)),
             None => {
                 slots_needed += 1;
-                Fate::Add(fresh(l, now))
+                Fate::Add(fresh(l, now)?)
             }
         };
         fates.push(fate);
@@ -226,8 +226,8 @@ enum PortSource {
 }
 
 /// A fresh mode state for `l`.
-fn fresh(l: &config::Listener, now: Instant) -> ModeState {
-    ModeState::new(l, now)
+fn fresh(l: &config::Listener, now: Instant) -> Result<ModeState, String> {
+    ModeState::new(l, now).map_err(|e| format!("listener {}: {e}", l.name))
 }
 
 /// Applies a plan; cannot fail. `close` ends a listener's mode state (its tunnels and

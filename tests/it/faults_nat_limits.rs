@@ -47,11 +47,13 @@ fn assert_relay_metrics_at_rest(relay: &Proxy) {
     );
 }
 
-/// A relay alone (pool-less): its secret, tunnel and public addresses.
+/// A relay alone (pool-less): its secret, tunnel and public addresses. Plain tunnels:
+/// the tests speak the tunnel protocol by hand (their agents pass [`PLAIN`] too).
 fn lone_relay(extra: &[&str]) -> (SecretDir, PathBuf, Proxy, SocketAddr, SocketAddr) {
     let dir = SecretDir::new();
     let secret = dir.file("secret", format!("{SECRET}\n").as_bytes());
     let mut args = owned(&METRICS);
+    args.extend(owned(&PLAIN));
     args.extend(owned(extra));
     let (relay, tunnel, public) = spawn_relay(&secret, "127.0.0.1:0", "127.0.0.1:0", &args);
     (dir, secret, relay, tunnel, public)
@@ -77,7 +79,9 @@ fn source_with_ten_failed_handshakes_is_refused_and_others_are_not() {
         let mut chain = Chain::builder(up.addr)
             .pool(1)
             .relay(&METRICS)
+            .relay(&PLAIN)
             .agent(&METRICS)
+            .agent(&PLAIN)
             .warm();
         for i in 0..10 {
             let mut s = connect_from("127.0.0.2", chain.tunnel);
@@ -181,7 +185,12 @@ fn frames_and_garbage_on_tunnel_port_never_pair_a_waiting_client() {
         );
 
         let up = echo_server();
-        let mut agent = spawn_agent(tunnel, up.addr, &secret, &owned(&["--pool", "1"]));
+        let mut agent = spawn_agent(
+            tunnel,
+            up.addr,
+            &secret,
+            &owned(&["--pool", "1", PLAIN[0], PLAIN[1]]),
+        );
         let got = read_exact_n(&mut client, 14, "the waiting client's echo");
         assert_eq!(
             got, b"waiting client",
@@ -240,7 +249,12 @@ fn waiting_and_handshake_limits_close_the_excess_at_once() {
         );
 
         let up = echo_server();
-        let mut agent = spawn_agent(tunnel, up.addr, &secret, &owned(&["--pool", "1"]));
+        let mut agent = spawn_agent(
+            tunnel,
+            up.addr,
+            &secret,
+            &owned(&["--pool", "1", PLAIN[0], PLAIN[1]]),
+        );
         assert_eq!(read_exact_n(&mut a, 5, "first waiting client"), b"first");
         assert_eq!(read_exact_n(&mut b, 6, "second waiting client"), b"second");
         // The agent refills its pool after each pairing: its handshake must be
@@ -294,7 +308,7 @@ fn idle_tunnel_limit_refuses_extra_tunnels_without_blocking_the_agent() {
     watchdog(|| {
         let (_dir, secret, mut relay, tunnel, public) = lone_relay(&["--max-idle-tunnels", "1"]);
         let up = echo_server();
-        let agent_extra = owned(&["--pool", "3", "--backoff-max", "200ms"]);
+        let agent_extra = owned(&["--pool", "3", "--backoff-max", "200ms", PLAIN[0], PLAIN[1]]);
         let mut agent = spawn_agent(tunnel, up.addr, &secret, &agent_extra);
         let refusals = wait_for(Duration::from_secs(20), || {
             log_count(&relay, "idle tunnels already") >= 12

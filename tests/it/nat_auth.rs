@@ -30,11 +30,13 @@ fn agent_nonce(seed: u64) -> [u8; 32] {
     pattern(seed, 32).try_into().expect("32 bytes")
 }
 
-/// A chain whose relay has `--handshake-timeout 1s`, warmed up.
+/// A chain whose relay has `--handshake-timeout 1s`, warmed up; plain tunnels (the
+/// probes speak protocol version 1 by hand).
 fn strict_chain() -> (Upstream, Chain) {
     let up = echo_server();
     let chain = Chain::builder(up.addr)
-        .relay(&["--handshake-timeout", "1s"])
+        .relay(&["--handshake-timeout", "1s", "--tunnel-tls", "off"])
+        .agent(&["--tunnel-tls", "off"])
         .warm();
     (up, chain)
 }
@@ -226,10 +228,12 @@ fn wrong_secret_is_rejected_and_client_gets_no_service() {
     });
 }
 
-/// A relay alone (no agent), its baseline, and its tunnel address.
+/// A relay alone (no agent), its baseline, and its tunnel address; plain tunnels (the
+/// probes speak protocol version 1 by hand).
 fn lone_relay(dir: &SecretDir) -> (Proxy, usize, std::net::SocketAddr) {
     let secret = dir.file("secret", format!("{SECRET}\n").as_bytes());
-    let (relay, tunnel, _public) = spawn_relay(&secret, "127.0.0.1:0", "127.0.0.1:0", &[]);
+    let plain = owned(&["--tunnel-tls", "off"]);
+    let (relay, tunnel, _public) = spawn_relay(&secret, "127.0.0.1:0", "127.0.0.1:0", &plain);
     let base = settle(&relay, "relay", 0);
     (relay, base, tunnel)
 }

@@ -16,10 +16,13 @@ fn challenged(from: &str, tunnel: std::net::SocketAddr) -> bool {
     s.read_exact(&mut c).is_ok()
 }
 
+/// A relay alone, plain tunnels (the tests read its challenge by hand).
 fn relay_alone(extra: &[&str]) -> (SecretDir, Proxy, std::net::SocketAddr) {
     let dir = SecretDir::new();
     let secret = dir.file("secret", format!("{SECRET}\n").as_bytes());
-    let (relay, tunnel, _) = spawn_relay(&secret, "127.0.0.1:0", "127.0.0.1:0", &owned(extra));
+    let mut args = owned(extra);
+    args.extend(owned(&PLAIN));
+    let (relay, tunnel, _) = spawn_relay(&secret, "127.0.0.1:0", "127.0.0.1:0", &args);
     (dir, relay, tunnel)
 }
 
@@ -93,7 +96,11 @@ fn handshakes_held_silent_to_their_deadline_are_counted() {
 fn a_source_that_authenticated_is_slowed_not_refused() {
     watchdog(|| {
         let up = echo_server();
-        let mut chain = Chain::builder(up.addr).pool(1).warm();
+        let mut chain = Chain::builder(up.addr)
+            .pool(1)
+            .relay(&PLAIN)
+            .agent(&PLAIN)
+            .warm();
         for i in 0..10 {
             let mut s = connect_from("127.0.0.1", chain.tunnel);
             let mut c = [0u8; CHALLENGE_LEN];

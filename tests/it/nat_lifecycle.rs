@@ -184,7 +184,8 @@ fn agent_handles_attach_in_the_same_segment_as_welcome() {
         let secret = dir.file("secret", format!("{SECRET}\n").as_bytes());
         let fake = TcpListener::bind("127.0.0.1:0").expect("bind the test relay");
         let relay_addr = fake.local_addr().expect("local_addr");
-        let args = agent_args(relay_addr, up.addr, &secret, &owned(&["--pool", "1"]));
+        let extra = owned(&["--pool", "1", PLAIN[0], PLAIN[1]]);
+        let args = agent_args(relay_addr, up.addr, &secret, &extra);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let (mut agent, first_line) = Proxy::launch(&refs);
 

@@ -4,6 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::tls::{
+    TUNNEL_TLS, TUNNEL_TLS_CA, TUNNEL_TLS_CERT, TUNNEL_TLS_KEY, TUNNEL_TLS_NAME, TUNNEL_TLS_PIN,
+};
 use super::COUNT;
 use crate::config::meta::{Bound, Fallback, Kind, Meta, Scope};
 use crate::config::setting::{Opt, Setting};
@@ -164,6 +167,8 @@ pub const RELAY: &[&dyn Setting<Relay>] = &[
     &MAX_WAITING,
     &MAX_IDLE_TUNNELS,
     &MAX_HANDSHAKES,
+    &TUNNEL_TLS_CERT,
+    &TUNNEL_TLS_KEY,
 ];
 
 // ---- agent ----
@@ -245,6 +250,9 @@ pub const AGENT: &[&dyn Setting<Agent>] = &[
     &POOL,
     &EXIT_ON_DISCONNECT,
     &BACKOFF_MAX,
+    &TUNNEL_TLS_PIN,
+    &TUNNEL_TLS_CA,
+    &TUNNEL_TLS_NAME,
 ];
 
 // ---- tunnels: relay and agent ----
@@ -315,5 +323,6 @@ pub const TUNNEL: &[&dyn Setting<TunnelOptions>] = &[
     &HANDSHAKE_TIMEOUT,
     &HEARTBEAT_INTERVAL,
     &HEARTBEAT_TIMEOUT,
+    &TUNNEL_TLS,
     &SECRET_FILE,
 ];

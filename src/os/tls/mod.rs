@@ -145,6 +145,8 @@ pub struct TlsStream {
     raw: bool,
     /// Bytes the peer may still send before the handshake completes.
     hello_room: usize,
+    /// Bytes of the peer's handshake received so far.
+    received: usize,
     /// Plaintext bytes rustls took whose records are not all in the kernel yet: reported
     /// by the next write that finds them flushed.
     taken: usize,
@@ -212,11 +214,18 @@ impl TlsStream {
             state,
             raw,
             hello_room: usize::MAX,
+            received: 0,
             taken: 0,
             queued: 0,
             closing: false,
             fin_sent: false,
         }
+    }
+
+    /// Bytes of the peer's handshake received so far: how far a handshake got (the
+    /// relay evicts the one that got least far when its slots are full).
+    pub fn received(&self) -> usize {
+        self.received
     }
 
     /// The TCP connection (socket options).
@@ -259,6 +268,7 @@ impl TlsStream {
                     Ok(0) => return Err(HandshakeError::Closed),
                     Ok(n) => {
                         moved = true;
+                        self.received = self.received.saturating_add(n);
                         self.hello_room = spend(self.hello_room, n)?;
                         if let Err(e) = tls.process_new_packets() {
                             // Best effort: the alert rustls queued for it.
@@ -286,7 +296,10 @@ impl TlsStream {
             };
             match acceptor.read_tls(&mut socket) {
                 Ok(0) => return Err(HandshakeError::Closed),
-                Ok(n) => self.hello_room = spend(self.hello_room, n)?,
+                Ok(n) => {
+                    self.received = self.received.saturating_add(n);
+                    self.hello_room = spend(self.hello_room, n)?;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(HandshakeError::from_io(e)),
             }

@@ -7,28 +7,33 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use log::{debug, error, info, warn};
+use log::{debug, info, warn};
 use mio::{Interest, Registry};
 use slab::Slab;
 
+use super::tls::note_first;
 use super::upstreams::Upstreams;
 use super::{Action, Cx};
-use crate::config::{Agent, Listener};
+use crate::config::{Agent, Listener, TunnelTls};
 use crate::core::stream::Readiness;
 use crate::core::tunnel::{AgentTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
 use crate::os::link::Link;
 use crate::os::net::{describe, Conn};
 use crate::os::random;
+use crate::os::tls::AgentTls;
 use crate::proto::auth::Secret;
 use crate::server::owner::{self, Owner};
 use crate::server::resolver::{Answer, Lookup};
 use crate::server::Stopped;
 
 mod attach;
+mod ends;
 mod services;
+mod stage;
 
 use attach::groups;
 use services::Services;
+use stage::{Moved, Stage};
 
 /// The resolver key of the relay's name (upstream groups use small numbers).
 const RELAY_LOOKUP: u32 = u32::MAX;
@@ -38,15 +43,24 @@ const RELAY_LOOKUP: u32 = u32::MAX;
 struct AgentTunnelEntry {
     id: u64,
     service: usize,
-    tunnel: AgentTunnel<Link>,
+    stage: Stage,
     relay: SocketAddr,
     armed: Option<Instant>,
+    /// The first byte the relay sent in the handshake, once seen (to say what a relay
+    /// speaking the other kind of tunnel sent).
+    first: Option<u8>,
+    /// Why its TLS handshake failed, for the log line.
+    why: Option<String>,
 }
 
 /// Agent mode's own state.
 #[derive(Debug)]
 pub(super) struct AgentState {
     secret: Secret,
+    /// How tunnels greet and check the relay over TLS; `None`: plain tunnels.
+    tls: Option<AgentTls>,
+    /// Only the relay key with this fingerprint is accepted (said when one is refused).
+    pinned: bool,
     services: Services,
     exit_on_disconnect: bool,
     policy: TunnelPolicy,
@@ -63,12 +77,28 @@ pub(super) struct AgentState {
 }
 
 impl AgentState {
-    pub(super) fn new(l: &Listener, cfg: &Agent, now: Instant) -> AgentState {
+    /// An agent's fresh state, its TLS configuration made from its options.
+    pub(super) fn new(l: &Listener, cfg: &Agent, now: Instant) -> Result<AgentState, String> {
         let literal: Option<SocketAddr> = cfg.relay.parse().ok();
         let timeout = l.policy.connect_timeout;
-        AgentState {
+        let tls = match cfg.tunnel.tls {
+            TunnelTls::On => Some(
+                AgentTls::new(cfg.trust.trust())
+                    .map_err(|e| format!("tunnels to {}: TLS: {e}", cfg.relay))?,
+            ),
+            TunnelTls::Off => {
+                warn!(
+                    "tunnels to {} are not encrypted: tunnel-tls off (use a trusted network)",
+                    cfg.relay
+                );
+                None
+            }
+        };
+        Ok(AgentState {
             upstreams: Upstreams::new(groups(cfg), &cfg.group, timeout, now),
             secret: cfg.tunnel.secret.clone(),
+            tls,
+            pinned: cfg.trust.pin.is_some(),
             services: Services::new(&cfg.services, cfg.pool, cfg.backoff_max),
             exit_on_disconnect: cfg.exit_on_disconnect,
             policy: cfg.tunnel.policy,
@@ -78,7 +108,7 @@ impl AgentState {
             stale: literal.is_none(),
             named: literal.is_none(),
             next_addr: 0,
-        }
+        })
     }
 
     /// The READY line's fields, each after `prefix.` when given.
@@ -111,7 +141,7 @@ impl AgentState {
     /// Idle (authenticated, unpaired) tunnels per service, for metrics.
     pub(super) fn idle_tunnels(&self) -> Vec<(&str, u64)> {
         let mut counts = vec![0u64; self.services.len()];
-        for (_, t) in self.tunnels.iter().filter(|(_, t)| t.tunnel.is_idle()) {
+        for (_, t) in self.tunnels.iter().filter(|(_, t)| t.stage.is_idle()) {
             if let Some(c) = counts.get_mut(t.service) {
                 *c += 1;
             }
@@ -138,7 +168,9 @@ impl AgentState {
     /// Closing: tunnels go at once.
     pub(super) fn close(&mut self, registry: &Registry) {
         for mut t in self.tunnels.drain() {
-            let _ = registry.deregister(t.tunnel.stream().source());
+            if let Some(source) = t.stage.source() {
+                let _ = registry.deregister(source);
+            }
         }
         self.services.clear();
     }
@@ -223,12 +255,18 @@ impl AgentState {
             return false;
         }
         let name = self.services.name(service);
+        let stage = match self.tls {
+            Some(_) => Stage::tls(conn, nonce, cx.now),
+            None => Stage::Tunnel(AgentTunnel::new(Link::from(conn), name, nonce, cx.now)),
+        };
         entry.insert(AgentTunnelEntry {
             id,
             service,
-            tunnel: AgentTunnel::new(Link::from(conn), name, nonce, cx.now),
+            stage,
             relay,
             armed: None,
+            first: None,
+            why: None,
         });
         self.services.opened(service);
         self.tunnel_step(cx, slot, TunnelStep::Waiting);
@@ -240,8 +278,27 @@ impl AgentState {
         let Some(t) = self.tunnels.get_mut(slot) else {
             return;
         };
-        t.tunnel.on_event(ready);
-        let step = t.tunnel.drive(cx.now, &self.secret);
+        if !t.stage.is_idle() {
+            note_first(&mut t.first, t.stage.tcp());
+        }
+        let step = match (&mut t.stage, &self.tls) {
+            (Stage::Tunnel(tunnel), _) => {
+                tunnel.on_event(ready);
+                tunnel.drive(cx.now, &self.secret)
+            }
+            (stage, Some(tls)) => {
+                match stage.drive_tls(ready, tls, self.services.name(t.service)) {
+                    Moved::Waiting => TunnelStep::Waiting,
+                    // The handshake is done: the tunnel speaks first (its readiness is set).
+                    Moved::Tunnel => return self.on_tunnel_event(cx, slot, Readiness::default()),
+                    Moved::Closed(end, why) => {
+                        t.why = why;
+                        TunnelStep::Closed(end)
+                    }
+                }
+            }
+            (_, None) => TunnelStep::Closed(TunnelEnd::Lost),
+        };
         self.tunnel_step(cx, slot, step);
     }
 
@@ -261,7 +318,7 @@ impl AgentState {
         }
         t.armed = None;
         let step = t
-            .tunnel
+            .stage
             .expire(cx.now, &self.policy, cx.policy.connect_timeout);
         self.tunnel_step(cx, slot, step);
     }
@@ -279,7 +336,7 @@ impl AgentState {
             TunnelStep::Closed(end) => return self.close_tunnel(cx, slot, end),
         }
         if let Some(t) = self.tunnels.get_mut(slot) {
-            let deadline = t.tunnel.deadline(&self.policy, cx.policy.connect_timeout);
+            let deadline = t.stage.deadline(&self.policy, cx.policy.connect_timeout);
             let owner = Owner::Tunnel {
                 listener: cx.listener,
                 slot,
@@ -297,36 +354,6 @@ impl AgentState {
             info!("service {name}: tunnels to {} authenticated", t.relay);
         }
         cx.actions.push(Action::Up);
-    }
-
-    fn close_tunnel(&mut self, cx: &mut Cx<'_>, slot: usize, end: TunnelEnd) {
-        let Some(mut t) = self.tunnels.try_remove(slot) else {
-            return;
-        };
-        let _ = cx.registry.deregister(t.tunnel.stream().source());
-        let up = self.services.closed(t.service);
-        let refused = matches!(end, TunnelEnd::Denied | TunnelEnd::AuthFailed);
-        if refused {
-            cx.counters.auth_failures += 1;
-        }
-        let name = self.services.name(t.service);
-        let (id, relay, what) = (t.id, t.relay, end.as_str());
-        if refused {
-            warn!(
-                "tunnel {id} to {relay} for {name}: {what} \
-                 (check the secret and that the relay has this service)"
-            );
-        } else if up {
-            warn!("tunnel {id} to {relay} for {name}: {what}");
-        } else {
-            debug!("tunnel {id} to {relay} for {name}: {what}");
-        }
-        if self.exit_on_disconnect {
-            error!("lost the relay ({what}): exiting (--exit-on-disconnect)");
-            cx.actions.push(Action::Stop(Stopped::Disconnected));
-            return;
-        }
-        self.tunnel_failed(cx, t.service);
     }
 
     /// Backs a service off after a failure (tunnels that fail together count as one

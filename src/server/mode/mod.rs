@@ -31,6 +31,7 @@ mod dynamic;
 mod forward;
 mod preface;
 mod relay;
+mod tls;
 mod upstreams;
 
 use upstreams::Upstreams;
@@ -137,20 +138,22 @@ enum State {
 }
 
 impl ModeState {
-    /// A mode's fresh state for `listener`.
-    pub(super) fn new(listener: &config::Listener, now: Instant) -> ModeState {
+    /// A mode's fresh state for `listener`; an error when a relay's or agent's TLS
+    /// configuration cannot be made (its files were checked when the configuration was
+    /// read: a failed random source, say).
+    pub(super) fn new(listener: &config::Listener, now: Instant) -> Result<ModeState, String> {
         let state = match &listener.mode {
             Mode::Forward(f) => State::Forward(Box::new(ForwardState::new(listener, f, now))),
-            Mode::Relay(r) => State::Relay(Box::new(RelayState::new(r))),
-            Mode::Agent(a) => State::Agent(Box::new(AgentState::new(listener, a, now))),
+            Mode::Relay(r) => State::Relay(Box::new(RelayState::new(r)?)),
+            Mode::Agent(a) => State::Agent(Box::new(AgentState::new(listener, a, now)?)),
             Mode::Connect(d) | Mode::Socks(d) => {
                 State::Dynamic(Box::new(DynamicState::new(&listener.mode, d)))
             }
         };
-        ModeState {
+        Ok(ModeState {
             state,
             prefaces: Prefaces::new(proxy_accept(&listener.mode)),
-        }
+        })
     }
 
     /// The listener's upstream groups, if its mode has any.

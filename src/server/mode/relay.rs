@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
+use super::tls::{note_first, Handshake};
 use super::{Action, Cx};
-use crate::config::Relay;
-use crate::core::failures::{Admission, Failures, Warn};
+use crate::config::{Relay, TunnelTls};
+use crate::core::failures::Admission;
 use crate::core::reason::CloseReason;
 use crate::core::session::{Preamble, Session};
 use crate::core::stream::Readiness;
@@ -24,14 +25,18 @@ use crate::core::tunnel::{ready_reply, RelayTunnel, TunnelEnd, TunnelPolicy, Tun
 use crate::os::link::Link;
 use crate::os::net::{describe, Conn};
 use crate::os::random;
+use crate::os::tls::{RelayTls, TlsStream};
 use crate::proto::auth::Secret;
 use crate::proto::tunnel;
 use crate::server::owner::Owner;
 use crate::server::sessions::{Registration, Route, Start};
 
+mod ends;
+mod stage;
 mod tunnels;
 mod waiting;
 
+use stage::Stage;
 use tunnels::Tunnels;
 use waiting::{Waiting, WaitingEntry};
 
@@ -45,28 +50,44 @@ pub(super) struct RelayState {
     max_idle_tunnels: usize,
     max_handshakes: usize,
     policy: TunnelPolicy,
+    /// The TLS identity tunnels are accepted with; `None`: plain tunnels.
+    tls: Option<RelayTls>,
     tunnels: Tunnels,
     waiting: Waiting,
 }
 
-/// Whether a warning about a failed handshake may be logged now (after the summary of
-/// those that were not, when a window starts).
-fn may_warn(failures: &mut Failures, now: Instant) -> bool {
-    match failures.may_warn(now) {
-        Warn::Yes => true,
-        Warn::AfterSuppressed { suppressed, total } => {
-            warn!("{suppressed} more failed tunnel handshakes were not logged ({total} in all)");
-            true
-        }
-        Warn::No => false,
-    }
-}
-
 impl RelayState {
-    pub(super) fn new(cfg: &Relay) -> RelayState {
+    /// A relay's fresh state; its TLS identity from its files, or a key made now.
+    pub(super) fn new(cfg: &Relay) -> Result<RelayState, String> {
         let names: Vec<String> = cfg.public.iter().map(|s| s.name.clone()).collect();
         let n = names.len();
-        RelayState {
+        let tls = match cfg.tunnel.tls {
+            TunnelTls::On => {
+                let made = cfg.identity.load();
+                let key = if made.is_some() {
+                    "relay TLS key"
+                } else {
+                    "relay TLS key (made at start-up)"
+                };
+                let tls = made
+                    .unwrap_or_else(RelayTls::generate)
+                    .map_err(|e| format!("tunnels on {}: TLS: {e}", cfg.tunnel_listen))?;
+                info!(
+                    "tunnels on {}: {key} {}",
+                    cfg.tunnel_listen,
+                    tls.fingerprint()
+                );
+                Some(tls)
+            }
+            TunnelTls::Off => {
+                warn!(
+                    "tunnels on {} are not encrypted: tunnel-tls off (use a trusted network)",
+                    cfg.tunnel_listen
+                );
+                None
+            }
+        };
+        Ok(RelayState {
             secret: cfg.tunnel.secret.clone(),
             names,
             pair_timeout: cfg.pair_timeout,
@@ -74,9 +95,10 @@ impl RelayState {
             max_idle_tunnels: cfg.max_idle_tunnels,
             max_handshakes: cfg.max_handshakes,
             policy: cfg.tunnel.policy,
+            tls,
             tunnels: Tunnels::new(n),
             waiting: Waiting::new(n),
-        }
+        })
     }
 
     /// Takes new limits and timeouts (same secret and services: see `keeps_state`).
@@ -107,11 +129,17 @@ impl RelayState {
             }
         };
         let now = cx.now;
-        let inserted = self
-            .tunnels
-            .insert(cx.registry, cx.listener, id, conn, peer, |c| {
-                RelayTunnel::new(Link::from(c), nonce, now)
-            });
+        let tls = self.tls.as_ref();
+        let inserted =
+            self.tunnels
+                .insert(cx.registry, cx.listener, id, conn, peer, |c| match tls {
+                    Some(tls) => Stage::Tls {
+                        shake: Handshake::new(TlsStream::server(c, tls)),
+                        nonce,
+                        since: now,
+                    },
+                    None => Stage::Tunnel(RelayTunnel::new(Link::from(c), nonce, now)),
+                });
         match (inserted, admission) {
             (Ok(slot), Admission::Slow(delay)) => {
                 debug!("tunnel {id} from {peer}: slowed {delay:?}, too many failed handshakes");
@@ -125,7 +153,7 @@ impl RelayState {
     /// An event on a tunnel's socket.
     pub(super) fn on_tunnel_event(&mut self, cx: &mut Cx<'_>, slot: usize, ready: Readiness) {
         if let Some(t) = self.tunnels.slab.get_mut(slot) {
-            t.tunnel.on_event(ready);
+            t.stage.on_event(ready);
             self.drive_tunnel(cx, slot);
         }
     }
@@ -149,7 +177,7 @@ impl RelayState {
             // A slowed handshake starts now (its own deadline counts from the accept).
             return self.drive_tunnel(cx, slot);
         }
-        let step = t.tunnel.expire(cx.now, &self.policy);
+        let step = t.stage.expire(cx.now, &self.policy);
         self.tunnel_step(cx, slot, step);
     }
 
@@ -160,7 +188,23 @@ impl RelayState {
         if t.held_until.is_some() {
             return;
         }
-        let step = t.tunnel.drive(cx.now, &self.secret, &self.names);
+        if t.handshaking {
+            note_first(&mut t.first, t.stage.tcp());
+        }
+        let step = match &mut t.stage {
+            Stage::Tls { shake, .. } => match shake.drive() {
+                Ok(None) => TunnelStep::Waiting,
+                Ok(Some((link, channel))) => {
+                    t.stage.upgrade(link, channel);
+                    return self.drive_tunnel(cx, slot);
+                }
+                Err(failed) => {
+                    t.why = Some(failed.why);
+                    TunnelStep::Closed(failed.end)
+                }
+            },
+            Stage::Tunnel(tunnel) => tunnel.drive(cx.now, &self.secret, &self.names),
+        };
         self.tunnel_step(cx, slot, step);
     }
 
@@ -171,7 +215,7 @@ impl RelayState {
             TunnelStep::Closed(end) => return self.close_tunnel(cx, slot, end),
         }
         if let Some(t) = self.tunnels.slab.get_mut(slot) {
-            let deadline = t.tunnel.deadline(&self.policy);
+            let deadline = t.stage.deadline(&self.policy);
             let owner = Owner::Tunnel {
                 listener: cx.listener,
                 slot,
@@ -194,63 +238,24 @@ impl RelayState {
         let Some(t) = self.tunnels.slab.get_mut(slot) else {
             return;
         };
+        let Some(tunnel) = t.stage.tunnel() else {
+            return;
+        };
         if idle >= self.max_idle_tunnels {
             info!(
                 "tunnel {} from {} for {name}: refused, {idle} idle tunnels already",
                 t.id, t.peer
             );
-            let step = t.tunnel.deny(TunnelEnd::Denied);
+            let step = tunnel.deny(TunnelEnd::Denied);
             return self.tunnel_step(cx, slot, step);
         }
-        t.tunnel.admit(cx.now, &self.secret);
+        tunnel.admit(cx.now, &self.secret);
         t.service = Some(service);
         debug!("tunnel {} from {} for {name}: idle", t.id, t.peer);
         self.tunnels.push_idle(service, slot, false);
         // Bytes that came with the hello (a heartbeat) raise no new edge: read on now.
         self.drive_tunnel(cx, slot);
         self.pair_waiting(cx, service);
-    }
-
-    fn close_tunnel(&mut self, cx: &mut Cx<'_>, slot: usize, end: TunnelEnd) {
-        let Some(mut t) = self.tunnels.remove(slot) else {
-            return;
-        };
-        let _ = cx.registry.deregister(t.tunnel.stream().source());
-        match (t.service, end) {
-            (Some(service), _) => info!(
-                "tunnel {} from {} for {}: {}",
-                t.id,
-                t.peer,
-                self.names.get(service).map_or("?", String::as_str),
-                end.as_str()
-            ),
-            // Refused at the idle-tunnel limit (logged when refused): not a failure.
-            (None, TunnelEnd::Denied) => {}
-            // Every other unfinished handshake is a failure; only the peer's own count
-            // against its source (a wrong proof, bad bytes, a slot held silent to the
-            // deadline), not a peer that went away before answering (connections lost
-            // in the listen queue must not lock a legitimate agent out).
-            (None, _) => {
-                let auth = end == TunnelEnd::AuthFailed;
-                if auth {
-                    cx.counters.auth_failures += 1;
-                } else {
-                    cx.counters.handshake_failures += 1;
-                }
-                let failures = &mut self.tunnels.failures;
-                if !matches!(end, TunnelEnd::Lost | TunnelEnd::Evicted) {
-                    failures.record(t.peer.ip(), cx.now);
-                }
-                if may_warn(failures, cx.now) {
-                    let what = if auth {
-                        "authentication failed"
-                    } else {
-                        "handshake failed"
-                    };
-                    warn!("tunnel {} from {}: {what} ({})", t.id, t.peer, end.as_str());
-                }
-            }
-        }
     }
 
     /// A public client of `service` arrived: pair it at once, or let it wait.
@@ -315,13 +320,16 @@ impl RelayState {
         let Some(t) = self.tunnels.remove(tunnel) else {
             return;
         };
+        let Stage::Tunnel(stream) = t.stage else {
+            return;
+        };
         let (frame, n) = tunnel::attach(client.addr);
         let preamble = Preamble {
             to_upstream: Some(Cow::Owned(frame[..n].to_vec())),
             reply: Some(ready_reply),
             ..Preamble::default()
         };
-        let session = Session::established(Link::from(client.conn), t.tunnel.into_stream(), cx.now)
+        let session = Session::established(Link::from(client.conn), stream.into_stream(), cx.now)
             .with_preamble(preamble);
         debug!(
             "session {}: paired with tunnel {} from {}",

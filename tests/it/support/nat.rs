@@ -77,6 +77,10 @@ fn path_str(p: &Path) -> String {
     p.to_str().expect("utf-8 temp path").to_string()
 }
 
+/// Plain tunnels (protocol version 1), for relays and agents that face a test speaking
+/// the tunnel protocol by hand.
+pub const PLAIN: [&str; 2] = ["--tunnel-tls", "off"];
+
 /// `relay --tunnel-listen TUNNEL --public svc=PUBLIC --secret-file S EXTRA...`.
 pub fn relay_args(tunnel: &str, public: &str, secret: &Path, extra: &[String]) -> Vec<String> {
     let mut v: Vec<String> = vec![

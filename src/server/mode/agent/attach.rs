@@ -46,10 +46,13 @@ impl AgentState {
         };
         cx.counters.accepted += 1;
         self.services.closed(t.service);
+        let super::Stage::Tunnel(attached) = t.stage else {
+            return;
+        };
         let Peer {
             stream: mut tunnel,
             ready,
-        } = t.tunnel.into_peer();
+        } = attached.into_peer();
         let last = ConnectFailure::Error;
         match self
             .upstreams

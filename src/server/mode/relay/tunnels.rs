@@ -8,9 +8,8 @@ use std::time::Instant;
 use mio::{Interest, Registry};
 use slab::Slab;
 
+use super::stage::Stage;
 use crate::core::failures::Failures;
-use crate::core::tunnel::RelayTunnel;
-use crate::os::link::Link;
 use crate::os::net::Conn;
 use crate::server::owner::{self, Owner};
 
@@ -30,8 +29,13 @@ fn network(ip: IpAddr) -> u128 {
 #[derive(Debug)]
 pub(super) struct RelayTunnelEntry {
     pub(super) id: u64,
-    pub(super) tunnel: RelayTunnel<Link>,
+    pub(super) stage: Stage,
     pub(super) peer: SocketAddr,
+    /// The first byte the peer sent in its handshake, once seen (to say what a peer
+    /// that speaks the other kind of tunnel sent).
+    pub(super) first: Option<u8>,
+    /// Why its TLS handshake failed, for the log line.
+    pub(super) why: Option<String>,
     /// Set once admitted into a service's idle queue.
     pub(super) service: Option<usize>,
     /// Counted in the handshakes until verified.
@@ -69,7 +73,7 @@ impl Tunnels {
         id: u64,
         mut conn: Conn,
         peer: SocketAddr,
-        tunnel: impl FnOnce(Conn) -> RelayTunnel<Link>,
+        stage: impl FnOnce(Conn) -> Stage,
     ) -> std::io::Result<usize> {
         let entry = self.slab.vacant_entry();
         let slot = entry.key();
@@ -81,8 +85,10 @@ impl Tunnels {
         )?;
         entry.insert(RelayTunnelEntry {
             id,
-            tunnel: tunnel(conn),
+            stage: stage(conn),
             peer,
+            first: None,
+            why: None,
             service: None,
             handshaking: true,
             armed: None,
@@ -112,15 +118,16 @@ impl Tunnels {
     /// The handshake to close so a newcomer from `peer` gets a slot, if one must go:
     /// when `peer` already holds [`PER_SOURCE`] handshakes, one of those; when its
     /// network (/24 for IPv4, /64 for IPv6) holds a quarter of `max`, one of those; when
-    /// all `max` slots are taken, any. The one chosen has made the least progress (bytes
-    /// of hello received), the oldest first: a silent peer holding a slot goes before an
-    /// agent half-way through its hello, and a newcomer is never refused.
+    /// all `max` slots are taken, any. The one chosen has made the least progress (a TLS
+    /// handshake before any tunnel hello; then bytes received), the oldest first: a
+    /// silent peer holding a slot goes before an agent half-way through its hello, and a
+    /// newcomer is never refused.
     pub(super) fn make_room(&self, peer: IpAddr, max: usize) -> Option<usize> {
         let shaking = || self.slab.iter().filter(|(_, t)| t.handshaking);
         let pick = |within: &dyn Fn(IpAddr) -> bool| {
             shaking()
                 .filter(|(_, t)| within(t.peer.ip()))
-                .min_by_key(|(_, t)| (t.tunnel.progress(), t.tunnel.since()))
+                .min_by_key(|(_, t)| (t.stage.progress(), t.stage.since()))
                 .map(|(slot, _)| slot)
         };
         let same = |ip: IpAddr| ip == peer;
@@ -178,7 +185,7 @@ impl Tunnels {
         for _ in 0..queue.len() {
             let (slot, id) = queue.pop_front()?;
             match self.slab.get(slot) {
-                Some(t) if t.id == id && t.tunnel.is_idle() => return Some(slot),
+                Some(t) if t.id == id && t.stage.is_idle() => return Some(slot),
                 Some(t) if t.id == id => queue.push_back((slot, id)),
                 _ => {}
             }
@@ -206,7 +213,7 @@ impl Tunnels {
         for (_, t) in &self.slab {
             if let Some(c) = t
                 .service
-                .filter(|_| t.tunnel.is_idle())
+                .filter(|_| t.stage.is_idle())
                 .and_then(|s| counts.get_mut(s))
             {
                 *c += 1;
@@ -225,7 +232,9 @@ impl Tunnels {
     /// Every tunnel goes at once.
     pub(super) fn drop_all(&mut self, registry: &Registry) {
         for mut t in self.slab.drain() {
-            let _ = registry.deregister(t.tunnel.stream().source());
+            if let Some(source) = t.stage.source() {
+                let _ = registry.deregister(source);
+            }
         }
         self.idle.iter_mut().for_each(VecDeque::clear);
         self.handshakes = 0;

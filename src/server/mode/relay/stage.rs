@@ -1,0 +1,119 @@
+//! Where a relay's tunnel connection stands before pairing: its TLS handshake (when
+//! tunnels are TLS), then the tunnel protocol (`core::tunnel::RelayTunnel`). One enum,
+//! changed in one place ([`Stage::upgrade`]); the rest of the relay asks it.
+
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use crate::core::stream::Readiness;
+use crate::core::tunnel::{RelayTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
+use crate::os::link::Link;
+use crate::os::net::Conn;
+use crate::proto::auth::{Channel, NONCE_LEN};
+use crate::server::mode::tls::Handshake;
+
+/// A relay's tunnel connection before pairing.
+// The tunnel is held by value: entries live in the slab, and a box would cost an
+// allocation per tunnel for a handshake stage that lasts a few round trips.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(super) enum Stage {
+    /// The TLS handshake; the tunnel protocol starts on its channel once it is done.
+    Tls {
+        shake: Handshake,
+        nonce: [u8; NONCE_LEN],
+        /// When the connection was accepted (the one deadline counts from it).
+        since: Instant,
+    },
+    /// The tunnel protocol: challenge, hello, then idle.
+    Tunnel(RelayTunnel<Link>),
+}
+
+impl Stage {
+    /// The tunnel protocol on the TLS channel just made (the handshake's deadline still
+    /// counts from the accept); the stream counts as readable and writable.
+    pub(super) fn upgrade(&mut self, link: Link, channel: Channel) {
+        if let Stage::Tls { nonce, since, .. } = *self {
+            let mut tunnel = RelayTunnel::bound(link, channel, nonce, since);
+            tunnel.on_event(Readiness {
+                readable: true,
+                writable: true,
+                read_closed: false,
+            });
+            *self = Stage::Tunnel(tunnel);
+        }
+    }
+
+    /// The TCP connection underneath.
+    pub(super) fn tcp(&mut self) -> Option<&Conn> {
+        match self {
+            Stage::Tls { shake, .. } => shake.tcp(),
+            Stage::Tunnel(t) => Some(t.stream().tcp()),
+        }
+    }
+
+    /// The mio stream, for deregistration.
+    pub(super) fn source(&mut self) -> Option<&mut TcpStream> {
+        match self {
+            Stage::Tls { shake, .. } => shake.source(),
+            Stage::Tunnel(t) => Some(t.stream().source()),
+        }
+    }
+
+    /// How far the handshake got, for eviction: a TLS handshake (by its bytes
+    /// received) ranks below any tunnel hello (by its bytes received).
+    pub(super) fn progress(&self) -> (u8, usize) {
+        match self {
+            Stage::Tls { shake, .. } => (0, shake.received()),
+            Stage::Tunnel(t) => (1, t.progress()),
+        }
+    }
+
+    /// When the connection was accepted.
+    pub(super) fn since(&self) -> Instant {
+        match self {
+            Stage::Tls { since, .. } => *since,
+            Stage::Tunnel(t) => t.since(),
+        }
+    }
+
+    /// True once admitted and idle (the only state a tunnel may be paired in).
+    pub(super) fn is_idle(&self) -> bool {
+        matches!(self, Stage::Tunnel(t) if t.is_idle())
+    }
+
+    /// The tunnel protocol, once the TLS handshake (if any) is done.
+    pub(super) fn tunnel(&mut self) -> Option<&mut RelayTunnel<Link>> {
+        match self {
+            Stage::Tunnel(t) => Some(t),
+            Stage::Tls { .. } => None,
+        }
+    }
+
+    /// Records readiness from an event (the TLS handshake is driven whatever it says).
+    pub(super) fn on_event(&mut self, ready: Readiness) {
+        if let Stage::Tunnel(t) = self {
+            t.on_event(ready);
+        }
+    }
+
+    /// When to call [`expire`](Self::expire).
+    pub(super) fn deadline(&self, p: &TunnelPolicy) -> Instant {
+        match self {
+            Stage::Tls { since, .. } => *since + p.handshake_timeout,
+            Stage::Tunnel(t) => t.deadline(p),
+        }
+    }
+
+    /// The deadline passed: a heartbeat is due, or the tunnel is dead.
+    pub(super) fn expire(&mut self, now: Instant, p: &TunnelPolicy) -> TunnelStep {
+        match self {
+            Stage::Tls { since, .. } if now >= *since + p.handshake_timeout => {
+                TunnelStep::Closed(TunnelEnd::HandshakeTimeout)
+            }
+            Stage::Tls { .. } => TunnelStep::Waiting,
+            Stage::Tunnel(t) => t.expire(now, p),
+        }
+    }
+}
