@@ -39,6 +39,8 @@ mod tests;
 #[cfg(test)]
 mod tests_listeners;
 #[cfg(test)]
+mod tests_tls;
+#[cfg(test)]
 mod tests_upstreams;
 
 pub use render::render;

@@ -72,6 +72,7 @@ mod nat_data;
 mod nat_failures;
 mod nat_keepalive;
 mod nat_lifecycle;
+mod nat_tls;
 mod operate_config;
 mod operate_metrics;
 mod operate_reload_nat;

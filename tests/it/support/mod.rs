@@ -44,6 +44,7 @@ pub mod prom;
 pub mod proxy;
 pub mod sockopts;
 pub mod strace;
+pub mod tls;
 pub mod upstreams;
 
 pub use chaos::*;

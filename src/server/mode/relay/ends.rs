@@ -42,7 +42,8 @@ pub(super) fn mismatch(
             ": its first byte is no TLS record (the agent speaks plain tunnels, \
              tunnel-tls off, while this relay requires TLS)"
         }
-        (false, TunnelEnd::ProtocolError, Some(TLS_HANDSHAKE)) => {
+        // A bad magic, or the agent's reset (its TLS failed on our challenge) first.
+        (false, TunnelEnd::ProtocolError | TunnelEnd::Lost, Some(TLS_HANDSHAKE)) => {
             ": its first byte starts a TLS record (the agent speaks TLS while this \
              relay has tunnel-tls off)"
         }
