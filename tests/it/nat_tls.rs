@@ -328,3 +328,25 @@ fn garbage_and_a_slow_tls_hello_are_closed_by_the_handshake_deadline() {
         relay.assert_no_panic();
     });
 }
+
+/// An agent opens its pool a few handshakes at a time: 40 TLS tunnels from one address
+/// fill without the relay evicting any of them (it holds 8 handshakes per source).
+#[test]
+fn a_large_pool_fills_over_tls_without_evicting_itself() {
+    watchdog(|| {
+        let up = echo_server();
+        let dir = SecretDir::new();
+        let secret = dir.file("secret", format!("{SECRET}\n").as_bytes());
+        let metrics = owned(&["--metrics-listen", "127.0.0.1:0"]);
+        let (relay, tunnel, public) = spawn_relay(&secret, "127.0.0.1:0", "127.0.0.1:0", &metrics);
+        let agent = spawn_agent(tunnel, up.addr, &secret, &owned(&["--pool", "40"]));
+        let at = relay.field_addr("metrics");
+        let full = wait_for(Duration::from_secs(10), || {
+            metric_total(at, "tcpbridge_idle_tunnels") >= 40.0
+        });
+        assert!(full, "the pool of 40 did not fill\n{}", relay.stderr());
+        assert!(!relay.stderr().contains("evicted"), "{}", relay.stderr());
+        echo_once(public);
+        agent.assert_no_panic();
+    });
+}

@@ -38,6 +38,13 @@ use stage::{Moved, Stage};
 /// The resolver key of the relay's name (upstream groups use small numbers).
 const RELAY_LOOKUP: u32 = u32::MAX;
 
+/// Tunnels in their handshake at once, all services together. A relay holds at most 8
+/// handshakes per source address and evicts the one that got least far to make room
+/// for a ninth: an agent that opened its whole pool at once would evict its own
+/// handshakes (a TLS handshake takes two round trips before the hello). Half of that
+/// leaves room for a second agent behind the same address.
+const OPENING: usize = 4;
+
 /// A tunnel before pairing.
 #[derive(Debug)]
 struct AgentTunnelEntry {
@@ -205,7 +212,8 @@ impl AgentState {
         true
     }
 
-    /// Keeps every service's tunnels open, within its backoff.
+    /// Keeps every service's tunnels open, within its backoff, [`OPENING`] handshakes at
+    /// a time (each pass opens more as handshakes finish).
     pub(super) fn upkeep(&mut self, cx: &mut Cx<'_>) {
         if self.stale {
             let lookup = Lookup {
@@ -217,11 +225,21 @@ impl AgentState {
         if self.relay_addrs.is_empty() {
             return;
         }
+        let wanted = (0..self.services.len()).any(|s| self.services.wants_tunnel(s, cx.now));
+        if !wanted {
+            return;
+        }
+        let mut opening = self
+            .tunnels
+            .iter()
+            .filter(|(_, t)| !t.stage.is_idle())
+            .count();
         for service in 0..self.services.len() {
-            while self.services.wants_tunnel(service, cx.now) {
+            while opening < OPENING && self.services.wants_tunnel(service, cx.now) {
                 if !self.dial_tunnel(cx, service) {
                     break;
                 }
+                opening += 1;
             }
         }
     }

@@ -16,7 +16,7 @@ use log::{debug, info, warn};
 
 use super::tls::{note_first, Handshake};
 use super::{Action, Cx};
-use crate::config::{Relay, TunnelTls};
+use crate::config::Relay;
 use crate::core::failures::Admission;
 use crate::core::reason::CloseReason;
 use crate::core::session::{Preamble, Session};
@@ -61,32 +61,7 @@ impl RelayState {
     pub(super) fn new(cfg: &Relay) -> Result<RelayState, String> {
         let names: Vec<String> = cfg.public.iter().map(|s| s.name.clone()).collect();
         let n = names.len();
-        let tls = match cfg.tunnel.tls {
-            TunnelTls::On => {
-                let made = cfg.identity.load();
-                let key = if made.is_some() {
-                    "relay TLS key"
-                } else {
-                    "relay TLS key (made at start-up)"
-                };
-                let tls = made
-                    .unwrap_or_else(RelayTls::generate)
-                    .map_err(|e| format!("tunnels on {}: TLS: {e}", cfg.tunnel_listen))?;
-                info!(
-                    "tunnels on {}: {key} {}",
-                    cfg.tunnel_listen,
-                    tls.fingerprint()
-                );
-                Some(tls)
-            }
-            TunnelTls::Off => {
-                warn!(
-                    "tunnels on {} are not encrypted: tunnel-tls off (use a trusted network)",
-                    cfg.tunnel_listen
-                );
-                None
-            }
-        };
+        let tls = stage::identity(cfg)?;
         Ok(RelayState {
             secret: cfg.tunnel.secret.clone(),
             names,

@@ -65,3 +65,6 @@ impl AgentState {
         self.tunnel_failed(cx, t.service);
     }
 }
+
+#[cfg(test)]
+mod tests;

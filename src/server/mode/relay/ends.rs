@@ -108,3 +108,6 @@ impl RelayState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,17 +1,47 @@
-//! Where a relay's tunnel connection stands before pairing: its TLS handshake (when
-//! tunnels are TLS), then the tunnel protocol (`core::tunnel::RelayTunnel`). One enum,
-//! changed in one place ([`Stage::upgrade`]); the rest of the relay asks it.
+//! The TLS identity a relay starts with, and where a relay's tunnel connection stands
+//! before pairing: its TLS handshake (when tunnels are TLS), then the tunnel protocol
+//! (`core::tunnel::RelayTunnel`). One enum, changed in one place ([`Stage::upgrade`]);
+//! the rest of the relay asks it.
 
 use std::time::Instant;
 
+use log::{info, warn};
 use mio::net::TcpStream;
 
+use crate::config::{Relay, TunnelTls};
 use crate::core::stream::Readiness;
 use crate::core::tunnel::{RelayTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
 use crate::os::link::Link;
 use crate::os::net::Conn;
+use crate::os::tls::RelayTls;
 use crate::proto::auth::{Channel, NONCE_LEN};
 use crate::server::mode::tls::Handshake;
+
+/// The TLS identity a relay's tunnels are accepted with (its files', or a key made now),
+/// its fingerprint logged; `None` for plain tunnels (a warning).
+pub(super) fn identity(cfg: &Relay) -> Result<Option<RelayTls>, String> {
+    if cfg.tunnel.tls == TunnelTls::Off {
+        warn!(
+            "tunnels on {} are not encrypted: tunnel-tls off (use a trusted network)",
+            cfg.tunnel_listen
+        );
+        return Ok(None);
+    }
+    let loaded = cfg.identity.load();
+    let key = match loaded {
+        Some(_) => "relay TLS key",
+        None => "relay TLS key (made at start-up)",
+    };
+    let tls = loaded
+        .unwrap_or_else(RelayTls::generate)
+        .map_err(|e| format!("tunnels on {}: TLS: {e}", cfg.tunnel_listen))?;
+    info!(
+        "tunnels on {}: {key} {}",
+        cfg.tunnel_listen,
+        tls.fingerprint()
+    );
+    Ok(Some(tls))
+}
 
 /// A relay's tunnel connection before pairing.
 // The tunnel is held by value: entries live in the slab, and a box would cost an
