@@ -78,3 +78,73 @@ fn relay_reload_keeps_tunnels_unless_the_secret_changes() {
         relay.assert_no_panic();
     });
 }
+
+/// The relay's key lines in its log, in order.
+fn key_lines(relay: &Proxy) -> Vec<String> {
+    relay
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("relay TLS key"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A reload that keeps the TLS settings keeps the relay's generated key (an agent that
+/// pinned it keeps working); a reload that gives a key file restarts the tunnels with
+/// that key, and an agent that accepts any key reconnects.
+#[test]
+fn relay_reload_keeps_its_generated_key_unless_tls_settings_change() {
+    watchdog(|| {
+        let up = echo_server();
+        let dir = SecretDir::new();
+        let secret = dir.file("secret", format!("{SECRET}\n").as_bytes());
+        let file = dir.file("relay.toml", relay_file(&secret, "10s").as_bytes());
+        let mut relay = Proxy::spawn(&["run", "--config", file.to_str().expect("path")]);
+        let tunnel = relay.field_addr("edge.tunnel");
+        let public = relay.field_addr(&format!("edge.public.{SERVICE}"));
+        let metrics = relay.field_addr("metrics");
+        assert!(relay.wait_log("relay TLS key", Duration::from_secs(5)));
+        let first = key_lines(&relay);
+        let pin = first[0]
+            .split_whitespace()
+            .last()
+            .expect("a fingerprint")
+            .to_string();
+        let pinned = spawn_agent(
+            tunnel,
+            up.addr,
+            &secret,
+            &owned(&["--pool", "2", "--tunnel-tls-pin", &pin]),
+        );
+        assert!(wait_for(Duration::from_secs(10), || idle_tunnels(metrics) == 2.0));
+
+        dir.file("relay.toml", relay_file(&secret, "3s").as_bytes());
+        relay.send_signal(libc::SIGHUP);
+        assert!(relay
+            .wait_stdout("RELOADED ", Duration::from_secs(10))
+            .is_some());
+        assert_eq!(key_lines(&relay), first, "the key is kept");
+        echo_once(public);
+        drop(pinned);
+
+        let key = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("src/os/tls/testdata/relay.key");
+        let keyed = format!(
+            "{}tunnel_tls_key = \"{}\"\n",
+            relay_file(&secret, "3s"),
+            key.display()
+        );
+        dir.file("relay.toml", keyed.as_bytes());
+        relay.send_signal(libc::SIGHUP);
+        assert!(relay
+            .wait_stdout("RELOADED ", Duration::from_secs(10))
+            .is_some());
+        let lines = key_lines(&relay);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(!lines[1].contains("made at start-up"), "{lines:?}");
+        let _any = spawn_agent(tunnel, up.addr, &secret, &owned(&["--pool", "1"]));
+        echo_once(public);
+        relay.assert_alive();
+        relay.assert_no_panic();
+    });
+}
