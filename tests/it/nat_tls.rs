@@ -161,11 +161,13 @@ fn a_plain_agent_and_a_tls_relay_each_say_why_there_is_no_tunnel() {
         let secret = dir.file("secret", format!("{SECRET}\n").as_bytes());
         let quick = ["--handshake-timeout", "1s"];
         let (relay, tunnel, _) = spawn_relay(&secret, "127.0.0.1:0", "127.0.0.1:0", &owned(&quick));
+        // The agent waits longer than the relay: both deadlines are reached, the relay's
+        // first (the agent closing first would only be a peer that left, to the relay).
         let agent = failing_agent(
             tunnel,
             up.addr,
             &secret,
-            &["--handshake-timeout", "1s", PLAIN[0], PLAIN[1]],
+            &["--handshake-timeout", "2s", PLAIN[0], PLAIN[1]],
         );
         assert!(
             relay.wait_log("no TLS hello came", Duration::from_secs(5)),
@@ -173,7 +175,7 @@ fn a_plain_agent_and_a_tls_relay_each_say_why_there_is_no_tunnel() {
             relay.stderr()
         );
         assert!(
-            agent.wait_log("no challenge came", Duration::from_secs(5)),
+            agent.wait_log("no challenge came", Duration::from_secs(8)),
             "agent:\n{}",
             agent.stderr()
         );

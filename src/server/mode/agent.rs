@@ -305,7 +305,7 @@ impl AgentState {
                 tunnel.drive(cx.now, &self.secret)
             }
             (stage, Some(tls)) => {
-                match stage.drive_tls(ready, tls, self.services.name(t.service)) {
+                match stage.drive_tls(ready, tls, self.services.name(t.service), &mut t.first) {
                     Moved::Waiting => TunnelStep::Waiting,
                     // The handshake is done: the tunnel speaks first (its readiness is set).
                     Moved::Tunnel => return self.on_tunnel_event(cx, slot, Readiness::default()),

@@ -167,7 +167,7 @@ impl RelayState {
             note_first(&mut t.first, t.stage.tcp());
         }
         let step = match &mut t.stage {
-            Stage::Tls { shake, .. } => match shake.drive() {
+            Stage::Tls { shake, .. } => match shake.drive(&mut t.first) {
                 Ok(None) => TunnelStep::Waiting,
                 Ok(Some((link, channel))) => {
                     t.stage.upgrade(link, channel);

@@ -51,15 +51,21 @@ impl Handshake {
         self.tls.as_ref().map(|t| t.tcp())
     }
 
-    /// Moves the handshake on: `Ok(None)` while it waits for the socket; when it is
+    /// Moves the handshake on (noting the peer's first byte in `first`, once it has
+    /// come): `Ok(None)` while it waits for the socket; when it is
     /// done, the stream as a link and its channel (treat it as readable and writable:
     /// plaintext may already wait inside it). A failure the peer caused (bytes that are
     /// not TLS, a bad record, an alert) is [`TunnelEnd::TlsFailed`]; a peer that closed
     /// or reset is [`TunnelEnd::Lost`].
-    pub(super) fn drive(&mut self) -> Result<Option<(Link, Channel)>, Failed> {
+    pub(super) fn drive(
+        &mut self,
+        first: &mut Option<u8>,
+    ) -> Result<Option<(Link, Channel)>, Failed> {
         let Some(tls) = self.tls.as_mut() else {
             return Err(lost("no TLS stream".into()));
         };
+        // Before the handshake reads it: what the peer's first byte was.
+        note_first(first, Some(tls.tcp()));
         match tls.handshake() {
             Ok(Progress::Pending) => Ok(None),
             Ok(Progress::Done) => {

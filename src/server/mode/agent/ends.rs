@@ -21,7 +21,8 @@ pub(super) fn mismatch(tls: bool, pinned: bool, end: TunnelEnd, first: Option<u8
             " (is tunnel-tls-pin the relay's key? the relay logs it at start-up)"
         }
         (true, TunnelEnd::HandshakeTimeout, None) => ": the relay did not answer the TLS hello",
-        (false, TunnelEnd::HandshakeTimeout, None) => {
+        // Silence to the deadline, or the relay closing at its own deadline first.
+        (false, TunnelEnd::HandshakeTimeout | TunnelEnd::Lost, None) => {
             ": no challenge came (a relay that requires TLS waits so for a TLS hello, \
              and this agent has tunnel-tls off)"
         }

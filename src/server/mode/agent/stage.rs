@@ -61,9 +61,16 @@ impl Stage {
         }
     }
 
-    /// Moves the connect and the TLS handshake on (`ready`: what the event said), and
-    /// becomes the tunnel once the handshake is done.
-    pub(super) fn drive_tls(&mut self, ready: Readiness, tls: &AgentTls, service: &str) -> Moved {
+    /// Moves the connect and the TLS handshake on (`ready`: what the event said; the
+    /// relay's first byte noted in `first`), and becomes the tunnel once the handshake
+    /// is done.
+    pub(super) fn drive_tls(
+        &mut self,
+        ready: Readiness,
+        tls: &AgentTls,
+        service: &str,
+        first: &mut Option<u8>,
+    ) -> Moved {
         let Stage::Tls { wait, nonce, since } = self else {
             return Moved::Tunnel;
         };
@@ -93,7 +100,7 @@ impl Stage {
         let Wait::Tls(shake) = wait else {
             return Moved::Waiting;
         };
-        match shake.drive() {
+        match shake.drive(first) {
             Ok(None) => Moved::Waiting,
             Ok(Some((link, channel))) => {
                 let mut tunnel = AgentTunnel::bound(link, channel, service, *nonce, *since);
