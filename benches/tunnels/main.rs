@@ -29,6 +29,7 @@ mod client;
 #[path = "../common/host.rs"]
 #[allow(dead_code)] // shared with the other benches, which use every helper
 mod host;
+mod logs;
 #[path = "../common/machine.rs"]
 mod machine;
 mod memory;
@@ -248,7 +249,7 @@ fn run(options: Options) -> Result<(), String> {
         }
         sections.push('\n');
     }
-    notes.extend(targets::log_findings(&ctx, &found));
+    notes.extend(logs::findings(&ctx, &found));
     facts.push(("load average at end".into(), machine::load_average()));
     facts.push((
         "bench wall time".into(),
@@ -262,7 +263,7 @@ fn run(options: Options) -> Result<(), String> {
     markdown.push('\n');
     markdown.push_str(&sections);
     if !notes.is_empty() {
-        markdown.push_str("## Targets\n\n");
+        markdown.push_str("## Targets and their logs\n\n");
         for note in notes {
             markdown.push_str(&format!("- {note}\n"));
         }

@@ -197,6 +197,10 @@ fn record(results: &mut Results, target: &Running, o: &Outcome, cpu: Duration) {
         "cpu_s_per_1000",
         cpu.as_secs_f64() * 1000.0 / o.tunnels as f64,
     );
+    put(
+        "proxy_cores",
+        cpu.as_secs_f64() / o.elapsed.as_secs_f64().max(1e-9),
+    );
 }
 
 /// The best median of `figure` among the targets of `protocol` other than tcpbridge
@@ -236,10 +240,13 @@ pub fn markdown(results: &Results, scale: &Scale) -> String {
          {MESSAGE}-byte message echoed by the destination, close. {CLIENTS} client loops, \
          runs of {} ms, {} measured rounds after a warm-up round, interleaved. Tunnel time \
          from `connect` to the last echoed byte. Proxy CPU: its process tree's \
-         `utime + stime + cutime + cstime` over the run. `x best peer`: this target's \
+         `utime + stime + cutime + cstime` over the run; `proxy cores`: that CPU time over \
+         the run's wall time (the clients, the destination and the proxy share the \
+         machine's cores, so the rate is the machine's, and CPU per tunnel is the \
+         proxy's own cost). `x best peer`: this target's \
          median over the best median among the other proxies of the same protocol.\n\n\
-         | protocol | target | tunnels/s | x best peer | p50 us | p99 us | proxy CPU s per 1000 tunnels | x best peer | errors |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+         | protocol | target | tunnels/s | x best peer | p50 us | p99 us | proxy CPU s per 1000 tunnels | x best peer | proxy cores | errors |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         scale.run.as_millis(),
         scale.runs
     );
@@ -253,7 +260,7 @@ pub fn markdown(results: &Results, scale: &Scale) -> String {
             best_peer(results, SECTION, CASE, target.protocol, figure, lower).map(|b| b.1)
         };
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             target.protocol.label(),
             target.name,
             range(s("tunnels_per_s")),
@@ -262,6 +269,7 @@ pub fn markdown(results: &Results, scale: &Scale) -> String {
             range(s("tunnel_p99_us")),
             range(s("cpu_s_per_1000")),
             ratio(m("cpu_s_per_1000"), best("cpu_s_per_1000", true)),
+            m("proxy_cores").map_or("-".into(), num),
             m("errors").map_or("-".into(), num),
         ));
     }

@@ -9,7 +9,7 @@ use crate::targets::{self, Running};
 use crate::{perf, Ctx, Scale};
 
 /// Syscalls listed by name, most frequent first.
-const TOP: usize = 8;
+const TOP: usize = 12;
 
 /// Counts the syscalls of `target` over one run, and records them per tunnel.
 pub fn count(
