@@ -142,7 +142,8 @@ impl Found {
             ),
             "microsocks" => format!(
                 "`{path} -i 127.0.0.1 -p P`: no authentication; no knobs (a thread per \
-                 client, no client limit)"
+                 client, no client limit); it writes one line per client to stderr (a \
+                 file here), and this version has no option to turn that off"
             ),
             _ => format!(
                 "`{path} -f CFG -N 1` ({}), foreground: `internal`/`external` 127.0.0.1, \
