@@ -10,10 +10,8 @@
 //! | `dante` | SOCKS5 | `danted -f CFG -N 1`, a process tree |
 //!
 //! tcpbridge denies loopback destinations by default: it is given one `--allow` rule
-//! naming the destination server's address and port. `TUNNELS_SCRATCH=1` runs a build
-//! that takes its allow rules from `SCRATCH_ALLOW` and has none of `--allow`,
-//! `--max-handshakes`, `--max-sessions-per-client` (that build's per-client limit, 128,
-//! then holds the memory section below 1,000 tunnels).
+//! naming the destination server's address and port, and limits above what the bench
+//! opens (every client of the bench is 127.0.0.1).
 
 use std::env;
 use std::fs;
@@ -88,11 +86,6 @@ impl Running {
     }
 }
 
-/// Whether tcpbridge is the scratch build (`TUNNELS_SCRATCH=1`).
-fn scratch_build() -> bool {
-    env::var_os("TUNNELS_SCRATCH").is_some_and(|v| v == "1")
-}
-
 fn on_path(program: &str) -> Option<PathBuf> {
     let path = env::var_os("PATH").unwrap_or_default();
     env::split_paths(&path)
@@ -130,7 +123,8 @@ impl Found {
             "tcpbridge-connect" | "tcpbridge-socks" => {
                 format!(
                     "`tcpbridge {}`; one mio loop; default data path (16 KiB rings growing to 256 KiB, \
-                     splice auto); `-q`: no line per session (no peer logs sessions)",
+                     splice auto); `-q`: no line per session; it lowers `--max-sessions` to what \
+                     `RLIMIT_NOFILE` allows, with a warning",
                     tcpbridge_args(self.target, ctx.dest, "127.0.0.1:0").join(" ")
                 )
             }
@@ -164,9 +158,6 @@ impl Found {
             "tcpbridge-connect" | "tcpbridge-socks" => {
                 let mut command = Command::new(&self.binary);
                 command.args(tcpbridge_args(self.target, ctx.dest, "127.0.0.1:0"));
-                if scratch_build() {
-                    command.env("SCRATCH_ALLOW", allow_rule(ctx.dest));
-                }
                 let process = Process::start(command, &log, Ready::Line)?;
                 let addr = process.field("listen=")?;
                 (process, addr)
@@ -204,28 +195,31 @@ impl Found {
     }
 }
 
-/// tcpbridge's command line (without the scratch build's missing flags when
-/// `TUNNELS_SCRATCH=1`).
+/// tcpbridge's command line.
 fn tcpbridge_args(target: &Target, dest: SocketAddr, listen: &str) -> Vec<String> {
     let mode = match target.protocol {
         Protocol::HttpConnect => "connect",
         Protocol::Socks5 => "socks",
     };
     let limit = LIMIT.to_string();
-    let mut args = vec![mode, "--listen", listen, "--max-sessions", &limit];
     let rule = allow_rule(dest);
-    if !scratch_build() {
-        args.extend([
-            "--allow",
-            &rule,
-            "--max-handshakes",
-            &limit,
-            "--max-sessions-per-client",
-            &limit,
-        ]);
-    }
-    args.push("-q");
-    args.into_iter().map(String::from).collect()
+    [
+        mode,
+        "--listen",
+        listen,
+        "--allow",
+        &rule,
+        "--max-sessions",
+        &limit,
+        "--max-handshakes",
+        &limit,
+        "--max-sessions-per-client",
+        &limit,
+        "-q",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect()
 }
 
 /// The allow rule naming the destination server.
