@@ -2,7 +2,7 @@
 //! listeners cost next to the proxies that speak the same protocols (issue "Dynamic
 //! destinations"): tinyproxy (HTTP CONNECT), microsocks and Dante (SOCKS5).
 //!
-//! 1. new tunnels per second: handshake, one 64-byte echo, close; 8 clients
+//! 1. new tunnels per second: handshake, one 64-byte request and answer, close; 8 clients
 //!    ([`rate`], with the proxy's syscalls per tunnel in [`rate_syscalls`]);
 //! 2. bulk through one tunnel, up and down ([`bulk`]);
 //! 3. memory per idle tunnel at 1,000 tunnels ([`memory`]).

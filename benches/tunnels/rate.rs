@@ -1,8 +1,16 @@
 //! Section 1: new tunnels per second. A tunnel: connect to the proxy, its handshake
-//! ([`client::open`]), to the destination server's echo (`E`), one 64-byte message and
-//! its echo, close. [`CLIENTS`] client threads, each opening tunnels back to back
-//! until the run's deadline. The tunnel's time runs from just before `connect` to the
-//! last echoed byte.
+//! ([`client::open`]), one 64-byte request to the destination server (`R`), its
+//! 64-byte answer, then the destination closes, the proxy passes the close on, and the
+//! client closes when it reads EOF. [`CLIENTS`] client threads, each opening tunnels
+//! back to back until the run's deadline. The tunnel's time runs from just before
+//! `connect` to the last byte of the answer.
+//!
+//! The destination closes first so that TIME_WAIT lands on the listening ports' side
+//! of each connection: when the client closed first, the proxy's and the clients'
+//! ephemeral ports stayed held for a minute, and Dante, which binds its outgoing socket
+//! to its external address before it connects, ran out of them within a run (its
+//! log: "could not bind tcp port ...: we have run out of free ports"), whichever
+//! target had run before it.
 //!
 //! Every target is started once, checked, then one warm-up round (not recorded) and
 //! the measured rounds, each visiting the targets in turn (A B C, A B C...). The
@@ -54,16 +62,22 @@ impl Outcome {
 fn tunnel(proxy: SocketAddr, protocol: Protocol, dest: SocketAddr) -> io::Result<Duration> {
     let started = Instant::now();
     let mut stream = client::open(proxy, protocol, dest)?;
-    let mut message = [b'x'; MESSAGE + 1];
-    message[0] = b'E';
+    let mut message = [b'x'; MESSAGE + 3];
+    message[0] = b'R';
+    message[1..3].copy_from_slice(&(MESSAGE as u16).to_be_bytes());
     stream.write_all(&message)?;
     let mut echo = [0u8; MESSAGE];
     stream.read_exact(&mut echo)?;
     let took = started.elapsed();
-    if echo[..] != message[1..] {
+    if echo[..] != message[3..] {
         return Err(io::Error::other("wrong bytes echoed"));
     }
-    Ok(took)
+    // The destination's close, passed on by the proxy.
+    let mut more = [0u8; 1];
+    match stream.read(&mut more)? {
+        0 => Ok(took),
+        _ => Err(io::Error::other("bytes after the answer")),
+    }
 }
 
 fn client_loop(
@@ -237,9 +251,10 @@ pub fn markdown(results: &Results, scale: &Scale) -> String {
         "## 1. New tunnels per second\n\n\
          Tunnel: connect to the proxy, handshake (HTTP `CONNECT` and its `200`; SOCKS5 \
          greeting, its answer, CONNECT request, its reply; no authentication), one \
-         {MESSAGE}-byte message echoed by the destination, close. {CLIENTS} client loops, \
+         {MESSAGE}-byte request and its {MESSAGE}-byte answer, then the destination closes \
+         and the client closes on EOF. {CLIENTS} client loops, \
          runs of {} ms, {} measured rounds after a warm-up round, interleaved. Tunnel time \
-         from `connect` to the last echoed byte. Proxy CPU: its process tree's \
+         from `connect` to the answer's last byte. Proxy CPU: its process tree's \
          `utime + stime + cutime + cstime` over the run; `proxy cores`: that CPU time over \
          the run's wall time (the clients, the destination and the proxy share the \
          machine's cores, so the rate is the machine's, and CPU per tunnel is the \

@@ -4,8 +4,11 @@
 //!
 //! A connection is a sequence of commands, each one byte:
 //!
-//! - `E`: echo every byte that follows until EOF (the rate and memory sections: an
-//!   idle tunnel is an echo connection that waits);
+//! - `E`: echo every byte that follows until EOF (the memory section: an idle tunnel
+//!   is an echo connection that waits);
+//! - `R` + `u16` N (big endian): read N bytes, echo them, close (the rate section: the
+//!   destination closes first, so the connections' TIME_WAIT stays on the listening
+//!   ports' side and no run holds ephemeral ports that a later run needs);
 //! - `U` + `u64` N (big endian): read N bytes, then answer one byte `A` (an upload
 //!   whose end is known in band, so no figure depends on half-close);
 //! - `D` + `u64` N: send N bytes (a download).
@@ -65,6 +68,13 @@ async fn connection(mut stream: TcpStream) -> io::Result<()> {
                 }
                 stream.write_all(&buf[..n]).await?;
             },
+            b'R' => {
+                let n = usize::from(stream.read_u16().await?);
+                buf.resize(buf.len().max(n), 0);
+                stream.read_exact(&mut buf[..n]).await?;
+                stream.write_all(&buf[..n]).await?;
+                return Ok(());
+            }
             b'U' => {
                 let mut left = stream.read_u64().await?;
                 buf.resize(BLOCK, 0);
