@@ -94,6 +94,8 @@ pub(super) struct DynamicState {
     sessions: HashMap<u64, IpAddr>,
     /// Failed credentials per source.
     failures: Failures,
+    /// Where messages are peeked and consumed (one buffer for every handshake).
+    scratch: Vec<u8>,
 }
 
 impl DynamicState {
@@ -111,6 +113,7 @@ impl DynamicState {
             clients: HashMap::new(),
             sessions: HashMap::new(),
             failures: Failures::default(),
+            scratch: Vec::new(),
         };
         state.update(opts);
         state
@@ -227,8 +230,9 @@ impl DynamicState {
             let Some(h) = self.handshakes.get_mut(hs) else {
                 return;
             };
-            let mut buf = vec![0u8; h.dialect.max_message()];
-            let n = match classify(retry(|| h.client.peek(&mut buf))) {
+            let buf = &mut self.scratch;
+            buf.resize(h.dialect.max_message(), 0);
+            let n = match classify(retry(|| h.client.peek(buf))) {
                 Io::Moved(n) => n,
                 Io::Blocked => return,
                 Io::Eof => return self.finish(cx, hs, None, CloseReason::ClientEof),
@@ -243,12 +247,12 @@ impl DynamicState {
                     return self.finish(cx, hs, None, CloseReason::Handshake);
                 }
                 Step::Answer { used, answer } => {
-                    if consume(&mut h.client, used).is_err() || !send(&mut h.client, &answer) {
+                    if consume(&mut h.client, buf, used).is_err() || !send(&mut h.client, &answer) {
                         return self.finish(cx, hs, None, CloseReason::ClientError);
                     }
                 }
                 Step::Request { used, host, port } => {
-                    if consume(&mut h.client, used).is_err() {
+                    if consume(&mut h.client, buf, used).is_err() {
                         return self.finish(cx, hs, None, CloseReason::ClientError);
                     }
                     if !users.is_empty() {
