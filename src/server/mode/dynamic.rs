@@ -77,6 +77,9 @@ struct Handshake {
     armed: Option<Instant>,
     /// The destination as asked (`name:port` or `address:port`), once read.
     dest: Option<Box<str>>,
+    /// The client's end of stream was reported: a peek still returns the bytes before
+    /// it, so a request that can no longer complete is told by this.
+    read_closed: bool,
 }
 
 /// A `connect` or `socks` listener's own state.
@@ -187,6 +190,7 @@ impl DynamicState {
             stage: Stage::Reading,
             armed: None,
             dest: None,
+            read_closed: false,
         });
         *self.clients.entry(ip).or_insert(0) += 1;
         self.rearm(cx, slot);
@@ -206,11 +210,14 @@ impl DynamicState {
     }
 
     /// An event on a handshake's client (`which` 0) or one of its connects.
-    pub(super) fn on_event(&mut self, cx: &mut Cx<'_>, slot: usize, _ready: Readiness) {
+    pub(super) fn on_event(&mut self, cx: &mut Cx<'_>, slot: usize, ready: Readiness) {
         let (hs, which) = (slot >> 2, slot & 3);
         let Some(h) = self.handshakes.get_mut(hs) else {
             return;
         };
+        if which == 0 {
+            h.read_closed |= ready.read_closed;
+        }
         match (&mut h.stage, which) {
             (Stage::Reading, 0) => self.read(cx, hs),
             (_, 0) => self.watch_client(cx, hs),
@@ -241,6 +248,10 @@ impl DynamicState {
             };
             let bytes = buf.get(..n).unwrap_or_default();
             match h.dialect.step(bytes, users) {
+                // The client ended (or broke) its stream before its request was whole.
+                Step::More if h.read_closed => {
+                    return self.finish(cx, hs, None, CloseReason::ClientEof)
+                }
                 Step::More if n < buf.len() => return,
                 Step::More => {
                     debug!("client {} from {}: message too long", h.id, h.peer);
