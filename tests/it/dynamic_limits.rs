@@ -1,0 +1,151 @@
+//! The bounds of `connect` listeners' handshakes: 500 slowloris clients (one byte of a
+//! request, then silence) all closed at the handshake deadline while a live tunnel
+//! moves 64 MiB exactly; a client address over `--max-sessions-per-client` closed at
+//! once; a client outside `--client-allow` closed at once. Each ends with the fd
+//! baseline.
+
+use crate::support::prom;
+use crate::support::*;
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
+
+const LOG: Duration = Duration::from_secs(10);
+
+/// A client the proxy closed with no byte sent: EOF (or reset).
+fn assert_closed_silently(s: &mut TcpStream, what: &str) {
+    let end = read_end(s);
+    assert!(
+        matches!(end, End::Eof | End::Reset),
+        "{what}: expected the proxy's close, got {end:?}"
+    );
+}
+
+/// A tunnel to `to` through a `connect` listener, its 200 read.
+fn tunnel(proxy: &Proxy, to: std::net::SocketAddr) -> TcpStream {
+    let (s, head) = connect_tunnel(proxy.addr(), &to.to_string(), "");
+    assert_eq!(status_of(&head), 200, "{head}");
+    s
+}
+
+#[test]
+fn slowloris_clients_time_out_while_a_tunnel_moves_64_mib() {
+    const CLIENTS: usize = 500;
+    watchdog_for(Duration::from_secs(240), || {
+        let echo = echo_server();
+        let mut flags = allow_loopback(echo.addr.port(), false);
+        flags.extend(owned(&[
+            "--handshake-timeout",
+            "1s",
+            "--max-handshakes",
+            "1000",
+            "--max-sessions-per-client",
+            "1000",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ]));
+        let mut proxy = connect_proxy(&strs(&flags));
+        let metrics = proxy.field_addr("metrics");
+        let mut warm = tunnel(&proxy, echo.addr);
+        echo_roundtrip(&mut warm, b"warm-up");
+        warm.shutdown(Shutdown::Write).expect("shutdown");
+        assert!(matches!(read_end(&mut warm), End::Eof));
+        let base = proxy.baseline();
+
+        let live = tunnel(&proxy, echo.addr);
+        let started = Instant::now();
+        let mut slow: Vec<TcpStream> = (0..CLIENTS)
+            .map(|_| {
+                let mut s = connect(proxy.addr());
+                s.write_all(b"C").expect("one byte of a request");
+                s
+            })
+            .collect();
+        let flow = exchange(live, 7, 64 << 20, 256 << 10);
+        assert!(flow.send_error.is_none(), "{flow:?}");
+        assert!(matches!(flow.end, End::Eof), "{flow:?}");
+        assert_eq!(flow.received, 64 << 20, "bytes through the tunnel");
+        assert_eq!(flow.received_hash, flow.sent_hash, "the bytes themselves");
+        eprintln!("64 MiB through the tunnel in {:?}", started.elapsed());
+
+        for (i, s) in slow.iter_mut().enumerate() {
+            assert_closed_silently(s, &format!("slow client {i}"));
+        }
+        drop(slow);
+        let counted = |reason: &str| {
+            prom::sum(
+                &scrape_metrics(metrics),
+                "tcpbridge_sessions_closed_total",
+                &[("listener", "connect"), ("reason", reason)],
+            )
+        };
+        let all_seen = wait_for(LOG, || {
+            counted("handshake-timeout") == CLIENTS as f64
+                && closes_with(&proxy, "handshake-timeout") == CLIENTS
+        });
+        assert!(
+            all_seen,
+            "handshake-timeout: {} counted, {} close lines, of {CLIENTS}",
+            counted("handshake-timeout"),
+            closes_with(&proxy, "handshake-timeout")
+        );
+        proxy.assert_quiescent(base, LOG);
+    });
+}
+
+#[test]
+fn a_client_over_its_session_limit_is_closed_at_once() {
+    watchdog(|| {
+        let echo = echo_server();
+        let mut flags = allow_loopback(echo.addr.port(), false);
+        flags.extend(owned(&["--max-sessions-per-client", "3"]));
+        let mut proxy = connect_proxy(&strs(&flags));
+        let base = proxy.baseline();
+        // Two live tunnels and one client in its handshake.
+        let mut held = vec![tunnel(&proxy, echo.addr), tunnel(&proxy, echo.addr)];
+        let mut partial = connect(proxy.addr());
+        partial.write_all(b"CONN").expect("part of a request");
+        held.push(partial);
+        let t0 = Instant::now();
+        let mut fourth = connect(proxy.addr());
+        let me = fourth.local_addr().expect("local address");
+        assert_closed_silently(&mut fourth, "the fourth client");
+        let line = close_line_of(&proxy, me, LOG);
+        assert_field(&line, "reason", "limit");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "closed at once, not at a deadline: {:?}",
+            t0.elapsed()
+        );
+        // One leaves: a new client gets its tunnel.
+        let first = held.remove(0);
+        first.shutdown(Shutdown::Write).expect("shutdown");
+        let mut first = first;
+        assert!(matches!(read_end(&mut first), End::Eof));
+        let closed = wait_for(LOG, || closes_with(&proxy, "client-eof") == 1);
+        assert!(closed, "{}", proxy.stderr());
+        let mut again = tunnel(&proxy, echo.addr);
+        echo_roundtrip(&mut again, b"after one left");
+        drop((again, held, first));
+        proxy.assert_quiescent(base, LOG);
+    });
+}
+
+#[test]
+fn a_client_outside_client_allow_is_closed_at_once() {
+    watchdog(|| {
+        let echo = echo_server();
+        let mut flags = allow_loopback(echo.addr.port(), false);
+        flags.extend(owned(&["--client-allow", "10.0.0.0/8"]));
+        let mut proxy = connect_proxy(&strs(&flags));
+        let base = proxy.baseline();
+        let mut s = send_connect(proxy.addr(), &echo.addr.to_string(), "", b"");
+        let me = s.local_addr().expect("local address");
+        assert_closed_silently(&mut s, "a client from 127.0.0.1");
+        let line = close_line_of(&proxy, me, LOG);
+        assert_field(&line, "reason", "auth");
+        assert_field(&line, "upstream", "-");
+        assert_eq!(echo.accepted(), 0);
+        proxy.assert_quiescent(base, LOG);
+    });
+}
