@@ -82,8 +82,27 @@ pub fn describe(config: &Config, bound: &Bound) -> Vec<String> {
                     join(&addrs)
                 )
             }
-            Mode::Connect(_) | Mode::Socks(_) => {
-                format!("{} -> destinations the clients name", join(&addrs))
+            Mode::Connect(d) | Mode::Socks(d) => {
+                let ports = if matches!(l.mode, Mode::Connect(_)) {
+                    "port 443"
+                } else {
+                    "any port"
+                };
+                let users = match d.credentials.len() {
+                    0 => "no credentials".to_string(),
+                    n => format!("{n} users"),
+                };
+                let clients = match d.client_allow.len() {
+                    0 => "any client".to_string(),
+                    n => format!("clients in {n} blocks"),
+                };
+                format!(
+                    "{} -> destinations the clients name: public addresses on {ports}, \
+                     {} allow and {} deny rules; {users}; {clients}",
+                    join(&addrs),
+                    d.allow.len(),
+                    d.deny.len()
+                )
             }
             Mode::Agent(a) => {
                 let services: Vec<String> = a

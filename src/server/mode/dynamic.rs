@@ -41,15 +41,13 @@ mod destination;
 mod dialect;
 mod race;
 mod socks;
+mod step;
 mod wire;
 
-use dialect::{Dialect, Failure, Step};
+use dialect::Dialect;
 use race::{Outcome, Race};
+use step::{Failure, Step};
 use wire::{consume, send};
-
-/// Bytes of a refused client's unread request discarded before its answer, so the
-/// close sends a FIN after the answer rather than a reset that may destroy it.
-const DISCARD: usize = 64 << 10;
 
 /// Where a handshake stands.
 #[derive(Debug)]

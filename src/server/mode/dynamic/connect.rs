@@ -2,7 +2,7 @@
 //! destination comes from the request target; credentials from `Proxy-Authorization:
 //! Basic`. Every refusal has its status and `Proxy-Status` error (RFC 9209).
 
-use super::dialect::{Failure, Step};
+use super::step::{Failure, Step};
 use crate::core::credentials::Credentials;
 use crate::core::reason::CloseReason;
 use crate::core::stream::ConnectFailure;

@@ -10,8 +10,8 @@ use std::rc::Rc;
 use log::debug;
 use mio::Interest;
 
-use super::dialect::Failure;
 use super::race::{self, interleave, Outcome, Race};
+use super::step::Failure;
 use super::wire::{discard, send};
 use super::{handshake, Dialect, DynamicState, Stage};
 use crate::core::policy::{Dest, Verdict};
@@ -144,13 +144,15 @@ impl DynamicState {
                 Interest::READABLE | Interest::WRITABLE,
             )
         };
-        match race.advance(cx.now, tuning, &mut open) {
+        let outcome = race.advance(cx.now, tuning, &mut open);
+        // Every failed connect counts, as a session's failed tries do.
+        for f in race.take_failures() {
+            cx.counters.record_connect_failure(f);
+        }
+        match outcome {
             Outcome::Pending => self.rearm(cx, hs),
             Outcome::Won(leg) => self.win(cx, hs, leg),
-            Outcome::Lost(f) => {
-                cx.counters.record_connect_failure(f);
-                self.fail(cx, hs, Failure::Connect(f));
-            }
+            Outcome::Lost(f) => self.fail(cx, hs, Failure::Connect(f)),
         }
     }
 

@@ -34,6 +34,8 @@ pub(super) struct Race {
     until: Instant,
     /// The last failure: the race's when every leg fails.
     last: ConnectFailure,
+    /// Failed connects not yet counted by the caller.
+    uncounted: Vec<ConnectFailure>,
 }
 
 /// What a race came to.
@@ -71,6 +73,7 @@ impl Race {
             next_at: Some(now),
             until: now + timeout,
             last: ConnectFailure::Error,
+            uncounted: Vec::new(),
         }
     }
 
@@ -89,6 +92,7 @@ impl Race {
         open: &mut dyn FnMut(usize, &mut Conn) -> std::io::Result<()>,
     ) -> Outcome {
         if now >= self.until {
+            self.uncounted.push(ConnectFailure::Timeout);
             return Outcome::Lost(ConnectFailure::Timeout);
         }
         while self.next_at.is_some_and(|at| at <= now) {
@@ -110,6 +114,7 @@ impl Race {
                 Ok(conn) => self.legs[free] = Some(Leg { conn, addr }),
                 Err(e) => {
                     self.last = ConnectFailure::from_error(&e);
+                    self.uncounted.push(self.last);
                     // The next address starts at once.
                     self.next_at = more.then_some(now);
                 }
@@ -127,6 +132,7 @@ impl Race {
             ConnectStatus::Connected => self.legs[i].take().map(Outcome::Won),
             ConnectStatus::Failed(f) => {
                 self.last = f;
+                self.uncounted.push(f);
                 self.legs[i] = None;
                 if self.next < self.addrs.len() {
                     self.next_at = Some(now);
@@ -144,6 +150,11 @@ impl Race {
         } else {
             Outcome::Pending
         }
+    }
+
+    /// The failed connects since the last call, each once (for the listener's counters).
+    pub(super) fn take_failures(&mut self) -> std::vec::Drain<'_, ConnectFailure> {
+        self.uncounted.drain(..)
     }
 
     /// The legs still in flight (to deregister and drop).

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 
-use super::dialect::{Failure, Step};
+use super::step::{Failure, Step};
 use crate::core::credentials::Credentials;
 use crate::core::reason::CloseReason;
 use crate::core::stream::ConnectFailure;

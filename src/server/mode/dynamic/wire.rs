@@ -3,9 +3,12 @@
 
 use std::io::{IoSlice, IoSliceMut};
 
-use super::DISCARD;
 use crate::core::stream::{retry, Stream};
 use crate::os::net::Conn;
+
+/// Bytes of a refused client's unread request discarded before its answer, so the
+/// close sends a FIN after the answer rather than a reset that may destroy it.
+const DISCARD: usize = 64 << 10;
 
 /// Reads exactly `len` bytes, already peeked (they are there).
 pub(super) fn consume(conn: &mut Conn, len: usize) -> std::io::Result<()> {

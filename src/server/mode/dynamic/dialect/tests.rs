@@ -3,6 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::*;
+use crate::core::reason::CloseReason;
+use crate::proto::connect::Host;
 
 fn users() -> Credentials {
     Credentials::parse("alice:s3cret").expect("credentials")
