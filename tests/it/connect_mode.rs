@@ -259,7 +259,8 @@ fn basic_credentials_are_required_when_configured() {
         );
         let run = curl_tunnel(&proxy, &url, &[]);
         assert_eq!((run.code, run.http_connect), (56, 407), "{run:?}");
-        assert_eq!(closes_with(&proxy, "auth"), 2, "{}", proxy.stderr());
+        let two = wait_for(LOG, || closes_with(&proxy, "auth") == 2);
+        assert!(two, "two auth closes:\n{}", proxy.stderr());
 
         // The raw answer to a request without credentials.
         let (mut s, head) = connect_tunnel(proxy.addr(), &web.addr.to_string(), "");

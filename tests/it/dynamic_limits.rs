@@ -1,8 +1,8 @@
 //! The bounds of `connect` listeners' handshakes: 500 slowloris clients (one byte of a
 //! request, then silence) all closed at the handshake deadline while a live tunnel
 //! moves 64 MiB exactly; a client address over `--max-sessions-per-client` closed at
-//! once; a client outside `--client-allow` closed at once. Each ends with the fd
-//! baseline.
+//! once; a client outside `--client-allow` closed at once; a client gone in the middle
+//! of its request closed at once, not at its deadline. Each ends with the fd baseline.
 
 use crate::support::prom;
 use crate::support::*;
@@ -147,5 +147,34 @@ fn a_client_outside_client_allow_is_closed_at_once() {
         assert_field(&line, "upstream", "-");
         assert_eq!(echo.accepted(), 0);
         proxy.assert_quiescent(base, LOG);
+    });
+}
+
+/// A client that sends part of its request and then its FIN is closed when the FIN
+/// comes (`client-eof`), not held in CLOSE-WAIT until the handshake deadline.
+#[test]
+fn a_client_gone_in_the_middle_of_its_request_is_closed_at_once() {
+    watchdog(|| {
+        let halves: [(&str, &[u8]); 2] =
+            [("connect", b"CONNECT 127.0.0.1:1 HT"), ("socks", &[5, 1])];
+        for (mode, half) in halves {
+            let mut proxy = dynamic_proxy(mode, &["--handshake-timeout", "60s"]);
+            let base = proxy.baseline();
+            let mut s = connect(proxy.addr());
+            let me = s.local_addr().expect("local address");
+            let t0 = Instant::now();
+            s.write_all(half).expect("half a request");
+            s.shutdown(Shutdown::Write).expect("shutdown(Write)");
+            let end = read_end(&mut s);
+            assert!(
+                matches!(end, End::Eof),
+                "{mode}: half a request then FIN: {end:?} after {:?}; the proxy's sockets:\n{}",
+                t0.elapsed(),
+                proxy.dump()
+            );
+            let line = close_line_of(&proxy, me, LOG);
+            assert_field(&line, "reason", "client-eof");
+            proxy.assert_quiescent(base, LOG);
+        }
     });
 }
