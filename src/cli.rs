@@ -1,6 +1,7 @@
 //! The command line: built from the table of options, and read through the same builder
-//! as config files. Each mode's subcommand (`forward`, `relay`, `agent`) is a
-//! one-listener configuration named after the mode; `run` and `check` take a file.
+//! as config files. Each mode's subcommand (`forward`, `relay`, `agent`, `connect`,
+//! `socks`) is a one-listener configuration named after the mode; `run` and `check`
+//! take a file.
 //!
 //! The flags of a subcommand are the table's options that apply to its mode (and every
 //! process-wide setting), each `--key-with-dashes`. Defaults are not clap's: the
@@ -65,6 +66,8 @@ pub(crate) fn command() -> Command {
         "Listen, connect to an upstream for each client, relay both ways",
         "NAT traversal, public side: pair public clients with agents' idle tunnels",
         "NAT traversal, NAT side: keep idle tunnels to a relay, dial its services",
+        "HTTP CONNECT proxy: tunnels to destinations clients name, checked against a policy",
+        "SOCKS5 proxy: tunnels to destinations clients name, checked against a policy",
     ];
     for (mode, about) in MODES.into_iter().zip(about) {
         let flags = flags_of(mode).into_iter().map(arg);
@@ -100,7 +103,7 @@ fn usage(mode: &str) -> String {
     for meta in required {
         let many = matches!(
             meta.kind,
-            Kind::Addresses { .. } | Kind::Services { .. } | Kind::Blocks
+            Kind::Addresses { .. } | Kind::Services { .. } | Kind::Blocks | Kind::Rules
         );
         let dots = if many { "..." } else { "" };
         line.push_str(&format!(
@@ -136,7 +139,7 @@ fn arg(meta: &'static Meta) -> Arg {
         kind => {
             let many = matches!(
                 kind,
-                Kind::Addresses { .. } | Kind::Services { .. } | Kind::Blocks
+                Kind::Addresses { .. } | Kind::Services { .. } | Kind::Blocks | Kind::Rules
             );
             a.value_name(meta.value_name)
                 .allow_hyphen_values(true)
@@ -204,7 +207,9 @@ impl Values for Flags<'_> {
         };
         let raw = match meta.kind {
             Kind::Switch => Raw::Switch(m.get_flag(meta.key)),
-            Kind::Addresses { .. } => Raw::Many(texts().into_iter().map(|t| text(t)).collect()),
+            Kind::Addresses { .. } | Kind::Blocks | Kind::Rules => {
+                Raw::Many(texts().into_iter().map(|t| text(t)).collect())
+            }
             Kind::Services { .. } => Raw::Pairs(
                 texts()
                     .into_iter()
@@ -311,3 +316,5 @@ pub(crate) fn one_line(rendered: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_dynamic;

@@ -15,6 +15,8 @@ use super::{
 };
 use crate::core::session::Policy;
 
+mod dynamic;
+
 /// Reads the process-wide settings.
 pub fn global(values: &dyn Values, taken: &mut Taken) -> Result<Global> {
     let mut cx = Cx {
@@ -106,6 +108,8 @@ pub fn listener(
             r.tunnel = tunnel(&mut cx)?;
             Mode::Relay(r)
         }
+        "connect" => Mode::Connect(dynamic::dynamic(mode, &mut cx)?),
+        "socks" => Mode::Socks(dynamic::dynamic(mode, &mut cx)?),
         _ => {
             debug_assert_eq!(mode, MODES[2]);
             let mut a = Agent::default();
@@ -197,7 +201,10 @@ fn check_proxy_accept(values: &dyn Values, p: &ProxyAccept) -> Result<()> {
 
 /// The text of a single-valued option as written (or its default), where, and from
 /// which layer.
-fn written(values: &dyn Values, meta: &Meta) -> Result<(String, super::setting::Span, Origin)> {
+pub(super) fn written(
+    values: &dyn Values,
+    meta: &Meta,
+) -> Result<(String, super::setting::Span, Origin)> {
     match values.get(meta)? {
         Some(given) => match given.raw {
             Raw::One(t) => Ok((t.text, t.span, given.origin)),

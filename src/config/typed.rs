@@ -22,7 +22,11 @@ use crate::proto::auth::Secret;
 use crate::proto::tunnel::valid_service_name;
 
 mod blocks;
+mod credentials;
+mod rules;
 mod upstreams;
+
+pub(crate) use credentials::CredentialsFile;
 
 /// The one text of a single-valued option.
 fn one<'g>(meta: &Meta, given: &'g Given) -> Result<&'g Text> {
