@@ -128,6 +128,8 @@ fn proxy(mode: &str, d: &Dests) -> Proxy {
         "1000",
         "--metrics-listen",
         "127.0.0.1:0",
+        "--log-rate",
+        "0",
     ]));
     dynamic_proxy(mode, &strs(&flags))
 }
