@@ -4,7 +4,9 @@
 //! each ending as a seeded PRNG picks (the seed is printed; `TCPBRIDGE_LEAK_SEED`
 //! replays it): the client's FIN after an echo, the destination's FIN first, a reset
 //! from either side, a silent destination closed at the idle timeout, a client gone in
-//! the middle of its request, a refused connect, and a name that does not resolve.
+//! the middle of its request, a refused connect, and a name that does not resolve. It
+//! runs in a network namespace of its own where it can (its TIME-WAIT sockets stay
+//! there, and the name fails at once instead of waiting on a DNS server).
 //! Afterwards both proxies are back at their fd baseline with no CLOSE-WAIT, their
 //! metrics show no live session and no waiting client, each accepted connection has
 //! exactly one close line and one counted close, and the resident set stays under a
@@ -25,8 +27,9 @@ const DEFAULT_N: usize = 10_000;
 /// Tunnels in flight at once (one per worker thread).
 const WORKERS: usize = 64;
 /// The resident set of each proxy after the run, at most: 10x what a healthy run
-/// measured (about 6 MiB on a 2-core machine, after 10,000 tunnels).
-const RSS_BOUND_KIB: u64 = 64 * 1024;
+/// measured (6.4 to 6.8 MiB, from about 6 MiB at the start, on a 2-core machine after
+/// 10,000 tunnels; a leak of one 16 KiB ring per tunnel alone would pass it).
+const RSS_BOUND_KIB: u64 = 70 * 1024;
 /// The name that never resolves (RFC 6761: `.invalid`), and the rule that allows it.
 const NOWHERE: &str = "nonexistent.invalid";
 const NOWHERE_PORT: u16 = 80;
@@ -176,6 +179,11 @@ fn expect_end(s: &mut TcpStream, reset_ok: bool) -> Result<(), String> {
     }
 }
 
+/// The answer to a look-up that timed out: 504, or SOCKS 06.
+fn timed_out(socks: bool) -> Option<u16> {
+    Some(if socks { 6 } else { 504 })
+}
+
 /// One tunnel, ended as `ending` says; Err says what went wrong.
 fn one(
     socks: bool,
@@ -211,8 +219,10 @@ fn one(
                 (NOWHERE.to_string(), NOWHERE_PORT)
             };
             let code = want(if ending == Ending::Refused { 1 } else { 2 });
+            // A look-up the system's resolver leaves unanswered is a timeout (504, 06).
+            let slow = timed_out(socks).filter(|_| ending == Ending::NotFound);
             match open(socks, proxy, &host, port) {
-                Err(c) if c == code => Ok(()),
+                Err(c) if c == code || Some(c) == slow => Ok(()),
                 Err(c) => Err(format!("answered {c}, not {code}")),
                 Ok(_) => Err("a tunnel opened".into()),
             }
@@ -288,7 +298,8 @@ fn books(metrics: SocketAddr, listener: &str) -> (f64, f64, f64) {
 
 #[test]
 fn ten_thousand_tunnels_leave_nothing_behind() {
-    watchdog_for(Duration::from_secs(900), || {
+    // Healthy: about 15 s (the tunnels in 4 s, the rest waiting for the last closes).
+    watchdog_for(Duration::from_secs(300), || {
         let n: usize = std::env::var("TCPBRIDGE_LEAK_N")
             .ok()
             .and_then(|v| v.parse().ok())
@@ -301,6 +312,12 @@ fn ten_thousand_tunnels_leave_nothing_behind() {
                 t.map_or(1, |d| d.as_nanos() as u64)
             });
         eprintln!("dynamic_leak: N={n} seed={seed} (replay: TCPBRIDGE_LEAK_SEED={seed})");
+        // In a network namespace of its own, its tens of thousands of TIME-WAIT sockets
+        // take no port from other tests, and a name fails at once (no DNS server is
+        // reachable); elsewhere the system's resolver may time out instead.
+        if !try_private_netns() {
+            eprintln!("dynamic_leak: no private network namespace: names may time out");
+        }
 
         let d = Arc::new(dests());
         let mut proxies = [proxy("connect", &d), proxy("socks", &d)];
@@ -385,18 +402,20 @@ fn ten_thousand_tunnels_leave_nothing_behind() {
                 (0.0, 0.0),
                 "{listener}: live sessions, waiting clients"
             );
-            for (reason, ending) in [
-                ("idle-timeout", Ending::Idle),
-                ("connect-refused", Ending::Refused),
-                ("resolve", Ending::NotFound),
+            let at = |ending| ENDINGS.iter().position(|(e, _)| *e == ending).unwrap_or(0);
+            for (reasons, ending) in [
+                (&["idle-timeout"][..], Ending::Idle),
+                (&["connect-refused"], Ending::Refused),
+                (&["resolve", "resolve-timeout"], Ending::NotFound),
             ] {
-                let at = ENDINGS.iter().position(|(e, _)| *e == ending).unwrap_or(0);
-                assert_eq!(
-                    closes_with(p, reason),
-                    per[k][at],
-                    "{listener}: reason={reason}"
-                );
+                let seen: usize = reasons.iter().map(|r| closes_with(p, r)).sum();
+                assert_eq!(seen, per[k][at(ending)], "{listener}: reason={reasons:?}");
             }
+            eprintln!(
+                "dynamic_leak: {listener}: {} look-ups failed, {} timed out",
+                closes_with(p, "resolve"),
+                closes_with(p, "resolve-timeout")
+            );
             let rss = p.vm_rss_kib();
             eprintln!(
                 "dynamic_leak: {listener} VmRSS {} KiB before, {rss} KiB after",

@@ -105,6 +105,25 @@ pub fn resolve(name: &str, port: u16) -> Vec<SocketAddr> {
         .unwrap_or_default()
 }
 
+/// Moves the calling thread (and the threads and processes it starts after) into a
+/// network namespace of its own with only `lo`, if it can; whether it did. Unlike
+/// [`super::enter_private_netns`], never a failure: for tests that are only more
+/// hermetic there.
+pub fn try_private_netns() -> bool {
+    // SAFETY: unshare affects the calling thread only.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return false;
+    }
+    let up = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status();
+    assert!(
+        matches!(up, Ok(s) if s.success()),
+        "a new network namespace, and `ip link set lo up` failed: {up:?}"
+    );
+    true
+}
+
 // ---- HTTP CONNECT, the client's side ----
 
 /// Reads a response head up to its blank line (bounded); the head as text.
