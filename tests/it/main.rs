@@ -51,6 +51,7 @@ mod config_file;
 mod connect_mode;
 mod dynamic_leak;
 mod dynamic_limits;
+mod dynamic_names;
 mod faults_close;
 mod faults_data;
 mod faults_handshake;
