@@ -11,7 +11,8 @@
 //!   names looked up again);
 //! - `nat_*`: the relay -> agent bridge (data, lifecycle, authentication);
 //! - `connect_mode`, `socks_mode`, `dynamic_*`: `connect` and `socks` listeners
-//!   (curl as the client, the protocols on raw sockets, handshake limits, leaks);
+//!   (curl as the client, the protocols on raw sockets, handshake limits, names
+//!   with several addresses, leaks);
 //! - `operate_*`, `stats_format`: running it (config reloads, systemd,
 //!   metrics);
 //! - `faults_*`: the fault matrix of `docs/reliability.md`, one test per
