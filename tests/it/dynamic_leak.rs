@@ -137,38 +137,6 @@ fn proxy(mode: &str, d: &Dests) -> Proxy {
     dynamic_proxy(mode, &strs(&flags))
 }
 
-/// How a tunnel request was answered: opened, or refused with this code (HTTP status
-/// or SOCKS reply).
-fn open(socks: bool, proxy: SocketAddr, host: &str, port: u16) -> Result<TcpStream, u16> {
-    let mut s = connect(proxy);
-    if socks {
-        s.write_all(&GREET_NONE).expect("greeting");
-        assert_eq!(read_exact_n(&mut s, 2, "method reply"), [5, 0]);
-        let req = match host.parse::<std::net::IpAddr>() {
-            Ok(ip) => socks_request_addr(SocketAddr::new(ip, port)),
-            Err(_) => socks_request_name(host, port),
-        };
-        s.write_all(&req).expect("request");
-        let reply = read_socks_reply(&mut s);
-        match reply.code {
-            0 => Ok(s),
-            code => Err(code.into()),
-        }
-    } else {
-        let head = {
-            let target = format!("{host}:{port}");
-            let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
-            s.write_all(req.as_bytes()).expect("request");
-            req.clear();
-            read_head(&mut s)
-        };
-        match status_of(&head) {
-            200 => Ok(s),
-            code => Err(code),
-        }
-    }
-}
-
 /// The end after the last expected byte: EOF (or the reset of a destination that
 /// reset).
 fn expect_end(s: &mut TcpStream, reset_ok: bool) -> Result<(), String> {
@@ -179,11 +147,6 @@ fn expect_end(s: &mut TcpStream, reset_ok: bool) -> Result<(), String> {
     }
 }
 
-/// The answer to a look-up that timed out: 504, or SOCKS 06.
-fn timed_out(socks: bool) -> Option<u16> {
-    Some(if socks { 6 } else { 504 })
-}
-
 /// One tunnel, ended as `ending` says; Err says what went wrong.
 fn one(
     socks: bool,
@@ -192,13 +155,6 @@ fn one(
     ending: Ending,
     rng: &mut Rng,
 ) -> Result<(), String> {
-    let want = |code: u16| {
-        if socks {
-            [0, 5, 4][code as usize]
-        } else {
-            [200, 502, 502][code as usize]
-        }
-    };
     let ip = |a: SocketAddr| (a.ip().to_string(), a.port());
     match ending {
         Ending::HalfRequest => {
@@ -208,22 +164,20 @@ fn one(
             } else {
                 b"CONNECT 127.0.0.1:1 HT"
             };
-            s.write_all(half)
-                .map_err(|e| format!("half request: {e}"))?;
-            Ok(())
+            s.write_all(half).map_err(|e| format!("half request: {e}"))
         }
         Ending::Refused | Ending::NotFound => {
-            let (host, port) = if ending == Ending::Refused {
-                ip(d.refused)
-            } else {
-                (NOWHERE.to_string(), NOWHERE_PORT)
+            // Refused: 502 or 05; not found: 502 or 04, or (when the system's resolver
+            // leaves the look-up unanswered) its timeout, 504 or 06.
+            let ((host, port), codes) = match (ending, socks) {
+                (Ending::Refused, false) => (ip(d.refused), [502, 502]),
+                (Ending::Refused, true) => (ip(d.refused), [5, 5]),
+                (_, false) => ((NOWHERE.to_string(), NOWHERE_PORT), [502, 504]),
+                (_, true) => ((NOWHERE.to_string(), NOWHERE_PORT), [4, 6]),
             };
-            let code = want(if ending == Ending::Refused { 1 } else { 2 });
-            // A look-up the system's resolver leaves unanswered is a timeout (504, 06).
-            let slow = timed_out(socks).filter(|_| ending == Ending::NotFound);
-            match open(socks, proxy, &host, port) {
-                Err(c) if c == code || Some(c) == slow => Ok(()),
-                Err(c) => Err(format!("answered {c}, not {code}")),
+            match open_tunnel(socks, proxy, &host, port) {
+                Err(c) if codes.contains(&c) => Ok(()),
+                Err(c) => Err(format!("answered {c}, not {codes:?}")),
                 Ok(_) => Err("a tunnel opened".into()),
             }
         }
@@ -235,7 +189,8 @@ fn one(
                 _ => &d.echo,
             };
             let (host, port) = ip(dest.addr);
-            let mut s = open(socks, proxy, &host, port).map_err(|c| format!("answered {c}"))?;
+            let mut s =
+                open_tunnel(socks, proxy, &host, port).map_err(|c| format!("answered {c}"))?;
             match ending {
                 Ending::ClientFin | Ending::ClientReset => {
                     let data = pattern(rng.next_u64(), rng.range(1, 64 << 10));

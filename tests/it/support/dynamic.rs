@@ -3,7 +3,7 @@
 //! client's side of HTTP CONNECT and SOCKS5 written byte by byte, curl and openssl
 //! as real clients and servers, and the close lines read back.
 
-use super::{connect, in_ci, scripted_server_at, wait_for, Proxy, Upstream};
+use super::{connect, in_ci, read_exact_n, scripted_server_at, wait_for, Proxy, Upstream};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
@@ -253,6 +253,40 @@ pub fn socks_open(proxy: SocketAddr, dest: SocketAddr) -> (TcpStream, SocksReply
         .expect("send the request");
     let reply = read_socks_reply(&mut s);
     (s, reply)
+}
+
+/// A tunnel through a `connect` (`socks` false) or `socks` listener to `host` (a name
+/// or an address) and `port`: the stream once open, or the refusal's code (the HTTP
+/// status, or the SOCKS reply).
+pub fn open_tunnel(
+    socks: bool,
+    proxy: SocketAddr,
+    host: &str,
+    port: u16,
+) -> Result<TcpStream, u16> {
+    if !socks {
+        let target = match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V6(_)) => format!("[{host}]:{port}"),
+            _ => format!("{host}:{port}"),
+        };
+        let (s, head) = connect_tunnel(proxy, &target, "");
+        return match status_of(&head) {
+            200 => Ok(s),
+            code => Err(code),
+        };
+    }
+    let mut s = connect(proxy);
+    s.write_all(&GREET_NONE).expect("send the greeting");
+    assert_eq!(read_exact_n(&mut s, 2, "method reply"), [5, 0]);
+    let request = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => socks_request_addr(SocketAddr::new(ip, port)),
+        Err(_) => socks_request_name(host, port),
+    };
+    s.write_all(&request).expect("send the request");
+    match read_socks_reply(&mut s).code {
+        0 => Ok(s),
+        code => Err(code.into()),
+    }
 }
 
 // ---- close lines ----
