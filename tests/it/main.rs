@@ -50,6 +50,7 @@ mod support;
 mod cli;
 mod config_file;
 mod connect_mode;
+mod dynamic_failures;
 mod dynamic_leak;
 mod dynamic_limits;
 mod dynamic_names;
