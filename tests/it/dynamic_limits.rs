@@ -1,12 +1,14 @@
 //! The bounds of `connect` listeners' handshakes: 500 slowloris clients (one byte of a
 //! request, then silence) all closed at the handshake deadline while a live tunnel
 //! moves 64 MiB exactly; a client address over `--max-sessions-per-client` closed at
-//! once; a client outside `--client-allow` closed at once; a client gone in the middle
-//! of its request closed at once, not at its deadline. Each ends with the fd baseline.
+//! once, and one over `--max-handshakes`; a client outside `--client-allow` closed at
+//! once; a client trickling its request closed at the handshake deadline, which is
+//! absolute; a client gone in the middle of its request closed at once, not at its
+//! deadline. Each ends with the fd baseline.
 
 use crate::support::prom;
 use crate::support::*;
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -216,4 +218,79 @@ fn gone_mid_request(mode: &str, half: &[u8]) {
     let line = close_line_of(&proxy, me, LOG);
     assert_field(&line, "reason", "client-eof");
     proxy.assert_quiescent(base, LOG);
+}
+
+#[test]
+fn a_client_over_max_handshakes_is_closed_at_once() {
+    watchdog(|| {
+        let echo = echo_server();
+        let mut flags = allow_loopback(echo.addr.port(), false);
+        flags.extend(owned(&["--max-handshakes", "2"]));
+        let mut proxy = connect_proxy(&strs(&flags));
+        let base = proxy.baseline();
+        // Two silent clients fill the handshakes; a live tunnel is not a handshake.
+        let mut live = tunnel(&proxy, echo.addr);
+        let held = [connect(proxy.addr()), connect(proxy.addr())];
+        let waiting = wait_for(LOG, || proxy.session_sockets().len() == 2 + 2);
+        assert!(
+            waiting,
+            "two handshakes and a tunnel held:\n{}",
+            proxy.dump()
+        );
+        let mut third = connect(proxy.addr());
+        let me = third.local_addr().expect("local address");
+        assert_closed_silently(&mut third, "a third handshake");
+        assert_field(&close_line_of(&proxy, me, LOG), "reason", "limit");
+        echo_roundtrip(&mut live, b"the tunnel still moves");
+        drop(held);
+        let mut again = tunnel(&proxy, echo.addr);
+        echo_roundtrip(&mut again, b"a handshake slot again");
+        drop((again, live));
+        proxy.assert_quiescent(base, LOG);
+    });
+}
+
+/// `--handshake-timeout` bounds the whole request, not each read: a client sending one
+/// byte of a valid request every 100 ms is closed about a second after its accept.
+#[test]
+fn the_handshake_deadline_is_absolute() {
+    watchdog(|| {
+        let echo = echo_server();
+        let mut flags = allow_loopback(echo.addr.port(), false);
+        flags.extend(owned(&["--handshake-timeout", "1s"]));
+        let mut proxy = connect_proxy(&strs(&flags));
+        let base = proxy.baseline();
+        let request = format!("CONNECT {0} HTTP/1.1\r\nHost: {0}\r\n", echo.addr);
+        let padding = "X-Slow: 1\r\n".repeat(20);
+        let mut s = connect(proxy.addr());
+        s.set_nodelay(true).expect("TCP_NODELAY");
+        let me = s.local_addr().expect("local address");
+        let t0 = Instant::now();
+        let mut sent = 0;
+        // Each read waits up to 100 ms for the proxy's close: the pace of the trickle.
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("read timeout");
+        let mut byte = [0u8; 1];
+        for b in request.bytes().chain(padding.bytes()) {
+            if s.write_all(&[b]).is_err() {
+                break;
+            }
+            sent += 1;
+            match std::io::Read::read(&mut s, &mut byte) {
+                Ok(0) => break,
+                Ok(_) => panic!("an answer to an unfinished request"),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
+        let line = close_line_of(&proxy, me, LOG);
+        let took = t0.elapsed();
+        assert_field(&line, "reason", "handshake-timeout");
+        assert!(
+            took < Duration::from_secs(10),
+            "closed {took:?} after the accept, {sent} bytes sent"
+        );
+        drop(s);
+        proxy.assert_quiescent(base, LOG);
+    });
 }
