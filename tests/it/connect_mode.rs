@@ -212,6 +212,23 @@ fn localhost_is_judged_by_its_addresses() {
 }
 
 #[test]
+fn curl_tunnels_to_an_ipv6_literal() {
+    watchdog(|| {
+        if !have("curl") {
+            return;
+        }
+        let web = http_server_v6();
+        let port = web.addr.port();
+        let proxy = connect_proxy(&["--allow", &format!("[::1]/128:{port}")]);
+        let run = curl_tunnel(&proxy, &format!("http://[::1]:{port}/"), &[]);
+        assert_eq!((run.code, run.http_connect), (0, 200), "{run:?}");
+        assert_eq!(run.body, HTTP_BODY);
+        let line = close_line_to(&proxy, &format!("[::1]:{port}"));
+        assert_field(&line, "upstream", &web.addr.to_string());
+    });
+}
+
+#[test]
 fn an_allow_rule_opens_only_its_ports() {
     watchdog(|| {
         if !have("curl") {

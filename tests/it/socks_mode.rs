@@ -156,11 +156,12 @@ fn a_client_trickling_one_byte_per_write() {
 fn greeting_request_and_data_in_one_write() {
     watchdog(|| {
         // The destination records what it got first, before echoing.
-        let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let (tx, rx) = std::sync::mpsc::channel::<(Vec<u8>, SocketAddr)>();
         let tx = std::sync::Mutex::new(tx);
         let dest = scripted_server(move |mut s| {
             let first = read_exact_n(&mut s, 9, "first bytes at the destination");
-            let _ = tx.lock().expect("tx").send(first.clone());
+            let from = s.peer_addr().expect("peer address");
+            let _ = tx.lock().expect("tx").send((first.clone(), from));
             let _ = s.write_all(&first);
             echo_conn(s);
         });
@@ -174,10 +175,14 @@ fn greeting_request_and_data_in_one_write() {
         let reply = read_socks_reply(&mut s);
         assert_eq!(reply.code, 0, "{reply:?}");
         assert_eq!(read_exact_n(&mut s, 9, "echo"), b"coalesced");
-        let first = rx.recv_timeout(LOG).expect("the destination's first bytes");
+        let (first, from) = rx.recv_timeout(LOG).expect("the destination's first bytes");
         assert_eq!(
             first, b"coalesced",
             "no handshake byte reached the destination"
+        );
+        assert_eq!(
+            reply.bound, from,
+            "the reply names the proxy's outbound address"
         );
         s.shutdown(Shutdown::Write).expect("shutdown");
         assert!(matches!(read_end(&mut s), End::Eof));
