@@ -208,3 +208,55 @@ fn flags_of_other_modes_say_which_modes_have_them() {
         )
     );
 }
+
+#[test]
+fn check_takes_a_modes_flags_instead_of_a_file() {
+    let argv = |args: &[&str]| -> Vec<String> {
+        ["tcpbridge", "check"]
+            .iter()
+            .chain(args)
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let matches = command()
+        .try_get_matches_from(argv(&[
+            "socks",
+            "--listen",
+            "127.0.0.1:0",
+            "--deny",
+            "10.0.0.0/8",
+        ]))
+        .expect("parsed");
+    match task(&matches) {
+        Ok(Task::CheckFlags(c)) => {
+            assert_eq!(c.source, Source::Flags);
+            let rendered = tcpbridge::config::file::render(&c);
+            assert!(
+                rendered.contains("[[socks]]\nname = \"socks\"\n"),
+                "{rendered}"
+            );
+            assert!(rendered.contains("deny = [\"10.0.0.0/8\"]\n"), "{rendered}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let open = command()
+        .try_get_matches_from(argv(&["connect", "--listen", "0.0.0.0:0"]))
+        .expect("parsed");
+    assert!(task(&open)
+        .expect_err("open")
+        .starts_with("--listen 0.0.0.0:0: "));
+    // A file and a mode at once, or neither: refused by clap, one line.
+    for args in [
+        &["--config", "f.toml", "connect", "--listen", "127.0.0.1:0"][..],
+        &[],
+    ] {
+        let e = command()
+            .try_get_matches_from(argv(args))
+            .expect_err("refused");
+        assert!(!one_line(&e.render().to_string()).contains('\n'));
+    }
+    assert_eq!(
+        misplaced_line(&["tcpbridge", "check", "forward", "--client-allow", "::1"]).as_deref(),
+        Some("--client-allow is for connect and socks modes, not forward (see 'tcpbridge forward --help')")
+    );
+}

@@ -2,11 +2,11 @@
 //! open proxy by default: on an address other than loopback it needs credentials or a
 //! list of allowed clients.
 
-use super::super::meta::{Kind, Meta};
-use super::super::options::{CLIENT_ALLOW, CREDENTIALS_FILE, DYNAMIC, DYNAMIC_LISTEN};
-use super::super::parse::parse_address;
-use super::super::setting::{load_all, Cx, Located, Raw, Result, Text, Values};
-use super::super::Dynamic;
+use crate::config::meta::{Kind, Meta};
+use crate::config::options::{CLIENT_ALLOW, CREDENTIALS_FILE, DYNAMIC, DYNAMIC_LISTEN};
+use crate::config::parse::parse_address;
+use crate::config::setting::{load_all, Cx, Located, Raw, Result, Span, Text, Values};
+use crate::config::Dynamic;
 use crate::core::policy::canonical;
 
 /// Reads the options of a listener of `mode` (`connect` or `socks`): every option but
@@ -51,11 +51,7 @@ fn check_open(mode: &str, values: &dyn Values, d: &Dynamic, authenticated: bool)
 
 /// The first listen address as written that gives an address other than loopback, and
 /// where (the whole value if none can be told apart).
-fn open_text(
-    values: &dyn Values,
-    meta: &Meta,
-    name: &str,
-) -> Result<(String, super::super::setting::Span)> {
+fn open_text(values: &dyn Values, meta: &Meta, name: &str) -> Result<(String, Span)> {
     let Some(given) = values.get(meta)? else {
         return Ok((String::new(), values.here()));
     };
