@@ -27,8 +27,10 @@ fn proxy_for(e: &Echoes, extra: &[&str]) -> Proxy {
 
 /// Time from writing one byte on a fresh session to reading its echo.
 fn first_byte(proxy: SocketAddr) -> Duration {
-    let mut c = connect(proxy);
+    // From before the connect: the proxy may accept and dial the upstream (starting its
+    // delay) before this thread runs again after `connect` returns.
     let start = Instant::now();
+    let mut c = connect(proxy);
     echo_roundtrip(&mut c, b"x");
     start.elapsed()
 }
