@@ -1,6 +1,7 @@
 //! The command line: built from the table of options, and read through the same builder
-//! as config files. Each mode's subcommand (`forward`, `relay`, `agent`) is a
-//! one-listener configuration named after the mode; `run` and `check` take a file.
+//! as config files. Each mode's subcommand (`forward`, `relay`, `agent`, `connect`,
+//! `socks`) is a one-listener configuration named after the mode; `run` and `check`
+//! take a file, and `check MODE [OPTIONS]` checks a subcommand's configuration.
 //!
 //! The flags of a subcommand are the table's options that apply to its mode (and every
 //! process-wide setting), each `--key-with-dashes`. Defaults are not clap's: the
@@ -26,6 +27,8 @@ pub(crate) enum Task {
     RunFile(PathBuf),
     /// Check the configuration in this file.
     Check(PathBuf),
+    /// Check this configuration, from a mode's flags.
+    CheckFlags(Config),
     /// Print a fresh secret.
     GenSecret,
 }
@@ -65,11 +68,25 @@ pub(crate) fn command() -> Command {
         "Listen, connect to an upstream for each client, relay both ways",
         "NAT traversal, public side: pair public clients with agents' idle tunnels",
         "NAT traversal, NAT side: keep idle tunnels to a relay, dial its services",
+        "HTTP CONNECT proxy: tunnels to destinations clients name, checked against a policy",
+        "SOCKS5 proxy: tunnels to destinations clients name, checked against a policy",
     ];
+    let mut check = Command::new("check")
+        .about("Validate a config file (or a mode's flags); print the effective configuration and the memory bound")
+        .override_usage("tcpbridge check --config <FILE>\n       tcpbridge check <MODE> [OPTIONS]")
+        .arg(file())
+        .subcommand_negates_reqs(true)
+        .args_conflicts_with_subcommands(true);
     for (mode, about) in MODES.into_iter().zip(about) {
-        let flags = flags_of(mode).into_iter().map(arg);
-        let sub = Command::new(mode).about(about).override_usage(usage(mode));
-        cmd = cmd.subcommand(sub.args(flags));
+        let sub = |prefix: &str| {
+            let flags = flags_of(mode).into_iter().map(arg);
+            Command::new(mode)
+                .about(about)
+                .override_usage(usage(prefix, mode))
+                .args(flags)
+        };
+        cmd = cmd.subcommand(sub("tcpbridge"));
+        check = check.subcommand(sub("tcpbridge check"));
     }
     cmd.subcommand(
         Command::new("gen-secret")
@@ -82,25 +99,20 @@ pub(crate) fn command() -> Command {
             .override_usage("tcpbridge run --config <FILE>")
             .arg(file()),
     )
-    .subcommand(
-        Command::new("check")
-            .about("Validate a config file; print the effective configuration and the memory bound")
-            .override_usage("tcpbridge check --config <FILE>")
-            .arg(file()),
-    )
+    .subcommand(check)
 }
 
 /// A mode's usage line, from the table: its required flags, then `[OPTIONS]`. (Written
 /// here rather than by clap's `usage` feature, which costs 25 KiB of binary.)
-fn usage(mode: &str) -> String {
-    let mut line = format!("tcpbridge {mode}");
+fn usage(prefix: &str, mode: &str) -> String {
+    let mut line = format!("{prefix} {mode}");
     let required = flags_of(mode)
         .into_iter()
         .filter(|m| m.fallback == Fallback::Required);
     for meta in required {
         let many = matches!(
             meta.kind,
-            Kind::Addresses { .. } | Kind::Services { .. } | Kind::Blocks
+            Kind::Addresses { .. } | Kind::Services { .. } | Kind::Blocks | Kind::Rules
         );
         let dots = if many { "..." } else { "" };
         line.push_str(&format!(
@@ -136,7 +148,7 @@ fn arg(meta: &'static Meta) -> Arg {
         kind => {
             let many = matches!(
                 kind,
-                Kind::Addresses { .. } | Kind::Services { .. } | Kind::Blocks
+                Kind::Addresses { .. } | Kind::Services { .. } | Kind::Blocks | Kind::Rules
             );
             a.value_name(meta.value_name)
                 .allow_hyphen_values(true)
@@ -159,7 +171,12 @@ pub(crate) fn task(matches: &ArgMatches) -> Result<Task, String> {
     match name {
         "gen-secret" => Ok(Task::GenSecret),
         "run" => Ok(Task::RunFile(file())),
-        "check" => Ok(Task::Check(file())),
+        "check" => match sub.subcommand() {
+            Some((mode, flags)) => config(mode, flags)
+                .map(Task::CheckFlags)
+                .map_err(|e| e.problem),
+            None => Ok(Task::Check(file())),
+        },
         mode => config(mode, sub).map(Task::Run).map_err(|e| e.problem),
     }
 }
@@ -204,7 +221,9 @@ impl Values for Flags<'_> {
         };
         let raw = match meta.kind {
             Kind::Switch => Raw::Switch(m.get_flag(meta.key)),
-            Kind::Addresses { .. } => Raw::Many(texts().into_iter().map(|t| text(t)).collect()),
+            Kind::Addresses { .. } | Kind::Blocks | Kind::Rules => {
+                Raw::Many(texts().into_iter().map(|t| text(t)).collect())
+            }
             Kind::Services { .. } => Raw::Pairs(
                 texts()
                     .into_iter()
@@ -278,7 +297,12 @@ pub(crate) fn misplaced(e: &clap::Error, argv: &[String]) -> Option<String> {
         return None;
     };
     // Before the subcommand there are only flags without values (-v, -q).
-    let mode = argv.iter().skip(1).find(|a| !a.starts_with('-'))?;
+    // `check MODE ...` checks the mode's flags.
+    let mut words = argv.iter().skip(1).filter(|a| !a.starts_with('-'));
+    let mode = match words.next()? {
+        check if check == "check" => words.next()?,
+        mode => mode,
+    };
     let long = given.strip_prefix("--")?.split('=').next()?;
     let meta = options::all()
         .into_iter()
@@ -311,3 +335,5 @@ pub(crate) fn one_line(rendered: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_dynamic;

@@ -5,7 +5,6 @@
 
 mod cli;
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use log::{error, info, warn, LevelFilter};
@@ -40,7 +39,10 @@ fn main() -> ExitCode {
     };
     let loaded = match cli::task(&matches) {
         Ok(Task::GenSecret) => return gen_secret(),
-        Ok(Task::Check(path)) => return check(&path),
+        Ok(Task::Check(path)) => {
+            return check(config::file::load(&path).map_err(|e| e.to_string()))
+        }
+        Ok(Task::CheckFlags(config)) => return check(Ok(config)),
         Ok(Task::RunFile(path)) => config::file::load(&path).map_err(|e| e.to_string()),
         Ok(Task::Run(config)) => Ok(config),
         Err(why) => Err(why),
@@ -54,11 +56,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// `check`: the effective configuration and the memory bound on stdout (exit 0), or the
-/// file's error on stderr (exit 2). The bound is the one `run` would log: the open-files
-/// limit `run` would raise itself to is taken into account.
-fn check(path: &Path) -> ExitCode {
-    let config = match config::file::load(path) {
+/// `check`: the effective configuration (of a file or a mode's flags) and the memory
+/// bound on stdout (exit 0), or the error on stderr (exit 2). The bound is the one `run`
+/// would log: the open-files limit `run` would raise itself to is taken into account.
+fn check(loaded: Result<Config, String>) -> ExitCode {
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");

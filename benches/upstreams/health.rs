@@ -179,7 +179,7 @@ fn count_syscalls(
     results: &mut Results,
 ) -> Result<(), String> {
     eprintln!("health: attaching perf to pid {pid} (about 15 s)");
-    let counter = perf::Counter::start(pid, &ctx.scratch)?;
+    let counter = perf::Counter::start(&[pid], &ctx.scratch)?;
     let accepted0 = children::stats(stats).map_err(|e| e.to_string())?.accepted;
     thread::sleep(scale.health_window);
     let accepted1 = children::stats(stats).map_err(|e| e.to_string())?.accepted;

@@ -1,5 +1,6 @@
-//! Syscalls of one process over one window, by syscall:
-//! `perf stat -x, -e 'syscalls:sys_enter_*' -D -1 --control fifo:CTL,ACK -p PID`.
+//! Syscalls of processes over one window, by syscall:
+//! `perf stat -x, -e 'syscalls:sys_enter_*' -D -1 --control fifo:CTL,ACK -p PID,...`
+//! (every thread of each process, and the threads and processes they start later).
 //!
 //! perf attaches with its counters off (attaching the ~350 tracepoints takes about
 //! 15 s here); the window starts only once perf has acknowledged `enable`, and the
@@ -31,9 +32,11 @@ pub struct Counter {
 }
 
 impl Counter {
-    /// Attaches perf to `pid` (disabled), then enables it. `Err` says why nothing
+    /// Attaches perf to `pids` (disabled), then enables it. `Err` says why nothing
     /// will be counted.
-    pub fn start(pid: u32, scratch: &Path) -> Result<Counter, String> {
+    pub fn start(pids: &[u32], scratch: &Path) -> Result<Counter, String> {
+        let pid = pids.first().ok_or("no process to count")?;
+        let list: Vec<String> = pids.iter().map(u32::to_string).collect();
         let ctl = scratch.join(format!("perf-{pid}.ctl"));
         let ack = scratch.join(format!("perf-{pid}.ack"));
         let out = scratch.join(format!("perf-{pid}.csv"));
@@ -56,7 +59,7 @@ impl Counter {
             .arg(format!("fifo:{},{}", ctl.display(), ack.display()))
             .arg("-o")
             .arg(&out)
-            .args(["-p", &pid.to_string()])
+            .args(["-p", &list.join(",")])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -27,7 +27,7 @@ pub fn count(
     results: &mut Results,
 ) -> Result<(), String> {
     eprintln!("ttfb: attaching perf to {target} (pid {pid}; about 15 s)");
-    let counter = perf::Counter::start(pid, &ctx.scratch)?;
+    let counter = perf::Counter::start(&[pid], &ctx.scratch)?;
     let outcome = load::run(addr, Shape::Sequential, scale.run, scale.max_sessions);
     let counts = counter.finish()?;
     if outcome.sessions == 0 {

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::core::session::Policy;
 
+mod dynamic;
 mod tls;
 
 /// Reads the process-wide settings.
@@ -111,6 +112,8 @@ pub fn listener(
             tls::check_relay(values, &r)?;
             Mode::Relay(r)
         }
+        "connect" => Mode::Connect(dynamic::dynamic(mode, &mut cx)?),
+        "socks" => Mode::Socks(dynamic::dynamic(mode, &mut cx)?),
         _ => {
             debug_assert_eq!(mode, MODES[2]);
             let mut a = Agent::default();
@@ -203,7 +206,10 @@ fn check_proxy_accept(values: &dyn Values, p: &ProxyAccept) -> Result<()> {
 
 /// The text of a single-valued option as written (or its default), where, and from
 /// which layer.
-fn written(values: &dyn Values, meta: &Meta) -> Result<(String, super::setting::Span, Origin)> {
+pub(super) fn written(
+    values: &dyn Values,
+    meta: &Meta,
+) -> Result<(String, super::setting::Span, Origin)> {
     match values.get(meta)? {
         Some(given) => match given.raw {
             Raw::One(t) => Ok((t.text, t.span, given.origin)),

@@ -37,6 +37,8 @@ mod value;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_dynamic;
+#[cfg(test)]
 mod tests_listeners;
 #[cfg(test)]
 mod tests_tls;

@@ -29,7 +29,7 @@ impl Scope {
         match self {
             Scope::Global => false,
             Scope::Listener => true,
-            Scope::Tunnel => mode != "forward",
+            Scope::Tunnel => mode == "relay" || mode == "agent",
             Scope::Own(modes) => modes.contains(&mode),
         }
     }
@@ -99,6 +99,12 @@ pub enum Kind {
     Fingerprint,
     /// A DNS name a certificate must carry.
     ServerName,
+    /// One or more destination rules (`10.0.0.0/8`, `*.example.com:443`, `[::1]:22`): a
+    /// flag repeats; a file gives a string or an array.
+    Rules,
+    /// A path to a credentials file (`user:password` lines), read at once like a secret
+    /// file and refused when others may read it.
+    CredentialsFile,
     /// A listener's name: 1-64 characters of `[A-Za-z0-9._-]` (files only).
     Name,
 }
@@ -244,6 +250,7 @@ mod tests {
     #[test]
     fn scopes_say_where_an_option_applies() {
         assert!(Scope::Tunnel.applies_to("relay") && !Scope::Tunnel.applies_to("forward"));
+        assert!(!Scope::Tunnel.applies_to("connect") && !Scope::Tunnel.applies_to("socks"));
         assert!(Scope::Listener.applies_to("forward"));
         assert!(!Scope::Global.applies_to("agent"));
         assert!(Scope::Own(&["agent"]).applies_to("agent"));

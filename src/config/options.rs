@@ -29,7 +29,8 @@ mod modes;
 mod proxy;
 mod tls;
 
-pub use dynamic::DYNAMIC;
+pub(crate) use dynamic::CREDENTIALS_FILE;
+pub use dynamic::{CLIENT_ALLOW, DYNAMIC, DYNAMIC_LISTEN};
 pub use groups::UPSTREAMS;
 pub use proxy::{PROXY_ACCEPT, PROXY_PROTOCOL_ACCEPT, PROXY_PROTOCOL_TRUSTED};
 pub use tls::{
@@ -322,7 +323,8 @@ pub const SESSION: &[&dyn Setting<Listener>] = &[
 ];
 
 /// Every option's description, in table order: global, session, forward, relay, agent,
-/// tunnel, upstream groups, accepted PROXY headers, then the listener's name.
+/// tunnel, upstream groups, accepted PROXY headers, connect and socks, then the
+/// listener's name.
 pub fn all() -> Vec<&'static Meta> {
     let mut metas: Vec<&'static Meta> = Vec::new();
     metas.extend(GLOBAL.iter().map(|s| s.meta()));
@@ -333,6 +335,7 @@ pub fn all() -> Vec<&'static Meta> {
     metas.extend(TUNNEL.iter().map(|s| s.meta()));
     metas.extend(UPSTREAMS.iter().map(|s| s.meta()));
     metas.extend(PROXY_ACCEPT.iter().map(|s| s.meta()));
+    metas.extend(DYNAMIC.iter().map(|s| s.meta()));
     metas.push(&NAME);
     metas
 }
@@ -343,6 +346,7 @@ pub fn of_mode(mode: &str) -> Vec<&'static Meta> {
     let own: Vec<&'static Meta> = match mode {
         "forward" => FORWARD.iter().map(|s| s.meta()).collect(),
         "relay" => RELAY.iter().map(|s| s.meta()).collect(),
+        "connect" | "socks" => DYNAMIC.iter().map(|s| s.meta()).collect(),
         _ => AGENT.iter().map(|s| s.meta()).collect(),
     };
     let tunnel = TUNNEL.iter().map(|s| s.meta());

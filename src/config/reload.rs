@@ -21,10 +21,14 @@ pub fn restart_needed(old: &Global, new: &Global) -> Vec<&'static str> {
 /// Whether a listener may keep its mode state (a relay's or agent's tunnels) under `new`:
 /// the same mode, and for a relay or agent the same secret, TLS settings (the files'
 /// contents included) and service names (and relay address); limits and timeouts may
-/// change. A relay that keeps its state keeps its generated TLS key.
+/// change. A relay that keeps its state keeps its generated TLS key. A `connect` or
+/// `socks` listener keeps its state whatever its options (policy, allowed clients,
+/// credentials and limits are updated in place).
 pub fn keeps_state(old: &Mode, new: &Mode) -> bool {
     match (old, new) {
-        (Mode::Forward(_), Mode::Forward(_)) => true,
+        (Mode::Forward(_), Mode::Forward(_))
+        | (Mode::Connect(_), Mode::Connect(_))
+        | (Mode::Socks(_), Mode::Socks(_)) => true,
         (Mode::Relay(a), Mode::Relay(b)) => {
             a.tunnel.secret == b.tunnel.secret
                 && a.tunnel.tls == b.tunnel.tls

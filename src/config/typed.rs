@@ -22,9 +22,12 @@ use crate::proto::auth::Secret;
 use crate::proto::tunnel::valid_service_name;
 
 mod blocks;
+mod credentials;
+mod rules;
 mod tls;
 mod upstreams;
 
+pub(crate) use credentials::CredentialsFile;
 pub(super) use tls::ServerName;
 
 /// The one text of a single-valued option.

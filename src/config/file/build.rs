@@ -65,7 +65,8 @@ pub(super) fn config(root: &DeTable<'_>, text: &str, path: &Path) -> Result<Conf
     })
 }
 
-/// Every `[[forward]]`, `[[relay]]` and `[[agent]]` table, in file order, with its mode
+/// Every listener table (`[[forward]]`, `[[relay]]`, `[[agent]]`, `[[connect]]`,
+/// `[[socks]]`), in file order, with its mode
 /// and the range of its header.
 fn listener_tables<'a, 'i>(
     top: &Section<'a, 'i>,
@@ -89,7 +90,7 @@ fn listener_tables<'a, 'i>(
     if found.is_empty() {
         return Err(Located::new(
             0..0,
-            "no listener: add a [[forward]], [[relay]] or [[agent]] table",
+            "no listener: add a [[forward]], [[relay]], [[agent]], [[connect]] or [[socks]] table",
         ));
     }
     if let Some((_, span, _)) = found.get(MAX_LISTENERS) {

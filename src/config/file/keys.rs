@@ -6,7 +6,7 @@ use crate::config::options::{self, NAME};
 use crate::config::MODES;
 
 /// The tables of the top level.
-pub(super) const TABLES: [&str; 4] = ["defaults", MODES[0], MODES[1], MODES[2]];
+pub(super) const TABLES: [&str; 6] = ["defaults", MODES[0], MODES[1], MODES[2], MODES[3], MODES[4]];
 
 /// The keys of the top level: process-wide settings, then the tables.
 pub(super) fn top_level() -> Vec<&'static str> {
@@ -42,13 +42,14 @@ pub(super) fn home(key: &str, mode: Option<&str>) -> Option<String> {
         .filter(|m| m.key == key)
         .map(|m| m.scope)
         .collect();
-    if mode == Some(MODES[0]) && scopes.contains(&Scope::Tunnel) {
+    let tunnel_only = options::modes_having(key) == [MODES[1], MODES[2]];
+    if mode.is_some() && scopes.contains(&Scope::Tunnel) && tunnel_only {
         return Some("tunnel options are for [[relay]] and [[agent]] listeners only".into());
     }
     if scopes.contains(&Scope::Global) {
         return Some("process-wide settings go at the top, before any table".into());
     }
-    if scopes.iter().any(|s| s.in_defaults()) {
+    if mode.is_none() && scopes.iter().any(|s| s.in_defaults()) {
         return Some("per-listener options go in [defaults] or a listener table".into());
     }
     let owners: Vec<String> = options::modes_having(key)

@@ -51,6 +51,16 @@ impl<'s, 'a, 'i> Layers<'s, 'a, 'i> {
     }
 }
 
+/// What an option that takes one or more values holds, for the error about an empty
+/// array (the same words as the builder's).
+fn many_what(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Blocks => "CIDR block",
+        Kind::Rules => "rule",
+        _ => "address",
+    }
+}
+
 impl Values for Layers<'_, '_, '_> {
     fn get(&self, meta: &Meta) -> Result<Option<Given>> {
         let Some((v, origin)) = self.find(meta) else {
@@ -59,8 +69,8 @@ impl Values for Layers<'_, '_, '_> {
         let key = meta.key;
         let raw = match meta.kind {
             Kind::Switch => Raw::Switch(boolean(key, v)?),
-            Kind::Addresses { .. } | Kind::Blocks => Raw::Many(
-                strings(key, v)?
+            Kind::Addresses { .. } | Kind::Blocks | Kind::Rules => Raw::Many(
+                strings(key, v, many_what(meta.kind))?
                     .into_iter()
                     .map(|(text, span)| Text {
                         text: text.to_string(),

@@ -289,11 +289,11 @@ fn missing_keys_are_errors_at_the_header() {
 fn a_file_needs_a_listener() {
     assert_eq!(
         err(""),
-        "t.toml:1:1: no listener: add a [[forward]], [[relay]] or [[agent]] table"
+        "t.toml:1:1: no listener: add a [[forward]], [[relay]], [[agent]], [[connect]] or [[socks]] table"
     );
     assert_eq!(
         err("max_sessions = 5\n[defaults]\nidle_timeout = \"1m\"\n"),
-        "t.toml:1:1: no listener: add a [[forward]], [[relay]] or [[agent]] table"
+        "t.toml:1:1: no listener: add a [[forward]], [[relay]], [[agent]], [[connect]] or [[socks]] table"
     );
 }
 

@@ -75,13 +75,18 @@ pub(super) fn table<'v, 'i>(key: &str, value: &'v Value<'i>) -> Result<&'v DeTab
         .ok_or_else(|| wrong_type(key, value, "a table"))
 }
 
-/// A string or a non-empty array of strings, each with its range.
-pub(super) fn strings<'v>(key: &str, value: &'v Value<'_>) -> Result<Vec<(&'v str, Span)>> {
+/// A string or a non-empty array of strings, each with its range; an empty array is
+/// refused, naming `what` it must hold.
+pub(super) fn strings<'v>(
+    key: &str,
+    value: &'v Value<'_>,
+    what: &str,
+) -> Result<Vec<(&'v str, Span)>> {
     match value.get_ref() {
         DeValue::String(s) => Ok(vec![(s.as_ref(), value.span())]),
         DeValue::Array(items) if items.is_empty() => Err(Located::new(
             value.span(),
-            format!("{key} must hold at least one address"),
+            format!("{key} must hold at least one {what}"),
         )),
         DeValue::Array(items) => items
             .iter()
