@@ -10,6 +10,9 @@
 //! - `upstream_*`: upstream groups (balancing, health, warm connections,
 //!   names looked up again);
 //! - `nat_*`: the relay -> agent bridge (data, lifecycle, authentication);
+//! - `connect_mode`, `socks_mode`, `dynamic_*`: `connect` and `socks` listeners
+//!   (curl as the client, the protocols on raw sockets, handshake limits, names
+//!   with several addresses, leaks);
 //! - `operate_*`, `stats_format`: running it (config reloads, systemd,
 //!   metrics);
 //! - `faults_*`: the fault matrix of `docs/reliability.md`, one test per
@@ -46,6 +49,11 @@ mod support;
 
 mod cli;
 mod config_file;
+mod connect_mode;
+mod dynamic_failures;
+mod dynamic_leak;
+mod dynamic_limits;
+mod dynamic_names;
 mod faults_close;
 mod faults_data;
 mod faults_handshake;
@@ -77,6 +85,7 @@ mod operate_metrics;
 mod operate_reload_nat;
 mod proxy_accept;
 mod proxy_send;
+mod socks_mode;
 mod stats_format;
 mod upstream_balance;
 mod upstream_dns;

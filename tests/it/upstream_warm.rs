@@ -25,10 +25,12 @@ fn proxy_for(e: &Echoes, extra: &[&str]) -> Proxy {
     group_proxy(&[member(e.addrs[0], None, false)], extra)
 }
 
-/// Time from writing one byte on a fresh session to reading its echo.
+/// Time from connecting a fresh session to reading the echo of its first byte.
 fn first_byte(proxy: SocketAddr) -> Duration {
-    let mut c = connect(proxy);
+    // From before the connect: the proxy may accept and dial the upstream (starting its
+    // delay) before this thread runs again after `connect` returns.
     let start = Instant::now();
+    let mut c = connect(proxy);
     echo_roundtrip(&mut c, b"x");
     start.elapsed()
 }

@@ -77,6 +77,9 @@ struct Handshake {
     armed: Option<Instant>,
     /// The destination as asked (`name:port` or `address:port`), once read.
     dest: Option<Box<str>>,
+    /// The client's end of stream was reported: a peek still returns the bytes before
+    /// it, so a request that can no longer complete is told by this.
+    read_closed: bool,
 }
 
 /// A `connect` or `socks` listener's own state.
@@ -94,6 +97,8 @@ pub(super) struct DynamicState {
     sessions: HashMap<u64, IpAddr>,
     /// Failed credentials per source.
     failures: Failures,
+    /// Where messages are peeked and consumed (one buffer for every handshake).
+    scratch: Vec<u8>,
 }
 
 impl DynamicState {
@@ -111,6 +116,7 @@ impl DynamicState {
             clients: HashMap::new(),
             sessions: HashMap::new(),
             failures: Failures::default(),
+            scratch: Vec::new(),
         };
         state.update(opts);
         state
@@ -184,6 +190,7 @@ impl DynamicState {
             stage: Stage::Reading,
             armed: None,
             dest: None,
+            read_closed: false,
         });
         *self.clients.entry(ip).or_insert(0) += 1;
         self.rearm(cx, slot);
@@ -203,11 +210,14 @@ impl DynamicState {
     }
 
     /// An event on a handshake's client (`which` 0) or one of its connects.
-    pub(super) fn on_event(&mut self, cx: &mut Cx<'_>, slot: usize, _ready: Readiness) {
+    pub(super) fn on_event(&mut self, cx: &mut Cx<'_>, slot: usize, ready: Readiness) {
         let (hs, which) = (slot >> 2, slot & 3);
         let Some(h) = self.handshakes.get_mut(hs) else {
             return;
         };
+        if which == 0 {
+            h.read_closed |= ready.read_closed;
+        }
         match (&mut h.stage, which) {
             (Stage::Reading, 0) => self.read(cx, hs),
             (_, 0) => self.watch_client(cx, hs),
@@ -227,8 +237,9 @@ impl DynamicState {
             let Some(h) = self.handshakes.get_mut(hs) else {
                 return;
             };
-            let mut buf = vec![0u8; h.dialect.max_message()];
-            let n = match classify(retry(|| h.client.peek(&mut buf))) {
+            let buf = &mut self.scratch;
+            buf.resize(h.dialect.max_message(), 0);
+            let n = match classify(retry(|| h.client.peek(buf))) {
                 Io::Moved(n) => n,
                 Io::Blocked => return,
                 Io::Eof => return self.finish(cx, hs, None, CloseReason::ClientEof),
@@ -237,18 +248,22 @@ impl DynamicState {
             };
             let bytes = buf.get(..n).unwrap_or_default();
             match h.dialect.step(bytes, users) {
+                // The client ended (or broke) its stream before its request was whole.
+                Step::More if h.read_closed => {
+                    return self.finish(cx, hs, None, CloseReason::ClientEof)
+                }
                 Step::More if n < buf.len() => return,
                 Step::More => {
                     debug!("client {} from {}: message too long", h.id, h.peer);
                     return self.finish(cx, hs, None, CloseReason::Handshake);
                 }
                 Step::Answer { used, answer } => {
-                    if consume(&mut h.client, used).is_err() || !send(&mut h.client, &answer) {
+                    if consume(&mut h.client, buf, used).is_err() || !send(&mut h.client, &answer) {
                         return self.finish(cx, hs, None, CloseReason::ClientError);
                     }
                 }
                 Step::Request { used, host, port } => {
-                    if consume(&mut h.client, used).is_err() {
+                    if consume(&mut h.client, buf, used).is_err() {
                         return self.finish(cx, hs, None, CloseReason::ClientError);
                     }
                     if !users.is_empty() {

@@ -16,6 +16,8 @@
 //! - [`chaos`] and [`fault`]: the chaos relay and the fault-injection proxy
 //!   with its invariant checks, iptables and `ss -K`;
 //! - [`strace`]: syscall fault injection and syscall counts;
+//! - [`dynamic`]: `connect` and `socks` listeners, their clients' side of HTTP
+//!   CONNECT and SOCKS5, curl, a tiny HTTP destination, close lines;
 //! - [`peers`]: nginx and HAProxy as PROXY protocol peers;
 //! - [`upstreams`]: upstream groups: counted upstreams that stop and listen
 //!   again, serve slowly, greet or time out idle connections; `/upstreams`,
@@ -33,6 +35,7 @@
 pub mod chaos;
 pub mod cli;
 pub mod data;
+pub mod dynamic;
 pub mod fault;
 pub mod nat;
 pub mod net;
@@ -49,6 +52,7 @@ pub mod upstreams;
 pub use chaos::*;
 pub use cli::*;
 pub use data::*;
+pub use dynamic::*;
 pub use fault::*;
 pub use nat::*;
 pub use net::*;

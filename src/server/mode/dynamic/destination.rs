@@ -226,8 +226,10 @@ impl DynamicState {
         };
         self.drop_legs(cx, &mut h);
         let _ = cx.registry.deregister(h.client.source());
+        // Unread bytes at the close would make it a reset, which may destroy the answer
+        // before the client reads it: the close is a FIN after the answer, if any.
+        discard(&mut h.client);
         if let Some(answer) = answer {
-            discard(&mut h.client);
             send(&mut h.client, &answer);
         }
         self.leave(h.peer.ip());

@@ -10,9 +10,9 @@ use crate::os::net::Conn;
 /// close sends a FIN after the answer rather than a reset that may destroy it.
 const DISCARD: usize = 64 << 10;
 
-/// Reads exactly `len` bytes, already peeked (they are there).
-pub(super) fn consume(conn: &mut Conn, len: usize) -> std::io::Result<()> {
-    let mut buf = vec![0u8; len];
+/// Reads exactly `len` bytes, already peeked (they are there), into `buf`.
+pub(super) fn consume(conn: &mut Conn, buf: &mut [u8], len: usize) -> std::io::Result<()> {
+    let buf = buf.get_mut(..len).ok_or(std::io::ErrorKind::InvalidInput)?;
     let mut done = 0;
     while done < len {
         let rest = buf.get_mut(done..).unwrap_or_default();
