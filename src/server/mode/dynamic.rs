@@ -166,6 +166,8 @@ impl DynamicState {
         };
         if let Some((reason, why)) = refusal {
             debug!("client {id} from {peer}: refused: {why}");
+            // Whatever it sent already is dropped, so its close is a FIN, not a reset.
+            wire::discard(&mut conn);
             cx.unserved(id, peer, cx.now, reason);
             return;
         }
