@@ -296,7 +296,8 @@ impl AgentState {
         let Some(t) = self.tunnels.get_mut(slot) else {
             return;
         };
-        if !t.stage.is_idle() {
+        // A TLS handshake notes the relay's first byte itself, before it reads it.
+        if matches!(t.stage, Stage::Tunnel(_)) && !t.stage.is_idle() {
             note_first(&mut t.first, t.stage.tcp());
         }
         let step = match (&mut t.stage, &self.tls) {

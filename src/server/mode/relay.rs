@@ -163,7 +163,8 @@ impl RelayState {
         if t.held_until.is_some() {
             return;
         }
-        if t.handshaking {
+        // A TLS handshake notes the peer's first byte itself, before it reads it.
+        if t.handshaking && matches!(t.stage, Stage::Tunnel(_)) {
             note_first(&mut t.first, t.stage.tcp());
         }
         let step = match &mut t.stage {
