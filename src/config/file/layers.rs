@@ -44,8 +44,15 @@ impl<'s, 'a, 'i> Layers<'s, 'a, 'i> {
         if let Some(v) = self.own.get(meta.key) {
             return Some((v, Origin::Own));
         }
+        // A key `[defaults]` may hold is a default for every listener that has an option
+        // of that name: `handshake_timeout` is the tunnels' there, and also bounds the
+        // handshakes of `connect` and `socks` listeners.
+        let from_defaults = meta.scope.in_defaults()
+            || crate::config::options::all()
+                .into_iter()
+                .any(|m| m.key == meta.key && m.scope.in_defaults());
         self.defaults
-            .filter(|_| meta.scope.in_defaults())
+            .filter(|_| from_defaults)
             .and_then(|d| d.get(meta.key))
             .map(|v| (v, Origin::Defaults))
     }

@@ -89,15 +89,23 @@ max_sessions = 9
 }
 
 #[test]
-fn defaults_apply_their_session_options_but_tunnel_ones_stay_with_tunnels() {
+fn defaults_apply_to_connect_and_socks_listeners_too() {
     let text = format!(
         "[defaults]\nidle_timeout = \"2m\"\nhandshake_timeout = \"1s\"\n\n{}",
         table("connect", "127.0.0.1:0", "")
     );
     let c = ok(&text);
     assert_eq!(c.listeners[0].policy.idle_timeout, Duration::from_secs(120));
-    // `handshake_timeout` in [defaults] is the tunnels' (relay, agent).
-    assert_eq!(dynamic(&c).1.handshake_timeout, Duration::from_secs(10));
+    // `handshake_timeout` in [defaults] is a default for every listener that has it.
+    assert_eq!(dynamic(&c).1.handshake_timeout, Duration::from_secs(1));
+    let own = format!(
+        "[defaults]\nhandshake_timeout = \"1s\"\n\n{}",
+        table("socks", "127.0.0.1:0", "handshake_timeout = \"4s\"\n")
+    );
+    assert_eq!(
+        dynamic(&ok(&own)).1.handshake_timeout,
+        Duration::from_secs(4)
+    );
 }
 
 #[test]
