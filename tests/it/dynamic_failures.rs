@@ -1,7 +1,8 @@
 //! How `connect` and `socks` listeners refuse, beyond the default deny: a destination
 //! that never answers (`504` / `06` at the connect timeout), a deny rule over an allow
 //! rule, the proxy's own listener as a destination, and a source that keeps failing
-//! its credentials (locked out, unless it authenticated before). Each answer is checked
+//! its credentials (locked out, unless it authenticated before), a destination with no
+//! route (`502 destination_ip_unroutable` / `03`). Each answer is checked
 //! with its close reason.
 
 use crate::support::*;
@@ -194,5 +195,40 @@ fn failing_credentials_lock_a_stranger_out_but_not_a_known_user() {
             closes_with(&proxy, "auth"),
             proxy.stderr()
         );
+    });
+}
+
+#[test]
+fn a_destination_with_no_route_is_answered_unroutable() {
+    watchdog(|| {
+        // A namespace with only loopback: 192.0.2.1 has no route, so the connect fails
+        // at once with "network unreachable".
+        if !enter_private_netns() {
+            return;
+        }
+        let to: SocketAddr = "192.0.2.1:443".parse().expect("address");
+        let mut connect = connect_proxy(&["--allow", "192.0.2.1/32:443"]);
+        let base = connect.baseline();
+        let (_, head) = connect_tunnel(connect.addr(), "192.0.2.1:443", "");
+        assert_eq!(status_of(&head), 502, "{head}");
+        assert!(
+            head.contains("Proxy-Status: tcpbridge; error=destination_ip_unroutable\r\n"),
+            "{head}"
+        );
+        let mut socks = socks_proxy(&["--allow", "192.0.2.1/32"]);
+        let socks_base = socks.baseline();
+        assert_eq!(
+            refused(true, socks.addr(), to),
+            3,
+            "SOCKS5 network unreachable"
+        );
+        for (p, base) in [(&mut connect, base), (&mut socks, socks_base)] {
+            assert!(
+                p.wait_log(" dest=192.0.2.1:443 ", LOG),
+                "no close line:\n{}",
+                p.stderr()
+            );
+            p.assert_quiescent(base, Duration::from_secs(5));
+        }
     });
 }

@@ -220,6 +220,8 @@ pub enum ProxyError {
     ConnectionTimeout,
     /// The destination is unreachable.
     DestinationUnavailable,
+    /// No route to the destination's network.
+    DestinationIpUnroutable,
 }
 
 impl ProxyError {
@@ -233,6 +235,7 @@ impl ProxyError {
             ProxyError::ConnectionRefused => "connection_refused",
             ProxyError::ConnectionTimeout => "connection_timeout",
             ProxyError::DestinationUnavailable => "destination_unavailable",
+            ProxyError::DestinationIpUnroutable => "destination_ip_unroutable",
         }
     }
 }

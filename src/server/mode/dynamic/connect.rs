@@ -67,6 +67,7 @@ pub(super) fn failure(failure: Failure) -> Vec<u8> {
         Failure::Connect(ConnectFailure::Error) => {
             (Status::BadGateway, ProxyError::DestinationUnavailable)
         }
+        Failure::Unroutable => (Status::BadGateway, ProxyError::DestinationIpUnroutable),
     };
     response(status, Some(error), REALM)
 }

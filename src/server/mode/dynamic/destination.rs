@@ -17,7 +17,7 @@ use super::{handshake, Dialect, DynamicState, Stage};
 use crate::core::policy::{Dest, Verdict};
 use crate::core::reason::CloseReason;
 use crate::core::session::{Preamble, Session};
-use crate::core::stream::Readiness;
+use crate::core::stream::{ConnectFailure, Readiness};
 use crate::os::link::Link;
 use crate::os::net::Conn;
 use crate::proto::connect::Host;
@@ -152,6 +152,9 @@ impl DynamicState {
         match outcome {
             Outcome::Pending => self.rearm(cx, hs),
             Outcome::Won(leg) => self.win(cx, hs, leg),
+            Outcome::Lost(ConnectFailure::Error) if race.unroutable() => {
+                self.fail(cx, hs, Failure::Unroutable)
+            }
             Outcome::Lost(f) => self.fail(cx, hs, Failure::Connect(f)),
         }
     }

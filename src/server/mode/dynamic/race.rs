@@ -36,6 +36,9 @@ pub(super) struct Race {
     last: ConnectFailure,
     /// Failed connects not yet counted by the caller.
     uncounted: Vec<ConnectFailure>,
+    /// The last failure was "network unreachable" (a connect with no route fails at
+    /// once, so its error is known; later failures come as a `ConnectFailure` only).
+    unroutable: bool,
 }
 
 /// What a race came to.
@@ -74,6 +77,7 @@ impl Race {
             until: now + timeout,
             last: ConnectFailure::Error,
             uncounted: Vec::new(),
+            unroutable: false,
         }
     }
 
@@ -92,6 +96,7 @@ impl Race {
         open: &mut dyn FnMut(usize, &mut Conn) -> std::io::Result<()>,
     ) -> Outcome {
         if now >= self.until {
+            self.unroutable = false;
             self.uncounted.push(ConnectFailure::Timeout);
             return Outcome::Lost(ConnectFailure::Timeout);
         }
@@ -114,6 +119,7 @@ impl Race {
                 Ok(conn) => self.legs[free] = Some(Leg { conn, addr }),
                 Err(e) => {
                     self.last = ConnectFailure::from_error(&e);
+                    self.unroutable = e.kind() == std::io::ErrorKind::NetworkUnreachable;
                     self.uncounted.push(self.last);
                     // The next address starts at once.
                     self.next_at = more.then_some(now);
@@ -132,6 +138,7 @@ impl Race {
             ConnectStatus::Connected => self.legs[i].take().map(Outcome::Won),
             ConnectStatus::Failed(f) => {
                 self.last = f;
+                self.unroutable = false;
                 self.uncounted.push(f);
                 self.legs[i] = None;
                 if self.next < self.addrs.len() {
@@ -150,6 +157,11 @@ impl Race {
         } else {
             Outcome::Pending
         }
+    }
+
+    /// Whether the last failure was "network unreachable".
+    pub(super) fn unroutable(&self) -> bool {
+        self.unroutable
     }
 
     /// The failed connects since the last call, each once (for the listener's counters).

@@ -95,6 +95,7 @@ pub(super) fn failure(failure: Failure) -> Vec<u8> {
         Failure::ResolveTimeout | Failure::Connect(ConnectFailure::Timeout) => Reply::TtlExpired,
         Failure::Connect(ConnectFailure::Refused) => Reply::ConnectionRefused,
         Failure::Connect(ConnectFailure::Error) => Reply::HostUnreachable,
+        Failure::Unroutable => Reply::NetworkUnreachable,
     };
     reply(code, None)
 }

@@ -19,6 +19,8 @@ pub(in crate::server) enum Failure {
     ResolveTimeout,
     /// The last connect failed.
     Connect(ConnectFailure),
+    /// The last connect found no route to the destination's network (ENETUNREACH).
+    Unroutable,
 }
 
 impl Failure {
@@ -30,6 +32,7 @@ impl Failure {
             Failure::NotFound => CloseReason::Resolve,
             Failure::ResolveTimeout => CloseReason::ResolveTimeout,
             Failure::Connect(f) => CloseReason::connect(f),
+            Failure::Unroutable => CloseReason::ConnectError,
         }
     }
 }

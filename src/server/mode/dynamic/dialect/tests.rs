@@ -215,6 +215,7 @@ fn failures_have_their_status_and_code() {
         (Failure::Connect(Refused), "502", 5),
         (Failure::Connect(Timeout), "504", 6),
         (Failure::Connect(Error), "502", 4),
+        (Failure::Unroutable, "502", 3),
     ];
     for (failure, status, code) in cases {
         let http = String::from_utf8(Dialect::connect().failure(failure)).expect("text");
