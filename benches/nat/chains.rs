@@ -21,6 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::backend::BANNER;
+use crate::encrypted;
 use crate::procfs;
 
 /// Idle tunnels of the tcpbridge agent (`--pool`), and rathole's built-in
@@ -36,17 +37,27 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum Kind {
     Direct,
     Forward,
+    /// relay + agent with TLS tunnels (the default, `--tunnel-tls on`).
     Relay,
+    /// relay + agent with plaintext tunnels (`--tunnel-tls off` on both).
+    RelayPlain,
     Rathole,
+    /// rathole with its Noise transport (`Noise_NK_25519_ChaChaPoly_BLAKE2s`).
+    RatholeNoise,
+    /// rathole with its TLS transport (native-tls: OpenSSL on Linux).
+    RatholeTls,
     Bore,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Direct,
         Kind::Forward,
         Kind::Relay,
+        Kind::RelayPlain,
         Kind::Rathole,
+        Kind::RatholeNoise,
+        Kind::RatholeTls,
         Kind::Bore,
     ];
 
@@ -55,8 +66,24 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::Forward => "forward",
             Kind::Relay => "relay+agent",
+            Kind::RelayPlain => "relay+agent plain",
             Kind::Rathole => "rathole",
+            Kind::RatholeNoise => "rathole noise",
+            Kind::RatholeTls => "rathole tls",
             Kind::Bore => "bore",
+        }
+    }
+
+    /// The tcpbridge chains: relay and agent, with TLS tunnels or plain ones.
+    pub fn is_relay(self) -> bool {
+        matches!(self, Kind::Relay | Kind::RelayPlain)
+    }
+
+    /// The relay's and the agent's extra arguments for this chain.
+    pub fn tunnel_args(self) -> &'static [&'static str] {
+        match self {
+            Kind::RelayPlain => &["--tunnel-tls", "off"],
+            _ => &[],
         }
     }
 
@@ -66,7 +93,10 @@ impl Kind {
 
     /// Whether the NAT side keeps a pool of idle tunnels or data channels.
     pub fn has_pool(self) -> bool {
-        matches!(self, Kind::Relay | Kind::Rathole)
+        matches!(
+            self,
+            Kind::Relay | Kind::RelayPlain | Kind::Rathole | Kind::RatholeNoise | Kind::RatholeTls
+        )
     }
 }
 
@@ -331,16 +361,23 @@ pub fn start(kind: Kind, backend: SocketAddr, paths: &Paths) -> Result<Chain, St
             procs: Vec::new(),
         },
         Kind::Forward => start_forward(backend, paths)?,
-        Kind::Relay => {
-            let (relay, tunnel, public) = start_relay(paths, "relay", &[])?;
-            let agent = start_agent(paths, "agent", tunnel, backend, POOL)?;
+        Kind::Relay | Kind::RelayPlain => {
+            let (relay_role, agent_role) = match kind {
+                Kind::RelayPlain => ("relay plain", "agent plain"),
+                _ => ("relay", "agent"),
+            };
+            let extra = kind.tunnel_args();
+            let (relay, tunnel, public) = start_relay(paths, relay_role, extra)?;
+            let agent = start_agent(paths, agent_role, tunnel, backend, POOL, extra)?;
             Chain {
                 kind,
                 addr: public,
                 procs: vec![relay, agent],
             }
         }
-        Kind::Rathole => start_rathole(backend, paths)?,
+        Kind::Rathole | Kind::RatholeNoise | Kind::RatholeTls => {
+            start_rathole(kind, backend, paths)?
+        }
         Kind::Bore => start_bore(backend, paths)?,
     };
     banner_check(chain.addr).map_err(|e| format!("failed end-to-end check: {e}"))?;
@@ -384,7 +421,9 @@ pub fn start_relay(
     command.arg(&paths.secret);
     command.args(["--buffer-size", "16KiB", "-q"]);
     command.args(extra);
-    let log = paths.scratch.join(format!("{role}.log"));
+    let log = paths
+        .scratch
+        .join(format!("{}.log", role.replace(' ', "-")));
     let mut process = Process::spawn(command, role, &log, true).map_err(|e| e.to_string())?;
     let fields = process.ready_line()?;
     let tunnel = field_addr(&fields, "tunnel")?;
@@ -392,21 +431,25 @@ pub fn start_relay(
     Ok((process, tunnel, public))
 }
 
-/// Starts `tcpbridge agent --pool POOL` for service `svc` and waits for its
-/// READY line (a tunnel has authenticated).
+/// Starts `tcpbridge agent --pool POOL` (and `extra`) for service `svc` and
+/// waits for its READY line (a tunnel has authenticated).
 pub fn start_agent(
     paths: &Paths,
     role: &'static str,
     tunnel: SocketAddr,
     backend: SocketAddr,
     pool: usize,
+    extra: &[&str],
 ) -> Result<Process, String> {
     let mut command = Command::new(&paths.tcpbridge);
     command.args(["agent", "--relay", &tunnel.to_string()]);
     command.args(["--service", &format!("svc={backend}"), "--secret-file"]);
     command.arg(&paths.secret);
     command.args(["--pool", &pool.to_string(), "--buffer-size", "16KiB", "-q"]);
-    let log = paths.scratch.join(format!("{role}.log"));
+    command.args(extra);
+    let log = paths
+        .scratch
+        .join(format!("{}.log", role.replace(' ', "-")));
     let mut process = Process::spawn(command, role, &log, true).map_err(|e| e.to_string())?;
     process.ready_line()?;
     Ok(process)
@@ -420,7 +463,7 @@ fn free_port() -> Result<SocketAddr, String> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-fn start_rathole(backend: SocketAddr, paths: &Paths) -> Result<Chain, String> {
+fn start_rathole(kind: Kind, backend: SocketAddr, paths: &Paths) -> Result<Chain, String> {
     let program = paths
         .rathole
         .as_ref()
@@ -428,14 +471,20 @@ fn start_rathole(backend: SocketAddr, paths: &Paths) -> Result<Chain, String> {
     let control = free_port()?;
     let public = free_port()?;
     let token = paths.secret_text();
+    let transport = match kind {
+        Kind::RatholeNoise => encrypted::noise(program)?,
+        Kind::RatholeTls => encrypted::tls(&paths.scratch)?,
+        _ => encrypted::Transport::tcp(),
+    };
+    let (server_transport, client_transport) = (&transport.server, &transport.client);
     let server_toml = format!(
         "[server]\nbind_addr = \"{control}\"\ndefault_token = \"{token}\"\n\n\
-         [server.transport]\ntype = \"tcp\"\n\n[server.transport.tcp]\nnodelay = true\n\n\
+         {server_transport}\n[server.transport.tcp]\nnodelay = true\n\n\
          [server.services.svc]\nbind_addr = \"{public}\"\nnodelay = true\n"
     );
     let client_toml = format!(
         "[client]\nremote_addr = \"{control}\"\ndefault_token = \"{token}\"\n\n\
-         [client.transport]\ntype = \"tcp\"\n\n[client.transport.tcp]\nnodelay = true\n\n\
+         {client_transport}\n[client.transport.tcp]\nnodelay = true\n\n\
          [client.services.svc]\nlocal_addr = \"{backend}\"\nnodelay = true\n"
     );
     let write = |name: &str, text: &str| -> Result<PathBuf, String> {
@@ -443,24 +492,23 @@ fn start_rathole(backend: SocketAddr, paths: &Paths) -> Result<Chain, String> {
         fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(path)
     };
-    let server_cfg = write("rathole-server.toml", &server_toml)?;
-    let client_cfg = write("rathole-client.toml", &client_toml)?;
-    let spawn = |role: &'static str, cfg: &Path| -> Result<Process, String> {
+    let stem = kind.name().replace(' ', "-");
+    let server_cfg = write(&format!("{stem}-server.toml"), &server_toml)?;
+    let client_cfg = write(&format!("{stem}-client.toml"), &client_toml)?;
+    let spawn = |role: &'static str, side: &str, cfg: &Path| -> Result<Process, String> {
         let mut command = Command::new(program);
         command.arg(cfg).env("RUST_LOG", "warn");
-        let log = paths
-            .scratch
-            .join(format!("{}.log", role.replace(' ', "-")));
+        let log = paths.scratch.join(format!("{stem}-{side}.log"));
         Process::spawn(command, role, &log, false).map_err(|e| e.to_string())
     };
-    let mut server = spawn("rathole server", &server_cfg)?;
+    let mut server = spawn("rathole server", "server", &server_cfg)?;
     server.wait_listening(control)?;
-    let mut client = spawn("rathole client", &client_cfg)?;
+    let mut client = spawn("rathole client", "client", &client_cfg)?;
     // The server opens the service's listener once the client's control
     // channel is up; the probe connection is one visitor.
     client.wait_listening(public)?;
     Ok(Chain {
-        kind: Kind::Rathole,
+        kind,
         addr: public,
         procs: vec![server, client],
     })

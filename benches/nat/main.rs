@@ -1,6 +1,7 @@
-//! `cargo bench --bench nat`: tcpbridge's NAT traversal (relay + agent) side by
-//! side with a direct connection, tcpbridge forward mode (one hop, the
-//! reference for ratios), rathole and bore, all in front of the same backend
+//! `cargo bench --bench nat`: tcpbridge's NAT traversal (relay + agent, with
+//! TLS tunnels and with plain ones) side by side with a direct connection,
+//! tcpbridge forward mode (one hop, the reference for ratios), rathole (plain
+//! TCP, Noise and TLS transports) and bore, all in front of the same backend
 //! on 127.0.0.1, with identical workloads interleaved A B C, A B C...
 //!
 //! ```text
@@ -22,6 +23,7 @@ mod chains;
 #[path = "../common/child.rs"]
 #[allow(dead_code)] // nat reads its READY lines its own way (several per process)
 mod child;
+mod encrypted;
 #[path = "../common/host.rs"]
 mod host;
 mod load;
@@ -50,7 +52,7 @@ use workloads::Scale;
 
 const USAGE: &str = "usage: cargo bench --bench nat -- [--quick] [--out DIR] [--runs N] \
 [--only a,b,...] [--tunnels N]
-chains: direct forward relay+agent rathole bore";
+chains: direct forward relay+agent \"relay+agent plain\" rathole \"rathole noise\" \"rathole tls\" bore";
 
 struct Options {
     quick: bool,
@@ -161,6 +163,13 @@ fn run(options: Options) -> Result<(), String> {
         bore: locate_peer("BORE_BIN", "bore"),
     };
     chains::write_secret(&paths.tcpbridge, &paths.secret)?;
+    let frp = match locate_peer("FRPS_BIN", "frps") {
+        Some(path) => format!(
+            "skipped: {} found, but this bench has no frp chain yet",
+            path.display()
+        ),
+        None => "skipped: not installed (frps, frpc)".to_string(),
+    };
     let scale = if options.quick {
         Scale::quick(options.runs.unwrap_or(3))
     } else {
@@ -228,10 +237,11 @@ fn run(options: Options) -> Result<(), String> {
     }
     drop(running);
 
-    let tunnels_ran = kinds.contains(&Kind::Relay);
-    if tunnels_ran {
+    let tunnel_kinds: Vec<Kind> = kinds.iter().copied().filter(|k| k.is_relay()).collect();
+    for &kind in &tunnel_kinds {
         let t = Instant::now();
         tunnels::run(
+            kind,
             &paths,
             backend,
             options.tunnels,
@@ -241,7 +251,7 @@ fn run(options: Options) -> Result<(), String> {
         );
         eprintln!(
             "{:<14} done in {:.1} s",
-            "idle tunnels",
+            format!("idle tunnels, {}", kind.name()),
             t.elapsed().as_secs_f64()
         );
     }
@@ -278,11 +288,17 @@ fn run(options: Options) -> Result<(), String> {
         &statuses,
         &results,
         &started_kinds,
-        &scale,
         &options,
-        tunnels_ran,
+        &tunnel_kinds,
+        &frp,
     );
-    let csv = report::csv(&results, &started_kinds, &statuses, options.tunnels);
+    let csv = report::csv(
+        &results,
+        &started_kinds,
+        &statuses,
+        options.tunnels,
+        &tunnel_kinds,
+    );
     let md_path = out_dir.join("results.md");
     let csv_path = out_dir.join("results.csv");
     fs::write(&md_path, &markdown).map_err(|e| format!("{}: {e}", md_path.display()))?;
@@ -340,7 +356,10 @@ fn configuration(options: &Options, scale: &Scale, nofile: u64, paths: &Paths) -
             "tcpbridge settings".into(),
             format!(
                 "`--buffer-size 16KiB` (the default: one ring per direction per session) and \
-                 `-q` on forward, relay and agent; agent `--pool {POOL}`; relay defaults \
+                 `-q` on forward, relay and agent; agent `--pool {POOL}`; relay+agent: TLS \
+                 tunnels (`--tunnel-tls on`, the default: an identity generated at start-up, \
+                 proofs bound to the channel, no pin); relay+agent plain: `--tunnel-tls off` \
+                 on both; relay defaults \
                  otherwise (`--max-idle-tunnels 64 --max-handshakes 64 --pair-timeout 10s`); \
                  idle-tunnel test: relay `--max-idle-tunnels {n} --max-handshakes {n}`, agent \
                  `--pool {n}`; tcpbridge sets TCP_NODELAY on every socket",
@@ -354,7 +373,11 @@ fn configuration(options: &Options, scale: &Scale, nofile: u64, paths: &Paths) -
                 "tcp transport, `nodelay = true` on transport and service, one service, \
                  `default_token`; the server keeps {POOL} data channels ready (built in, \
                  TCP_POOL_SIZE); tokio multi-thread runtime, copy_bidirectional (8 KiB per \
-                 direction); RUST_LOG=warn"
+                 direction); RUST_LOG=warn. `rathole noise`: transport `noise`, the default \
+                 pattern Noise_NK_25519_ChaChaPoly_BLAKE2s, a keypair from `rathole --genkey`. \
+                 `rathole tls`: transport `tls` (native-tls, OpenSSL), a P-256 ECDSA \
+                 `localhost` certificate from a CA made with openssl for the run, PKCS#12 \
+                 identity on the server, the CA as the client's trusted_root"
             ),
         ),
         ("bore".into(), program(&paths.bore, "")),
@@ -384,23 +407,50 @@ fn render(
     statuses: &Statuses,
     results: &Results,
     kinds: &[Kind],
-    scale: &Scale,
     options: &Options,
-    tunnels_ran: bool,
+    tunnel_kinds: &[Kind],
+    frp: &str,
 ) -> String {
     let mut md =
         String::from("# tcpbridge NAT-traversal benchmark\n\n## Machine and configuration\n\n");
     md.push_str(&report::facts_table(facts));
     md.push_str("\n## Chains\n\n");
     md.push_str(&report::status_table(statuses));
+    md.push_str(&format!("| frp tls | {frp} |\n"));
+    let plain = [Kind::RelayPlain, Kind::Relay]
+        .into_iter()
+        .find(|k| kinds.contains(k));
+    if let Some(ours) = plain {
+        md.push_str(&format!(
+            "\n## Against the aims (medians)\n\n{} at least 0.5x forward in throughput, \
+             and ahead of rathole and bore (all without encryption{}).\n\n",
+            ours.name(),
+            if ours == Kind::Relay {
+                ", except relay+agent: no plain chain in this run"
+            } else {
+                ""
+            }
+        ));
+        md.push_str(&report::aims_table(
+            results,
+            ours,
+            Kind::Forward,
+            &[Kind::Rathole, Kind::Bore],
+        ));
+    }
     if kinds.contains(&Kind::Relay) {
         md.push_str(
-            "\n## Against the aims (medians)\n\nrelay+agent at least 0.5x forward in throughput, \
-             and ahead of rathole and bore.\n\n",
+            "\n## Against the aims with encryption (medians)\n\nrelay+agent (TLS tunnels) at \
+             least 0.7x relay+agent plain in bulk throughput, and ahead of every encrypted \
+             peer (rathole noise, rathole tls).\n\n",
         );
-        md.push_str(&report::aims_table(results));
+        md.push_str(&report::aims_table(
+            results,
+            Kind::Relay,
+            Kind::RelayPlain,
+            &[Kind::RatholeNoise, Kind::RatholeTls],
+        ));
     }
-    let _ = scale;
     md.push_str(
         "\n## All figures\n\nMedian [min-max] over the measured rounds (one value: a single \
          sample). `x forward`: this chain's median over forward's (above 1: more of the \
@@ -416,8 +466,9 @@ fn render(
         md.push_str(&report::section_table(results, title, figures, kinds));
         md.push('\n');
     }
-    if tunnels_ran {
-        md.push_str(&report::tunnels_table(results, options.tunnels));
+    for &kind in tunnel_kinds {
+        md.push_str(&report::tunnels_table(results, options.tunnels, kind));
+        md.push('\n');
     }
     md
 }

@@ -111,22 +111,23 @@ pub fn section_table(results: &Results, title: &str, figures: &[Figure], kinds: 
     out
 }
 
-/// The idle-tunnel figures of the relay.
-pub fn tunnels_table(results: &Results, count: usize) -> String {
+/// The idle-tunnel figures of the relay of chain `kind`.
+pub fn tunnels_table(results: &Results, count: usize, kind: Kind) -> String {
     let mut out = format!(
-        "### tcpbridge relay holding {count} idle tunnels (agent `--pool {count}`)\n\n\
-         | figure | median [min-max] |\n|---|---|\n"
+        "### {}: relay holding {count} idle tunnels (agent `--pool {count}`)\n\n\
+         | figure | median [min-max] |\n|---|---|\n",
+        kind.name()
     );
     for figure in TUNNELS {
         let _ = writeln!(
             out,
             "| {} | {} |",
             figure.label,
-            cell(results, figure.id, Kind::Relay)
+            cell(results, figure.id, kind)
         );
     }
-    if results.summary("tun_established", Kind::Relay).is_some() {
-        if let Some(note) = results.note_of("tun_established", Kind::Relay) {
+    if results.summary("tun_established", kind).is_some() {
+        if let Some(note) = results.note_of("tun_established", kind) {
             let _ = writeln!(out, "\nShort of {count}: {note}.");
         }
     }
@@ -141,41 +142,47 @@ fn beats(figure: &Figure, a: f64, b: f64) -> bool {
     }
 }
 
-/// The aims: relay+agent at least 0.5x forward in throughput, and ahead of
-/// rathole and bore on every figure they share.
-pub fn aims_table(results: &Results) -> String {
-    let mut out = String::from(
-        "| figure | relay+agent | x forward | rathole | bore | relay+agent ahead of rathole | ahead of bore |\n\
-         |---|---|---|---|---|---|---|\n",
-    );
+/// An aims table: `ours` against each of `peers` on every figure they
+/// share, with `ours` as a ratio of `base` where the figure has a ratio.
+pub fn aims_table(results: &Results, ours: Kind, base: Kind, peers: &[Kind]) -> String {
+    let mut out = format!("| figure | {} | x {} |", ours.name(), base.name());
+    for peer in peers {
+        let _ = write!(out, " {} |", peer.name());
+    }
+    for peer in peers {
+        let _ = write!(out, " ahead of {} |", peer.name());
+    }
+    out.push_str("\n|---|---|---|");
+    out.push_str(&"---|".repeat(2 * peers.len()));
+    out.push('\n');
     let median = |id: &str, kind| results.summary(id, kind).map(|s| s.median);
     for (_, figures) in SECTIONS {
         for figure in figures.iter() {
-            let Some(ours) = median(figure.id, Kind::Relay) else {
+            let Some(value) = median(figure.id, ours) else {
                 continue;
             };
             let verdict = |kind| match median(figure.id, kind) {
-                Some(theirs) if beats(figure, ours, theirs) => "yes".to_string(),
-                Some(theirs) if theirs == ours => "tie".to_string(),
+                Some(theirs) if beats(figure, value, theirs) => "yes".to_string(),
+                Some(theirs) if theirs == value => "tie".to_string(),
                 Some(_) => "**no**".to_string(),
                 None => "-".to_string(),
             };
-            let value = |kind| median(figure.id, kind).map_or("-".into(), num);
-            let ratio = if figure.ratio {
-                ratio_cell(results, figure.id, Kind::Relay)
-            } else {
-                "-".into()
+            let ratio = match median(figure.id, base) {
+                Some(b) if figure.ratio && b != 0.0 => format!("{:.2}", value / b),
+                _ => "-".into(),
             };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {ratio} | {} | {} | {} | {} |",
-                figure.label,
-                num(ours),
-                value(Kind::Rathole),
-                value(Kind::Bore),
-                verdict(Kind::Rathole),
-                verdict(Kind::Bore),
-            );
+            let _ = write!(out, "| {} | {} | {ratio} |", figure.label, num(value));
+            for &peer in peers {
+                let _ = write!(
+                    out,
+                    " {} |",
+                    median(figure.id, peer).map_or("-".into(), num)
+                );
+            }
+            for &peer in peers {
+                let _ = write!(out, " {} |", verdict(peer));
+            }
+            out.push('\n');
         }
     }
     out
@@ -189,8 +196,15 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-/// Every figure of every chain, and the chains' statuses.
-pub fn csv(results: &Results, kinds: &[Kind], statuses: &Statuses, tunnel_count: usize) -> String {
+/// Every figure of every chain, and the chains' statuses (`tunnel_kinds`:
+/// the chains whose idle tunnels were measured).
+pub fn csv(
+    results: &Results,
+    kinds: &[Kind],
+    statuses: &Statuses,
+    tunnel_count: usize,
+    tunnel_kinds: &[Kind],
+) -> String {
     let mut out = String::from("section,figure,label,chain,median,min,max,runs,x_forward,note\n");
     for (kind, status) in statuses {
         let note = match status {
@@ -209,7 +223,7 @@ pub fn csv(results: &Results, kinds: &[Kind], statuses: &Statuses, tunnel_count:
         .iter()
         .map(|(title, figures)| (*title, *figures, kinds.to_vec()))
         .collect();
-    sections.push((&tunnels_title, TUNNELS, vec![Kind::Relay]));
+    sections.push((&tunnels_title, TUNNELS, tunnel_kinds.to_vec()));
     for (title, figures, kinds) in sections {
         for figure in figures {
             for &kind in &kinds {

@@ -5,7 +5,8 @@
 //! (`/proc/PID/net/tcp`, matched to its descriptors) and N more open
 //! descriptors, unchanged for 500 ms. When it does not get there within the
 //! time limit, what it holds then is measured and the shortfall is noted.
-//! Each run uses fresh processes, stopped at its end.
+//! Each run uses fresh processes, stopped at its end. It runs for each
+//! tcpbridge chain: TLS tunnels (the default) and plain ones.
 
 use std::net::SocketAddr;
 use std::thread;
@@ -19,9 +20,10 @@ use crate::workloads::TUNNELS;
 /// How long the counts must stay unchanged.
 const SETTLE: Duration = Duration::from_millis(500);
 
-/// Runs `runs` fresh measurements of `count` idle tunnels, each waiting at
-/// most `limit` for the relay to hold them all.
+/// Runs `runs` fresh measurements of `count` idle tunnels of chain `kind`,
+/// each waiting at most `limit` for the relay to hold them all.
 pub fn run(
+    kind: Kind,
     paths: &Paths,
     backend: SocketAddr,
     count: usize,
@@ -30,20 +32,20 @@ pub fn run(
     results: &mut Results,
 ) {
     for run in 1..=runs {
-        match one(paths, backend, count, limit) {
+        match one(kind, paths, backend, count, limit) {
             Ok((values, shortfall)) => {
                 for (figure, value) in values {
-                    results.record(figure, Kind::Relay, value);
+                    results.record(figure, kind, value);
                 }
                 if let Some(why) = shortfall {
                     eprintln!("{count} idle tunnels, run {run}: {why}");
-                    results.add_note("tun_established", Kind::Relay, format!("run {run}: {why}"));
+                    results.add_note("tun_established", kind, format!("run {run}: {why}"));
                 }
             }
             Err(why) => {
                 eprintln!("{count} idle tunnels, run {run}: {why}");
                 for figure in TUNNELS {
-                    results.note(figure.id, Kind::Relay, format!("failed: {why}"));
+                    results.note(figure.id, kind, format!("failed: {why}"));
                 }
             }
         }
@@ -53,20 +55,33 @@ pub fn run(
 type Values = Vec<(&'static str, f64)>;
 
 fn one(
+    kind: Kind,
     paths: &Paths,
     backend: SocketAddr,
     count: usize,
     limit: Duration,
 ) -> Result<(Values, Option<String>), String> {
     let max = count.to_string();
-    let extra = ["--max-idle-tunnels", &max, "--max-handshakes", &max];
-    let (mut relay, tunnel, public) = chains::start_relay(paths, "relay-tunnels", &extra)?;
+    let mut extra = vec!["--max-idle-tunnels", &max, "--max-handshakes", &max];
+    extra.extend(kind.tunnel_args());
+    let (relay_role, agent_role) = match kind {
+        Kind::RelayPlain => ("relay-tunnels-plain", "agent-tunnels-plain"),
+        _ => ("relay-tunnels", "agent-tunnels"),
+    };
+    let (mut relay, tunnel, public) = chains::start_relay(paths, relay_role, &extra)?;
     let pid = relay.pid();
     thread::sleep(Duration::from_millis(200));
     let rss0 = procfs::rss_kib(pid).ok_or("cannot read the relay's VmRSS")?;
     let fds0 = procfs::fd_count(pid).ok_or("cannot count the relay's descriptors")?;
     let started = Instant::now();
-    let mut agent = chains::start_agent(paths, "agent-tunnels", tunnel, backend, count)?;
+    let mut agent = chains::start_agent(
+        paths,
+        agent_role,
+        tunnel,
+        backend,
+        count,
+        kind.tunnel_args(),
+    )?;
     let mut reached: Option<Duration> = None;
     let mut last = (usize::MAX, usize::MAX);
     let mut stable_since = Instant::now();
