@@ -337,6 +337,12 @@ impl TlsStream {
         }
     }
 
+    /// The key exchange the handshake agreed on.
+    #[cfg(test)]
+    fn kx_group(&self) -> Option<rustls::NamedGroup> {
+        Some(self.live()?.negotiated_key_exchange_group()?.name())
+    }
+
     /// RFC 9266 `tls-exporter`: 32 bytes exported under [`EXPORTER_LABEL`] with no
     /// context, the same on both ends of one TLS connection and different on any other.
     /// `None` before the handshake completes.
