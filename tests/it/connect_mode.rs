@@ -22,22 +22,6 @@ fn curl_tunnel(proxy: &Proxy, url: &str, extra: &[&str]) -> CurlRun {
     curl(&args)
 }
 
-/// The one close line naming `dest` (waited for).
-fn close_line_to(proxy: &Proxy, dest: &str) -> String {
-    let needle = format!(" dest={dest} ");
-    assert!(
-        proxy.wait_log(&needle, LOG),
-        "no close line with dest={dest}:\n{}",
-        proxy.stderr()
-    );
-    let lines: Vec<String> = close_lines(proxy)
-        .into_iter()
-        .filter(|l| l.contains(&needle))
-        .collect();
-    assert_eq!(lines.len(), 1, "close lines to {dest}: {lines:?}");
-    lines[0].clone()
-}
-
 #[test]
 fn curl_fetches_plain_http_through_a_tunnel() {
     watchdog(|| {

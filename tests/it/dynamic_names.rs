@@ -9,8 +9,6 @@ use crate::support::*;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const LOG: Duration = Duration::from_secs(10);
-
 /// The test's hosts file: `dual.test` has both loopback addresses, `v6only.test`
 /// only `::1`.
 const HOSTS: &str = "127.0.0.1 localhost\n::1 dual.test\n127.0.0.1 dual.test\n::1 v6only.test\n";
@@ -42,20 +40,6 @@ fn proxy_with_hosts(mode: &str, extra: &[String]) -> Option<(Proxy, SecretDir)> 
     // unshare and sh exec in place: the PID is the proxy's.
     let proxy = Proxy::spawn_program("unshare", &args, |_| {});
     Some((proxy, dir))
-}
-
-/// The close line of the one tunnel to `dest`.
-fn close_line_to(proxy: &Proxy, dest: &str) -> String {
-    let needle = format!(" dest={dest} ");
-    assert!(
-        proxy.wait_log(&needle, LOG),
-        "no close line with dest={dest}:\n{}",
-        proxy.stderr()
-    );
-    close_lines(proxy)
-        .into_iter()
-        .find(|l| l.contains(&needle))
-        .expect("the line waited for")
 }
 
 /// A CONNECT to `target`: the status.

@@ -20,20 +20,6 @@ fn curl_socks(proxy: &Proxy, scheme: &str, url: &str, extra: &[&str]) -> CurlRun
     curl(&args)
 }
 
-/// The close line naming `dest` (waited for).
-fn close_line_to(proxy: &Proxy, dest: &str) -> String {
-    let needle = format!(" dest={dest} ");
-    assert!(
-        proxy.wait_log(&needle, LOG),
-        "no close line with dest={dest}:\n{}",
-        proxy.stderr()
-    );
-    close_lines(proxy)
-        .into_iter()
-        .find(|l| l.contains(&needle))
-        .expect("the line waited for")
-}
-
 #[test]
 fn curl_through_socks_to_names_and_literals() {
     watchdog(|| {

@@ -306,6 +306,23 @@ pub fn line_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
 }
 
+/// The one close line naming `dest` (waited for, at most 10 s): exactly one tunnel
+/// went there.
+pub fn close_line_to(proxy: &Proxy, dest: &str) -> String {
+    let needle = format!(" dest={dest} ");
+    assert!(
+        proxy.wait_log(&needle, Duration::from_secs(10)),
+        "no close line with dest={dest}:\n{}",
+        proxy.stderr()
+    );
+    let lines: Vec<String> = close_lines(proxy)
+        .into_iter()
+        .filter(|l| l.contains(&needle))
+        .collect();
+    assert_eq!(lines.len(), 1, "close lines to {dest}: {lines:?}");
+    lines[0].clone()
+}
+
 /// Waits for the close line of the client whose local address is `client`.
 pub fn close_line_of(proxy: &Proxy, client: SocketAddr, within: Duration) -> String {
     let needle = format!("client={client} ");
