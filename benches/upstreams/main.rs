@@ -30,6 +30,8 @@ mod load;
 #[path = "../common/machine.rs"]
 mod machine;
 mod memory;
+#[path = "../common/options.rs"]
+mod options;
 mod perf;
 mod procfs;
 mod procs;
@@ -103,50 +105,6 @@ impl Scale {
     }
 }
 
-struct Options {
-    quick: bool,
-    out: Option<PathBuf>,
-    runs: Option<usize>,
-    only: Vec<String>,
-}
-
-fn parse_options(args: &[String]) -> Result<Options, String> {
-    let mut options = Options {
-        quick: false,
-        out: None,
-        runs: None,
-        only: SECTIONS.iter().map(|s| s.to_string()).collect(),
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let mut value = |flag: &str| args.next().cloned().ok_or(format!("{flag} needs a value"));
-        match arg.as_str() {
-            // cargo passes --bench to harness=false benches.
-            "--bench" => {}
-            "--quick" => options.quick = true,
-            "--out" => options.out = Some(PathBuf::from(value("--out")?)),
-            "--runs" => {
-                let text = value("--runs")?;
-                let n = text.parse().ok().filter(|n| (1..=20).contains(n));
-                options.runs = Some(n.ok_or(format!("--runs: bad count {text:?} (1-20)"))?);
-            }
-            "--only" => {
-                options.only = value("--only")?.split(',').map(String::from).collect();
-                if let Some(bad) = options
-                    .only
-                    .iter()
-                    .find(|s| !SECTIONS.contains(&s.as_str()))
-                {
-                    return Err(format!("--only: unknown section {bad:?}"));
-                }
-            }
-            "-h" | "--help" => return Err("help".into()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(options)
-}
-
 fn main() {
     let args: Vec<String> = env::args().skip(1).collect();
     let child_role = match args.first().map(String::as_str) {
@@ -164,7 +122,7 @@ fn main() {
         ),
         _ => None,
     };
-    let outcome = child_role.unwrap_or_else(|| match parse_options(&args) {
+    let outcome = child_role.unwrap_or_else(|| match options::parse_options(&args, &SECTIONS) {
         Ok(options) => run(options),
         Err(e) if e == "help" => {
             println!("{USAGE}");
@@ -181,7 +139,7 @@ fn main() {
     }
 }
 
-fn run(options: Options) -> Result<(), String> {
+fn run(options: options::Options) -> Result<(), String> {
     let started = Instant::now();
     let nofile = host::raise_nofile_limit();
     let exe = env::current_exe().map_err(|e| e.to_string())?;
