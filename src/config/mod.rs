@@ -13,8 +13,6 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use crate::core::credentials::Credentials;
-use crate::core::policy::{Cidr, Rule};
 use crate::core::pool::Splice;
 use crate::core::session::Policy;
 use crate::core::tunnel::TunnelPolicy;
@@ -22,6 +20,7 @@ use crate::core::upstream::{Balance, HealthCheck};
 use crate::proto::auth::Secret;
 
 pub mod build;
+mod dynamic;
 pub mod file;
 pub mod groups;
 pub mod meta;
@@ -35,6 +34,7 @@ pub mod sockets;
 pub mod tls;
 mod typed;
 
+pub use dynamic::Dynamic;
 pub use proxy::{ProxyAccept, ProxyProtocol};
 pub use tls::{AgentTrust, PemFile, RelayIdentity, TunnelTls};
 
@@ -308,50 +308,6 @@ pub struct Agent {
     pub trust: AgentTrust,
     /// Secret and timeouts.
     pub tunnel: TunnelOptions,
-}
-
-/// `connect` and `socks`: each client names its destination (an HTTP CONNECT request,
-/// a SOCKS5 request), which is checked against the destination policy before it is
-/// dialed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dynamic {
-    /// Addresses to listen on.
-    pub listen: Vec<SocketAddr>,
-    /// `--allow` rules: exceptions to the default deny of internal ranges and ports.
-    pub allow: Vec<Rule>,
-    /// `--deny` rules: more destinations refused.
-    pub deny: Vec<Rule>,
-    /// Clients allowed to use the proxy (empty: any).
-    pub client_allow: Vec<Cidr>,
-    /// The credentials file (absolute; read again on reload), if any.
-    pub credentials_file: Option<String>,
-    /// The users it lists (empty: no credentials asked for).
-    pub credentials: Credentials,
-    /// Absolute bound on a client's handshake, from accept to its whole request.
-    pub handshake_timeout: Duration,
-    /// Bound on the look-up of a destination's name.
-    pub resolve_timeout: Duration,
-    /// Most clients in their handshake (reading, resolving, dialing) at once.
-    pub max_handshakes: usize,
-    /// Most handshakes and sessions at once from one client address.
-    pub max_sessions_per_client: usize,
-}
-
-impl Default for Dynamic {
-    fn default() -> Dynamic {
-        Dynamic {
-            listen: Vec::new(),
-            allow: Vec::new(),
-            deny: Vec::new(),
-            client_allow: Vec::new(),
-            credentials_file: None,
-            credentials: Credentials::default(),
-            handshake_timeout: Duration::from_secs(10),
-            resolve_timeout: Duration::from_secs(5),
-            max_handshakes: 256,
-            max_sessions_per_client: 128,
-        }
-    }
 }
 
 /// What a listener does.
