@@ -328,8 +328,11 @@ impl Server {
                 &Report::Connect(a) if a.group.is_some() => {
                     self.with_mode(a.listener, now, |m, cx| m.on_attempt(cx, a));
                 }
+                // The mode only counts the close: no context, no actions.
                 Report::Finished(c) | Report::Unserved(c) => {
-                    self.with_mode(c.listener, now, |m, _| m.on_closed(c));
+                    if let Some(l) = self.listeners.slab.get_mut(c.listener) {
+                        l.mode.on_closed(c);
+                    }
                 }
                 Report::Connect(_) => {}
             }
