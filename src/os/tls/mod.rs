@@ -15,7 +15,10 @@
 //!   record (forged, replayed, garbage) or the peer's alert is
 //!   [`io::ErrorKind::InvalidData`], an error to the core; our alert goes out first, and
 //!   plaintext decrypted in the same call from records before the bad one is dropped
-//!   with the stream (the session closes on the error either way).
+//!   with the stream (the session closes on the error either way). While records
+//!   stream in, ciphertext is read up to 64 KiB per system call (rustls alone reads one
+//!   record per call), never more than the caller's room takes as plaintext, so nothing
+//!   is left over between calls.
 //! - **Writes** report only bytes whose records are all in the kernel. When the socket
 //!   fills halfway through, the bytes rustls already took are held back (`WouldBlock`,
 //!   or a short count for the ones before them) and reported by a later call once their
@@ -50,6 +53,12 @@ pub use identity::{AgentTls, Fingerprint, RelayTls, TlsError, Trust};
 /// what a silent or hostile peer makes the relay hold (rustls alone allows 64 KiB per
 /// handshake message).
 pub const RELAY_HANDSHAKE_BYTES: usize = 16 * 1024;
+
+/// Record bytes rustls may hold for a write the socket has not taken yet (rustls's
+/// default is 64 KiB): a pipe offers up to a whole ring of the largest class (256 KiB by
+/// default), and taking it in one call costs a quarter of the writes. Held only while the
+/// socket is full, and freed as its records go out.
+const RECORDS_HELD: usize = 256 * 1024;
 
 /// The label of RFC 9266's `tls-exporter` channel binding.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
@@ -156,6 +165,9 @@ pub struct TlsStream {
     closing: bool,
     /// The TCP FIN is sent.
     fin_sent: bool,
+    /// The last read of records brought half a record or more: the next ones read ahead
+    /// (see `stream.rs`); a small read ends it.
+    bulk: bool,
 }
 
 impl std::fmt::Debug for TlsStream {
@@ -204,7 +216,9 @@ impl TlsStream {
     /// ([`Stream::connect_status`] said `Connected`).
     pub fn client(conn: Conn, agent: &AgentTls) -> Result<TlsStream, TlsError> {
         let tls = rustls::ClientConnection::new(agent.config.clone(), agent.name.clone())?;
-        let state = State::Live(Box::new(Connection::Client(tls)));
+        let mut tls = Connection::Client(tls);
+        tls.set_buffer_limit(Some(RECORDS_HELD));
+        let state = State::Live(Box::new(tls));
         Ok(TlsStream::with(conn, state, agent.raw))
     }
 
@@ -219,6 +233,7 @@ impl TlsStream {
             queued: 0,
             closing: false,
             fin_sent: false,
+            bulk: false,
         }
     }
 
@@ -319,7 +334,9 @@ impl TlsStream {
             let config = relay.config_for(&accepted.client_hello());
             match accepted.into_connection(config) {
                 Ok(tls) => {
-                    self.state = State::Live(Box::new(Connection::Server(tls)));
+                    let mut tls = Connection::Server(tls);
+                    tls.set_buffer_limit(Some(RECORDS_HELD));
+                    self.state = State::Live(Box::new(tls));
                     return Ok(true);
                 }
                 Err((e, mut alert)) => {
@@ -369,34 +386,6 @@ impl TlsStream {
             }
         }
         Ok(())
-    }
-
-    /// Writes every queued record; `WouldBlock` if the socket fills first (then what is
-    /// left is counted for [`Stream::unacked`]).
-    fn flush_records(&mut self) -> io::Result<()> {
-        let State::Live(tls) = &mut self.state else {
-            return Ok(());
-        };
-        let mut socket = Socket(&mut self.conn);
-        let result = loop {
-            if !tls.wants_write() {
-                break Ok(());
-            }
-            match tls.write_tls(&mut socket) {
-                Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(e) => break Err(e),
-            }
-        };
-        // Nothing new is processed here (records are processed as soon as they are
-        // read); this only asks rustls how many bytes it still holds.
-        self.queued = match tls.wants_write() {
-            false => 0,
-            true => tls
-                .process_new_packets()
-                .map_or(1, |state| state.tls_bytes_to_write().max(1)),
-        };
-        result
     }
 }
 

@@ -21,6 +21,8 @@ struct End {
     eof: bool,
     /// Writes that held bytes back (rustls took them, the socket did not).
     held: usize,
+    /// Reads after which the stream read records ahead.
+    ahead: usize,
 }
 
 impl End {
@@ -40,6 +42,7 @@ impl End {
             got: Vec::new(),
             eof: false,
             held: 0,
+            ahead: 0,
         }
     }
 
@@ -96,6 +99,7 @@ impl End {
                 }
                 Ok(n) => {
                     self.got.extend_from_slice(&buf[..n]);
+                    self.ahead += usize::from(self.stream.bulk);
                     if n < room && !self.ready.read_closed {
                         self.ready.readable = false;
                     }
@@ -139,8 +143,9 @@ fn pair(net: &mut Net) -> (TlsStream, TlsStream) {
     both(connect(net, &relay, &any()))
 }
 
-/// Sends `size` random bytes each way; returns how many writes held bytes back.
-fn bulk(seed: u64, size: usize, max_write: usize, max_read: usize) -> usize {
+/// Sends `size` random bytes each way; returns how many writes held bytes back, and how
+/// many reads left the stream reading ahead.
+fn bulk(seed: u64, size: usize, max_write: usize, max_read: usize) -> (usize, usize) {
     let mut rng = Rng(seed);
     let (to_relay, to_agent) = (rng.bytes(size), rng.bytes(size));
     let mut net = Net::new();
@@ -150,7 +155,7 @@ fn bulk(seed: u64, size: usize, max_write: usize, max_read: usize) -> usize {
     let [a, r] = ends;
     assert!(r.got == to_relay, "agent → relay differs");
     assert!(a.got == to_agent, "relay → agent differs");
-    a.held + r.held
+    (a.held + r.held, a.ahead + r.ahead)
 }
 
 #[test]
@@ -160,16 +165,23 @@ fn four_mib_each_way_in_small_writes_and_reads_arrive_exactly() {
 
 #[test]
 fn large_writes_and_reads_arrive_exactly() {
-    let held = bulk(2, 4 << 20, 256 << 10, 256 << 10);
-    assert!(
-        held > 0,
-        "the socket filled mid-write and bytes were held back"
-    );
+    let (held, ahead) = bulk(2, 4 << 20, 256 << 10, 256 << 10);
+    assert!(held > 0, "the socket filled mid-write: bytes held back");
+    assert!(ahead > 0, "large reads read records ahead");
+}
+
+/// Rooms around the read-ahead's threshold (one record of ciphertext beyond a record of
+/// slack): reads go ahead, or not, from one call to the next.
+#[test]
+fn reads_around_the_read_ahead_threshold_arrive_exactly() {
+    for seed in 4..8 {
+        bulk(seed, 1 << 20, 64 << 10, 3 * super::stream::RECORD);
+    }
 }
 
 #[test]
 fn nothing_sent_is_a_clean_close_both_ways() {
-    assert_eq!(bulk(3, 0, 1, 1), 0);
+    assert_eq!(bulk(3, 0, 1, 1), (0, 0));
 }
 
 /// Reads until `Ok(0)` or an error, waiting for events between reads.
