@@ -3,7 +3,8 @@
 //!
 //! - an observer relaying the tunnel's TCP bytes never sees the service's bytes (and
 //!   sees them with `--tunnel-tls off`);
-//! - a man in the middle with its own keys on both legs is refused: nothing is paired;
+//! - a man in the middle with its own keys on both legs is refused, and counted, by both
+//!   ends: nothing is paired;
 //! - a plain agent against a TLS relay, and a TLS agent against a plain relay: no
 //!   tunnel, and a line on each side that says why;
 //! - a wrong pinned key is refused; the relay's key (from a file, or the one it made
@@ -59,6 +60,22 @@ fn failing_agent(
         panic!("the agent printed {l:?}\n{}", agent.stderr());
     }
     agent
+}
+
+/// The one port `proxy` listens on (an agent's metrics: it prints no READY line while
+/// no tunnel is up), from its sockets in `/proc`.
+fn listening_addr(proxy: &Proxy) -> SocketAddr {
+    let rows = proxy.owned_tcp();
+    let port = rows.iter().filter(|s| s.state == TCP_LISTEN).find_map(|s| {
+        // The row's first field that is not a label ("tcp:", "0:") is the local
+        // address, ADDR:PORT in hex.
+        let local = s.row.split_whitespace().find(|f| !f.ends_with(':'))?;
+        u16::from_str_radix(local.rsplit(':').next()?, 16).ok()
+    });
+    match port {
+        Some(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+        None => panic!("no listening socket among {rows:?}"),
+    }
 }
 
 /// Sends [`MARKER`] (many times) through a chain whose agent reaches the relay through
@@ -117,7 +134,7 @@ fn a_man_in_the_middle_with_its_own_keys_is_refused_by_both_ends() {
         let (relay, tunnel, public) =
             spawn_relay(&secret, "127.0.0.1:0", "127.0.0.1:0", &owned(&metrics));
         let mitm = Mitm::new(tunnel);
-        let agent = failing_agent(mitm.addr, up.addr, &secret, &[]);
+        let agent = failing_agent(mitm.addr, up.addr, &secret, &metrics[..2]);
         assert!(
             mitm.legs_up() >= 1,
             "the man in the middle made no TLS legs\n{}",
@@ -142,6 +159,11 @@ fn a_man_in_the_middle_with_its_own_keys_is_refused_by_both_ends() {
             agent.wait_log("denied by the relay", Duration::from_secs(5)),
             "the agent should be refused\n{}",
             agent.stderr()
+        );
+        let counted = metric_total(listening_addr(&agent), "tcpbridge_auth_failures_total");
+        assert!(
+            counted >= 1.0,
+            "the agent counted {counted} authentication failures"
         );
         // Nothing was paired: a public client waits out its pair timeout unserved.
         let mut c = connect(public);
