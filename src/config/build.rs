@@ -18,7 +18,12 @@ use super::{
 use crate::core::session::Policy;
 
 mod dynamic;
+#[cfg(not(feature = "tls"))]
+mod no_tls;
+#[cfg(feature = "tls")]
 mod tls;
+#[cfg(not(feature = "tls"))]
+use no_tls as tls;
 
 /// Reads the process-wide settings.
 pub fn global(values: &dyn Values, taken: &mut Taken) -> Result<Global> {

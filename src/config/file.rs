@@ -40,7 +40,11 @@ mod tests;
 mod tests_dynamic;
 #[cfg(test)]
 mod tests_listeners;
-#[cfg(test)]
+#[cfg(all(test, feature = "tls"))]
+mod tests_modes;
+#[cfg(all(test, not(feature = "tls")))]
+mod tests_no_tls;
+#[cfg(all(test, feature = "tls"))]
 mod tests_tls;
 #[cfg(test)]
 mod tests_upstreams;

@@ -36,7 +36,7 @@ mod typed;
 
 pub use dynamic::Dynamic;
 pub use proxy::{ProxyAccept, ProxyProtocol};
-pub use tls::{AgentTrust, PemFile, RelayIdentity, TunnelTls};
+pub use tls::{AgentTrust, PemFile, RelayIdentity, TunnelTls, WITHOUT_TLS};
 
 /// Largest accepted duration (7 days).
 pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);

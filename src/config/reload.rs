@@ -279,7 +279,7 @@ mod tests {
         assert!(!keeps_state(&same, &Mode::Relay(keyed)));
         let agent = Agent::default();
         let mut pinned = agent.clone();
-        pinned.trust.pin = crate::os::tls::Fingerprint::parse(&"0".repeat(64));
+        pinned.trust.pin = crate::os::fingerprint::Fingerprint::parse(&"0".repeat(64));
         let same = Mode::Agent(agent.clone());
         assert!(keeps_state(&same, &Mode::Agent(agent)));
         assert!(!keeps_state(&same, &Mode::Agent(pinned)));

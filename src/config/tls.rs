@@ -3,8 +3,17 @@
 //! read (and checked by building their TLS configuration) when the configuration is
 //! loaded, and the server makes the identities from them (`server::mode`), so a reload
 //! that keeps these values keeps the tunnels and a generated key.
+//!
+//! The values are the same in a build without the `tls` feature (so `check` and config
+//! files read the same), but such a build refuses a relay or agent with TLS tunnels or a
+//! TLS file ([`WITHOUT_TLS`]); it never falls back to plain tunnels.
 
-use crate::os::tls::{Fingerprint, RelayTls, TlsError, Trust};
+use crate::os::fingerprint::Fingerprint;
+#[cfg(feature = "tls")]
+use crate::os::tls::{RelayTls, TlsError, Trust};
+
+/// Why a build without the `tls` feature refuses TLS tunnels and the TLS options.
+pub const WITHOUT_TLS: &str = "this tcpbridge was built without TLS (cargo feature \"tls\")";
 
 /// Whether tunnel connections run over TLS 1.3 (`tunnel_tls`); both ends must agree.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -49,6 +58,7 @@ pub struct AgentTrust {
     pub name: Option<String>,
 }
 
+#[cfg(feature = "tls")]
 impl RelayIdentity {
     /// The identity its files make; `None` when no file is given (the relay then makes
     /// a key at start-up). A certificate without its key is refused when the
@@ -62,6 +72,7 @@ impl RelayIdentity {
     }
 }
 
+#[cfg(feature = "tls")]
 impl AgentTrust {
     /// What the agent accepts: a chain to the CA for the name, else the pinned key, else
     /// any key.

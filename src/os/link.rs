@@ -1,7 +1,8 @@
 //! [`Link`]: a connection that is either a plain TCP [`Conn`] or a [`TlsStream`] over one,
 //! so the server keeps one stream type for sessions and tunnels whichever the tunnel
 //! speaks. Every core [`Stream`] call goes to the variant; the socket calls (`source`,
-//! `local_addr`, `tune`) go to the TCP connection underneath.
+//! `local_addr`, `tune`) go to the TCP connection underneath. Without the `tls` feature
+//! a link is always plain.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 
 use super::net::{Conn, Tuning};
+#[cfg(feature = "tls")]
 use super::tls::TlsStream;
 use crate::core::stream::{ConnectStatus, Stream};
 
@@ -18,6 +20,7 @@ pub enum Link {
     /// Plain TCP.
     Plain(Conn),
     /// TLS over TCP (boxed: its state is large).
+    #[cfg(feature = "tls")]
     Tls(Box<TlsStream>),
 }
 
@@ -27,6 +30,7 @@ impl From<Conn> for Link {
     }
 }
 
+#[cfg(feature = "tls")]
 impl From<TlsStream> for Link {
     fn from(tls: TlsStream) -> Link {
         Link::Tls(Box::new(tls))
@@ -38,6 +42,7 @@ impl Link {
     pub fn tcp(&self) -> &Conn {
         match self {
             Link::Plain(c) => c,
+            #[cfg(feature = "tls")]
             Link::Tls(t) => t.tcp(),
         }
     }
@@ -46,6 +51,7 @@ impl Link {
     pub fn source(&mut self) -> &mut TcpStream {
         match self {
             Link::Plain(c) => c.source(),
+            #[cfg(feature = "tls")]
             Link::Tls(t) => t.source(),
         }
     }
@@ -55,6 +61,7 @@ impl Link {
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Link::Plain(c) => c.peek(buf),
+            #[cfg(feature = "tls")]
             Link::Tls(_) => Err(io::Error::from(io::ErrorKind::Unsupported)),
         }
     }
@@ -71,7 +78,11 @@ impl Link {
 
     /// True for a TLS link.
     pub fn is_tls(&self) -> bool {
-        matches!(self, Link::Tls(_))
+        match self {
+            Link::Plain(_) => false,
+            #[cfg(feature = "tls")]
+            Link::Tls(_) => true,
+        }
     }
 }
 
@@ -79,6 +90,7 @@ impl Stream for Link {
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         match self {
             Link::Plain(c) => c.read_vectored(bufs),
+            #[cfg(feature = "tls")]
             Link::Tls(t) => t.read_vectored(bufs),
         }
     }
@@ -86,6 +98,7 @@ impl Stream for Link {
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Link::Plain(c) => c.write_vectored(bufs),
+            #[cfg(feature = "tls")]
             Link::Tls(t) => t.write_vectored(bufs),
         }
     }
@@ -93,6 +106,7 @@ impl Stream for Link {
     fn shutdown_write(&mut self) -> io::Result<()> {
         match self {
             Link::Plain(c) => c.shutdown_write(),
+            #[cfg(feature = "tls")]
             Link::Tls(t) => t.shutdown_write(),
         }
     }
@@ -100,6 +114,7 @@ impl Stream for Link {
     fn abort(&mut self) {
         match self {
             Link::Plain(c) => c.abort(),
+            #[cfg(feature = "tls")]
             Link::Tls(t) => t.abort(),
         }
     }
@@ -107,6 +122,7 @@ impl Stream for Link {
     fn unacked(&self) -> io::Result<usize> {
         match self {
             Link::Plain(c) => c.unacked(),
+            #[cfg(feature = "tls")]
             Link::Tls(t) => t.unacked(),
         }
     }
@@ -114,6 +130,7 @@ impl Stream for Link {
     fn connect_status(&mut self) -> ConnectStatus {
         match self {
             Link::Plain(c) => c.connect_status(),
+            #[cfg(feature = "tls")]
             Link::Tls(t) => t.connect_status(),
         }
     }
@@ -121,6 +138,7 @@ impl Stream for Link {
     fn splice_fd(&self) -> Option<i32> {
         match self {
             Link::Plain(c) => c.splice_fd(),
+            #[cfg(feature = "tls")]
             Link::Tls(t) => t.splice_fd(),
         }
     }

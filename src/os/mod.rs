@@ -1,5 +1,6 @@
-//! The operating-system layer: sockets as core streams (`net`), TLS over them (`tls`),
-//! either of the two as one type (`link`),
+//! The operating-system layer: sockets as core streams (`net`), TLS over them (`tls`,
+//! with the `tls` feature; a pinned key's `fingerprint` is in every build), either of the
+//! two as one type (`link`),
 //! kernel pipes for splice (`splice`), random bytes (`random`), systemd (`systemd`), and the few process-wide
 //! settings here (SIGPIPE, the open-files limit, the allocator's large blocks). The only
 //! modules with `unsafe` code, each block with a `SAFETY:` note: the rest of the crate
@@ -7,11 +8,13 @@
 
 use std::io;
 
+pub mod fingerprint;
 pub mod link;
 pub mod net;
 pub mod random;
 pub mod splice;
 pub mod systemd;
+#[cfg(feature = "tls")]
 pub mod tls;
 
 /// Asks the allocator to map blocks of `threshold` bytes and more on their own, so that

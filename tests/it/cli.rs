@@ -367,3 +367,56 @@ fn verbose_flag_adds_debug_lines() {
         }
     });
 }
+
+/// A build without the `tls` feature refuses TLS tunnels (on by default) and the TLS
+/// options at start-up: exit 2, one `error:` line saying why and what to do, no READY;
+/// never plain tunnels in their place.
+#[cfg(not(feature = "tls"))]
+#[test]
+fn without_tls_tls_tunnels_are_refused_at_start() {
+    let dir = nat::SecretDir::new();
+    let secret = dir.file("secret", nat::SECRET.as_bytes());
+    let secret = secret.to_str().expect("utf-8 temp path");
+    let pin = format!("sha256:{}", "ab".repeat(32));
+    let relay = [
+        "relay",
+        "--tunnel-listen",
+        "127.0.0.1:0",
+        "--public",
+        "s=127.0.0.1:0",
+    ];
+    let agent = [
+        "agent",
+        "--relay",
+        "127.0.0.1:9",
+        "--service",
+        "s=127.0.0.1:9",
+    ];
+    let why = "this tcpbridge was built without TLS (cargo feature \"tls\")";
+    let off = "use --tunnel-tls off on both ends, or build with the default features";
+    let cases: [(Vec<&str>, String); 3] = [
+        (
+            [&relay[..], &["--secret-file", secret]].concat(),
+            format!("error: --tunnel-tls on (the default): {why}; {off}"),
+        ),
+        (
+            [&agent[..], &["--secret-file", secret, "--tunnel-tls", "on"]].concat(),
+            format!("error: --tunnel-tls on: {why}; {off}"),
+        ),
+        (
+            [
+                &agent[..],
+                &["--secret-file", secret, "--tunnel-tls-pin", &pin],
+            ]
+            .concat(),
+            format!(
+                "error: --tunnel-tls-pin: {why}; remove it, or build with the default features"
+            ),
+        ),
+    ];
+    for (args, line) in &cases {
+        let run = run_cli(args, EXIT_WITHIN);
+        check_usage_error(&run, &[why]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(run.stderr.trim_end(), line, "{args:?}");
+    }
+}

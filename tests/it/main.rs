@@ -80,6 +80,7 @@ mod nat_data;
 mod nat_failures;
 mod nat_keepalive;
 mod nat_lifecycle;
+#[cfg(feature = "tls")]
 mod nat_tls;
 mod operate_config;
 mod operate_metrics;

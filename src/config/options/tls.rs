@@ -6,7 +6,7 @@ use crate::config::meta::{Fallback, Kind, Meta, Scope};
 use crate::config::setting::Opt;
 use crate::config::typed::ServerName;
 use crate::config::{Agent, PemFile, Relay, TunnelOptions, TunnelTls};
-use crate::os::tls::Fingerprint;
+use crate::os::fingerprint::Fingerprint;
 
 use Fallback::{Absent, Value};
 

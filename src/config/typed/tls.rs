@@ -5,7 +5,7 @@ use super::{one, Cx, Given, Meta, Result, Typed};
 use crate::config::parse::quote;
 use crate::config::setting::located;
 use crate::config::{ConfigError, PemFile};
-use crate::os::tls::Fingerprint;
+use crate::os::fingerprint::Fingerprint;
 
 /// Largest PEM file accepted: a chain of a few certificates, a key, a CA bundle.
 pub(super) const MAX_PEM_FILE: u64 = 1 << 20;

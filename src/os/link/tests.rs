@@ -6,6 +6,7 @@ use std::io::{IoSlice, IoSliceMut, Write};
 use mio::net::TcpStream;
 
 use super::*;
+#[cfg(feature = "tls")]
 use crate::os::tls::{RelayTls, TlsStream};
 
 /// A connected loopback pair: (the link's blocking peer, the link).
@@ -41,6 +42,7 @@ fn a_plain_link_moves_bytes_and_peeks_like_its_connection() {
     assert!(matches!(link.connect_status(), ConnectStatus::Connected));
 }
 
+#[cfg(feature = "tls")]
 #[test]
 fn a_tls_link_does_not_peek_or_splice() {
     let (_peer, conn) = pair();

@@ -16,10 +16,13 @@ use super::upstreams::Upstreams;
 use super::{Action, Cx};
 use crate::config::{Agent, Listener, TunnelTls};
 use crate::core::stream::Readiness;
-use crate::core::tunnel::{AgentTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
+#[cfg(feature = "tls")]
+use crate::core::tunnel::TunnelEnd;
+use crate::core::tunnel::{AgentTunnel, TunnelPolicy, TunnelStep};
 use crate::os::link::Link;
 use crate::os::net::{describe, Conn};
 use crate::os::random;
+#[cfg(feature = "tls")]
 use crate::os::tls::AgentTls;
 use crate::proto::auth::Secret;
 use crate::server::owner::{self, Owner};
@@ -33,7 +36,9 @@ mod stage;
 
 use attach::groups;
 use services::Services;
-use stage::{Moved, Stage};
+#[cfg(feature = "tls")]
+use stage::Moved;
+use stage::Stage;
 
 /// The resolver key of the relay's name (upstream groups use small numbers).
 const RELAY_LOOKUP: u32 = u32::MAX;
@@ -65,6 +70,7 @@ struct AgentTunnelEntry {
 pub(super) struct AgentState {
     secret: Secret,
     /// How tunnels greet and check the relay over TLS; `None`: plain tunnels.
+    #[cfg(feature = "tls")]
     tls: Option<AgentTls>,
     /// Only the relay key with this fingerprint is accepted (said when one is refused).
     pinned: bool,
@@ -88,22 +94,30 @@ impl AgentState {
     pub(super) fn new(l: &Listener, cfg: &Agent, now: Instant) -> Result<AgentState, String> {
         let literal: Option<SocketAddr> = cfg.relay.parse().ok();
         let timeout = l.policy.connect_timeout;
+        if cfg.tunnel.tls == TunnelTls::Off {
+            warn!(
+                "tunnels to {} are not encrypted: tunnel-tls off (use a trusted network)",
+                cfg.relay
+            );
+        }
+        #[cfg(feature = "tls")]
         let tls = match cfg.tunnel.tls {
             TunnelTls::On => Some(
                 AgentTls::new(cfg.trust.trust())
                     .map_err(|e| format!("tunnels to {}: TLS: {e}", cfg.relay))?,
             ),
-            TunnelTls::Off => {
-                warn!(
-                    "tunnels to {} are not encrypted: tunnel-tls off (use a trusted network)",
-                    cfg.relay
-                );
-                None
-            }
+            TunnelTls::Off => None,
         };
+        // Without TLS: refused by the configuration first; never made plain.
+        #[cfg(not(feature = "tls"))]
+        if cfg.tunnel.tls == TunnelTls::On {
+            let without = crate::config::WITHOUT_TLS;
+            return Err(format!("tunnels to {}: {without}", cfg.relay));
+        }
         Ok(AgentState {
             upstreams: Upstreams::new(groups(cfg), &cfg.group, timeout, now),
             secret: cfg.tunnel.secret.clone(),
+            #[cfg(feature = "tls")]
             tls,
             pinned: cfg.trust.pin.is_some(),
             services: Services::new(&cfg.services, cfg.pool, cfg.backoff_max),
@@ -116,6 +130,18 @@ impl AgentState {
             named: literal.is_none(),
             next_addr: 0,
         })
+    }
+
+    /// True when tunnels are TLS.
+    #[cfg(feature = "tls")]
+    fn encrypted(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Never without the `tls` feature.
+    #[cfg(not(feature = "tls"))]
+    fn encrypted(&self) -> bool {
+        false
     }
 
     /// The READY line's fields, each after `prefix.` when given.
@@ -273,10 +299,15 @@ impl AgentState {
             return false;
         }
         let name = self.services.name(service);
+        let now = cx.now;
+        let plain = |c: Conn| Stage::Tunnel(AgentTunnel::new(Link::from(c), name, nonce, now));
+        #[cfg(feature = "tls")]
         let stage = match self.tls {
-            Some(_) => Stage::tls(conn, nonce, cx.now),
-            None => Stage::Tunnel(AgentTunnel::new(Link::from(conn), name, nonce, cx.now)),
+            Some(_) => Stage::tls(conn, nonce, now),
+            None => plain(conn),
         };
+        #[cfg(not(feature = "tls"))]
+        let stage = plain(conn);
         entry.insert(AgentTunnelEntry {
             id,
             service,
@@ -300,23 +331,29 @@ impl AgentState {
         if matches!(t.stage, Stage::Tunnel(_)) && !t.stage.is_idle() {
             note_first(&mut t.first, t.stage.tcp());
         }
-        let step = match (&mut t.stage, &self.tls) {
-            (Stage::Tunnel(tunnel), _) => {
+        let step = match &mut t.stage {
+            Stage::Tunnel(tunnel) => {
                 tunnel.on_event(ready);
                 tunnel.drive(cx.now, &self.secret)
             }
-            (stage, Some(tls)) => {
-                match stage.drive_tls(ready, tls, self.services.name(t.service), &mut t.first) {
-                    Moved::Waiting => TunnelStep::Waiting,
-                    // The handshake is done: the tunnel speaks first (its readiness is set).
-                    Moved::Tunnel => return self.on_tunnel_event(cx, slot, Readiness::default()),
-                    Moved::Closed(end, why) => {
-                        t.why = why;
-                        TunnelStep::Closed(end)
+            #[cfg(feature = "tls")]
+            stage => match &self.tls {
+                Some(tls) => {
+                    let service = self.services.name(t.service);
+                    match stage.drive_tls(ready, tls, service, &mut t.first) {
+                        Moved::Waiting => TunnelStep::Waiting,
+                        // The handshake is done: the tunnel speaks first (its readiness is set).
+                        Moved::Tunnel => {
+                            return self.on_tunnel_event(cx, slot, Readiness::default())
+                        }
+                        Moved::Closed(end, why) => {
+                            t.why = why;
+                            TunnelStep::Closed(end)
+                        }
                     }
                 }
-            }
-            (_, None) => TunnelStep::Closed(TunnelEnd::Lost),
+                None => TunnelStep::Closed(TunnelEnd::Lost),
+            },
         };
         self.tunnel_step(cx, slot, step);
     }

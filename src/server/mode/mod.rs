@@ -29,6 +29,8 @@ use crate::stats::Counters;
 mod agent;
 mod dynamic;
 mod forward;
+#[cfg(feature = "tls")]
+mod handshake;
 mod preface;
 mod relay;
 mod tls;

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use super::tls::{note_first, Handshake};
+#[cfg(feature = "tls")]
+use super::handshake::Handshake;
+use super::tls::note_first;
 use super::{Action, Cx};
 use crate::config::Relay;
 use crate::core::failures::Admission;
@@ -25,6 +27,7 @@ use crate::core::tunnel::{ready_reply, RelayTunnel, TunnelEnd, TunnelPolicy, Tun
 use crate::os::link::Link;
 use crate::os::net::{describe, Conn};
 use crate::os::random;
+#[cfg(feature = "tls")]
 use crate::os::tls::{RelayTls, TlsStream};
 use crate::proto::auth::Secret;
 use crate::proto::tunnel;
@@ -51,6 +54,7 @@ pub(super) struct RelayState {
     max_handshakes: usize,
     policy: TunnelPolicy,
     /// The TLS identity tunnels are accepted with; `None`: plain tunnels.
+    #[cfg(feature = "tls")]
     tls: Option<RelayTls>,
     tunnels: Tunnels,
     waiting: Waiting,
@@ -61,7 +65,10 @@ impl RelayState {
     pub(super) fn new(cfg: &Relay) -> Result<RelayState, String> {
         let names: Vec<String> = cfg.public.iter().map(|s| s.name.clone()).collect();
         let n = names.len();
+        #[cfg(feature = "tls")]
         let tls = stage::identity(cfg)?;
+        #[cfg(not(feature = "tls"))]
+        stage::plain(cfg)?;
         Ok(RelayState {
             secret: cfg.tunnel.secret.clone(),
             names,
@@ -70,6 +77,7 @@ impl RelayState {
             max_idle_tunnels: cfg.max_idle_tunnels,
             max_handshakes: cfg.max_handshakes,
             policy: cfg.tunnel.policy,
+            #[cfg(feature = "tls")]
             tls,
             tunnels: Tunnels::new(n),
             waiting: Waiting::new(n),
@@ -104,17 +112,22 @@ impl RelayState {
             }
         };
         let now = cx.now;
+        #[cfg(feature = "tls")]
         let tls = self.tls.as_ref();
-        let inserted =
-            self.tunnels
-                .insert(cx.registry, cx.listener, id, conn, peer, |c| match tls {
-                    Some(tls) => Stage::Tls {
-                        shake: Handshake::new(TlsStream::server(c, tls)),
-                        nonce,
-                        since: now,
-                    },
-                    None => Stage::Tunnel(RelayTunnel::new(Link::from(c), nonce, now)),
-                });
+        let start = |c: Conn| {
+            #[cfg(feature = "tls")]
+            if let Some(tls) = tls {
+                return Stage::Tls {
+                    shake: Handshake::new(TlsStream::server(c, tls)),
+                    nonce,
+                    since: now,
+                };
+            }
+            Stage::Tunnel(RelayTunnel::new(Link::from(c), nonce, now))
+        };
+        let inserted = self
+            .tunnels
+            .insert(cx.registry, cx.listener, id, conn, peer, start);
         match (inserted, admission) {
             (Ok(slot), Admission::Slow(delay)) => {
                 debug!("tunnel {id} from {peer}: slowed {delay:?}, too many failed handshakes");
@@ -168,6 +181,7 @@ impl RelayState {
             note_first(&mut t.first, t.stage.tcp());
         }
         let step = match &mut t.stage {
+            #[cfg(feature = "tls")]
             Stage::Tls { shake, .. } => match shake.drive(&mut t.first) {
                 Ok(None) => TunnelStep::Waiting,
                 Ok(Some((link, channel))) => {
@@ -296,7 +310,7 @@ impl RelayState {
         let Some(t) = self.tunnels.remove(tunnel) else {
             return;
         };
-        let Stage::Tunnel(stream) = t.stage else {
+        let Some(stream) = t.stage.into_tunnel() else {
             return;
         };
         let (frame, n) = tunnel::attach(client.addr);

@@ -47,6 +47,7 @@ pub mod prom;
 pub mod proxy;
 pub mod sockopts;
 pub mod strace;
+#[cfg(feature = "tls")]
 pub mod tls;
 pub mod upstreams;
 

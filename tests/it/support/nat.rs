@@ -81,6 +81,14 @@ fn path_str(p: &Path) -> String {
 /// the tunnel protocol by hand.
 pub const PLAIN: [&str; 2] = ["--tunnel-tls", "off"];
 
+/// Without the `tls` feature the binary has plain tunnels only: a relay or agent the
+/// harness starts gets [`PLAIN`] unless its test chose `--tunnel-tls` itself.
+fn plain_without_tls(args: &mut Vec<String>) {
+    if cfg!(not(feature = "tls")) && !args.iter().any(|a| a == PLAIN[0]) {
+        args.extend(owned(&PLAIN));
+    }
+}
+
 /// `relay --tunnel-listen TUNNEL --public svc=PUBLIC --secret-file S EXTRA...`.
 pub fn relay_args(tunnel: &str, public: &str, secret: &Path, extra: &[String]) -> Vec<String> {
     let mut v: Vec<String> = vec![
@@ -93,6 +101,7 @@ pub fn relay_args(tunnel: &str, public: &str, secret: &Path, extra: &[String]) -
         path_str(secret),
     ];
     v.extend(extra.iter().cloned());
+    plain_without_tls(&mut v);
     v
 }
 
@@ -113,6 +122,7 @@ pub fn agent_args(
         path_str(secret),
     ];
     v.extend(extra.iter().cloned());
+    plain_without_tls(&mut v);
     v
 }
 

@@ -46,7 +46,7 @@ impl AgentState {
         };
         cx.counters.accepted += 1;
         self.services.closed(t.service);
-        let super::Stage::Tunnel(attached) = t.stage else {
+        let Some(attached) = t.stage.into_tunnel() else {
             return;
         };
         let Peer {

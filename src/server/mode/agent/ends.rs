@@ -45,7 +45,7 @@ impl AgentState {
         }
         let name = self.services.name(t.service);
         let (id, relay, what) = (t.id, t.relay, end.as_str());
-        let hint = mismatch(self.tls.is_some(), self.pinned, end, t.first);
+        let hint = mismatch(self.encrypted(), self.pinned, end, t.first);
         if let (TunnelEnd::TlsFailed, Some(why)) = (end, &t.why) {
             warn!("tunnel {id} to {relay} for {name}: {why}{hint}");
         } else if refused {

@@ -1,20 +1,27 @@
 //! Where an agent's tunnel connection stands before pairing: with TLS, its TCP connect
 //! and then its TLS handshake; then the tunnel protocol (`core::tunnel::AgentTunnel`,
 //! which also waits for the connect of a plain tunnel). One enum, changed here only.
+//! Without the `tls` feature there is no TLS stage: every tunnel starts in the tunnel
+//! protocol, as with `tunnel_tls off`.
 
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 
-use crate::core::stream::{ConnectFailure, ConnectStatus, Readiness, Stream};
-use crate::core::tunnel::{AgentTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
+use crate::core::tunnel::{AgentTunnel, TunnelPolicy, TunnelStep};
 use crate::os::link::Link;
 use crate::os::net::Conn;
-use crate::os::tls::{AgentTls, TlsStream};
-use crate::proto::auth::NONCE_LEN;
-use crate::server::mode::tls::{Failed, Handshake};
+#[cfg(feature = "tls")]
+use crate::{
+    core::stream::{ConnectFailure, ConnectStatus, Readiness, Stream},
+    core::tunnel::TunnelEnd,
+    os::tls::{AgentTls, TlsStream},
+    proto::auth::NONCE_LEN,
+    server::mode::handshake::{Failed, Handshake},
+};
 
 /// What a TLS tunnel's stage is waiting for.
+#[cfg(feature = "tls")]
 #[derive(Debug)]
 pub(super) enum Wait {
     /// The TCP connect (taken when it completes).
@@ -31,6 +38,7 @@ pub(super) enum Wait {
 pub(super) enum Stage {
     /// TLS tunnels: the connect, then the handshake; the tunnel protocol starts on the
     /// TLS channel once it is done.
+    #[cfg(feature = "tls")]
     Tls {
         wait: Wait,
         nonce: [u8; NONCE_LEN],
@@ -42,6 +50,7 @@ pub(super) enum Stage {
 }
 
 /// What a drive of the TLS part gave.
+#[cfg(feature = "tls")]
 pub(super) enum Moved {
     /// Nothing more until an event or the deadline.
     Waiting,
@@ -51,6 +60,7 @@ pub(super) enum Moved {
     Closed(TunnelEnd, Option<String>),
 }
 
+#[cfg(feature = "tls")]
 impl Stage {
     /// A TLS tunnel whose connect has just started.
     pub(super) fn tls(conn: Conn, nonce: [u8; NONCE_LEN], now: Instant) -> Stage {
@@ -115,14 +125,18 @@ impl Stage {
             Err(Failed { end, why }) => Moved::Closed(end, Some(why)),
         }
     }
+}
 
+impl Stage {
     /// The TCP connection underneath, once connected.
     pub(super) fn tcp(&mut self) -> Option<&Conn> {
         match self {
+            #[cfg(feature = "tls")]
             Stage::Tls {
                 wait: Wait::Tls(shake),
                 ..
             } => shake.tcp(),
+            #[cfg(feature = "tls")]
             Stage::Tls { .. } => None,
             Stage::Tunnel(t) => Some(t.stream().tcp()),
         }
@@ -131,11 +145,21 @@ impl Stage {
     /// The mio stream, for deregistration.
     pub(super) fn source(&mut self) -> Option<&mut TcpStream> {
         match self {
+            #[cfg(feature = "tls")]
             Stage::Tls { wait, .. } => match wait {
                 Wait::Connect(conn) => conn.as_mut().map(Conn::source),
                 Wait::Tls(shake) => shake.source(),
             },
             Stage::Tunnel(t) => Some(t.stream().source()),
+        }
+    }
+
+    /// The tunnel protocol, taken out, once the TLS handshake (if any) is done.
+    pub(super) fn into_tunnel(self) -> Option<AgentTunnel<Link>> {
+        match self {
+            Stage::Tunnel(t) => Some(t),
+            #[cfg(feature = "tls")]
+            Stage::Tls { .. } => None,
         }
     }
 
@@ -147,11 +171,13 @@ impl Stage {
     /// When to call [`expire`](Self::expire).
     pub(super) fn deadline(&self, p: &TunnelPolicy, connect_timeout: Duration) -> Instant {
         match self {
+            #[cfg(feature = "tls")]
             Stage::Tls {
                 wait: Wait::Connect(_),
                 since,
                 ..
             } => *since + connect_timeout.min(p.handshake_timeout),
+            #[cfg(feature = "tls")]
             Stage::Tls { since, .. } => *since + p.handshake_timeout,
             Stage::Tunnel(t) => t.deadline(p, connect_timeout),
         }
@@ -168,10 +194,12 @@ impl Stage {
             return TunnelStep::Waiting;
         }
         match self {
+            #[cfg(feature = "tls")]
             Stage::Tls {
                 wait: Wait::Connect(_),
                 ..
             } => TunnelStep::Closed(TunnelEnd::ConnectFailed(ConnectFailure::Timeout)),
+            #[cfg(feature = "tls")]
             Stage::Tls { .. } => TunnelStep::Closed(TunnelEnd::HandshakeTimeout),
             Stage::Tunnel(t) => t.expire(now, p, connect_timeout),
         }

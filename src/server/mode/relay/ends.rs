@@ -4,6 +4,7 @@
 
 use log::{info, warn};
 
+#[cfg(feature = "tls")]
 use super::stage::Stage;
 use super::RelayState;
 use crate::core::failures::{Failures, Warn};
@@ -88,8 +89,11 @@ impl RelayState {
                 if !may_warn(failures, cx.now) {
                     return;
                 }
-                let shaking = matches!(t.stage, Stage::Tls { .. });
-                let hint = mismatch(self.tls.is_some(), shaking, end, t.first);
+                #[cfg(feature = "tls")]
+                let (tls, shaking) = (self.tls.is_some(), matches!(t.stage, Stage::Tls { .. }));
+                #[cfg(not(feature = "tls"))]
+                let (tls, shaking) = (false, false);
+                let hint = mismatch(tls, shaking, end, t.first);
                 match (end, t.why) {
                     (TunnelEnd::TlsFailed, Some(why)) => {
                         warn!("tunnel {} from {}: {why}{hint}", t.id, t.peer);

@@ -1,30 +1,43 @@
 //! The TLS identity a relay starts with, and where a relay's tunnel connection stands
 //! before pairing: its TLS handshake (when tunnels are TLS), then the tunnel protocol
 //! (`core::tunnel::RelayTunnel`). One enum, changed in one place ([`Stage::upgrade`]);
-//! the rest of the relay asks it.
+//! the rest of the relay asks it. Without the `tls` feature there is no handshake stage:
+//! every tunnel starts in the tunnel protocol, as with `tunnel_tls off`.
 
 use std::time::Instant;
 
-use log::{info, warn};
+#[cfg(feature = "tls")]
+use log::info;
+use log::warn;
 use mio::net::TcpStream;
 
 use crate::config::{Relay, TunnelTls};
 use crate::core::stream::Readiness;
-use crate::core::tunnel::{RelayTunnel, TunnelEnd, TunnelPolicy, TunnelStep};
+use crate::core::tunnel::{RelayTunnel, TunnelPolicy, TunnelStep};
 use crate::os::link::Link;
 use crate::os::net::Conn;
-use crate::os::tls::RelayTls;
-use crate::proto::auth::{Channel, NONCE_LEN};
-use crate::server::mode::tls::Handshake;
+#[cfg(feature = "tls")]
+use crate::{
+    core::tunnel::TunnelEnd,
+    os::tls::RelayTls,
+    proto::auth::{Channel, NONCE_LEN},
+    server::mode::handshake::Handshake,
+};
+
+/// Says that a relay's tunnels are plain (`tunnel_tls off`).
+fn warn_plain(cfg: &Relay) {
+    warn!(
+        "tunnels on {} are not encrypted: tunnel-tls off (use a trusted network)",
+        cfg.tunnel_listen
+    );
+}
 
 /// The TLS identity a relay's tunnels are accepted with (its files', or a key made now),
 /// its fingerprint logged; `None` for plain tunnels (a warning).
+#[cfg(feature = "tls")]
 pub(super) fn identity(cfg: &Relay) -> Result<Option<RelayTls>, String> {
     if cfg.tunnel.tls == TunnelTls::Off {
-        warn!(
-            "tunnels on {} are not encrypted: tunnel-tls off (use a trusted network)",
-            cfg.tunnel_listen
-        );
+        warn_plain(cfg);
         return Ok(None);
     }
     let loaded = cfg.identity.load();
@@ -43,6 +56,23 @@ pub(super) fn identity(cfg: &Relay) -> Result<Option<RelayTls>, String> {
     Ok(Some(tls))
 }
 
+/// Without the `tls` feature: plain tunnels (a warning); `tunnel_tls on` is refused
+/// (the configuration refuses it first), never made plain.
+#[cfg(not(feature = "tls"))]
+pub(super) fn plain(cfg: &Relay) -> Result<(), String> {
+    match cfg.tunnel.tls {
+        TunnelTls::Off => {
+            warn_plain(cfg);
+            Ok(())
+        }
+        TunnelTls::On => Err(format!(
+            "tunnels on {}: {}",
+            cfg.tunnel_listen,
+            crate::config::WITHOUT_TLS
+        )),
+    }
+}
+
 /// A relay's tunnel connection before pairing.
 // The tunnel is held by value: entries live in the slab, and a box would cost an
 // allocation per tunnel for a handshake stage that lasts a few round trips.
@@ -50,6 +80,7 @@ pub(super) fn identity(cfg: &Relay) -> Result<Option<RelayTls>, String> {
 #[derive(Debug)]
 pub(super) enum Stage {
     /// The TLS handshake; the tunnel protocol starts on its channel once it is done.
+    #[cfg(feature = "tls")]
     Tls {
         shake: Handshake,
         nonce: [u8; NONCE_LEN],
@@ -63,6 +94,7 @@ pub(super) enum Stage {
 impl Stage {
     /// The tunnel protocol on the TLS channel just made (the handshake's deadline still
     /// counts from the accept); the stream counts as readable and writable.
+    #[cfg(feature = "tls")]
     pub(super) fn upgrade(&mut self, link: Link, channel: Channel) {
         if let Stage::Tls { nonce, since, .. } = *self {
             let mut tunnel = RelayTunnel::bound(link, channel, nonce, since);
@@ -78,6 +110,7 @@ impl Stage {
     /// The TCP connection underneath.
     pub(super) fn tcp(&mut self) -> Option<&Conn> {
         match self {
+            #[cfg(feature = "tls")]
             Stage::Tls { shake, .. } => shake.tcp(),
             Stage::Tunnel(t) => Some(t.stream().tcp()),
         }
@@ -86,6 +119,7 @@ impl Stage {
     /// The mio stream, for deregistration.
     pub(super) fn source(&mut self) -> Option<&mut TcpStream> {
         match self {
+            #[cfg(feature = "tls")]
             Stage::Tls { shake, .. } => shake.source(),
             Stage::Tunnel(t) => Some(t.stream().source()),
         }
@@ -95,6 +129,7 @@ impl Stage {
     /// received) ranks below any tunnel hello (by its bytes received).
     pub(super) fn progress(&self) -> (u8, usize) {
         match self {
+            #[cfg(feature = "tls")]
             Stage::Tls { shake, .. } => (0, shake.received()),
             Stage::Tunnel(t) => (1, t.progress()),
         }
@@ -103,6 +138,7 @@ impl Stage {
     /// When the connection was accepted.
     pub(super) fn since(&self) -> Instant {
         match self {
+            #[cfg(feature = "tls")]
             Stage::Tls { since, .. } => *since,
             Stage::Tunnel(t) => t.since(),
         }
@@ -117,20 +153,33 @@ impl Stage {
     pub(super) fn tunnel(&mut self) -> Option<&mut RelayTunnel<Link>> {
         match self {
             Stage::Tunnel(t) => Some(t),
+            #[cfg(feature = "tls")]
+            Stage::Tls { .. } => None,
+        }
+    }
+
+    /// The tunnel protocol, taken out, once the TLS handshake (if any) is done.
+    pub(super) fn into_tunnel(self) -> Option<RelayTunnel<Link>> {
+        match self {
+            Stage::Tunnel(t) => Some(t),
+            #[cfg(feature = "tls")]
             Stage::Tls { .. } => None,
         }
     }
 
     /// Records readiness from an event (the TLS handshake is driven whatever it says).
     pub(super) fn on_event(&mut self, ready: Readiness) {
-        if let Stage::Tunnel(t) = self {
-            t.on_event(ready);
+        match self {
+            Stage::Tunnel(t) => t.on_event(ready),
+            #[cfg(feature = "tls")]
+            Stage::Tls { .. } => {}
         }
     }
 
     /// When to call [`expire`](Self::expire).
     pub(super) fn deadline(&self, p: &TunnelPolicy) -> Instant {
         match self {
+            #[cfg(feature = "tls")]
             Stage::Tls { since, .. } => *since + p.handshake_timeout,
             Stage::Tunnel(t) => t.deadline(p),
         }
@@ -139,9 +188,11 @@ impl Stage {
     /// The deadline passed: a heartbeat is due, or the tunnel is dead.
     pub(super) fn expire(&mut self, now: Instant, p: &TunnelPolicy) -> TunnelStep {
         match self {
+            #[cfg(feature = "tls")]
             Stage::Tls { since, .. } if now >= *since + p.handshake_timeout => {
                 TunnelStep::Closed(TunnelEnd::HandshakeTimeout)
             }
+            #[cfg(feature = "tls")]
             Stage::Tls { .. } => TunnelStep::Waiting,
             Stage::Tunnel(t) => t.expire(now, p),
         }
