@@ -33,6 +33,15 @@ pub(crate) enum Task {
     GenSecret,
 }
 
+/// What `--version` prints: the version, and whether TLS tunnels are built in (the
+/// `tls` cargo feature).
+#[cfg(feature = "tls")]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (tls)");
+/// What `--version` prints: the version, and whether TLS tunnels are built in (the
+/// `tls` cargo feature).
+#[cfg(not(feature = "tls"))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (no tls)");
+
 /// The whole command line.
 pub(crate) fn command() -> Command {
     let file = || {
@@ -43,7 +52,7 @@ pub(crate) fn command() -> Command {
             .help("The config file (TOML; see docs/examples/tcpbridge.toml)")
     };
     let mut cmd = Command::new("tcpbridge")
-        .version(env!("CARGO_PKG_VERSION"))
+        .version(VERSION)
         .about(env!("CARGO_PKG_DESCRIPTION"))
         .override_usage("tcpbridge [-v | -q] <COMMAND>")
         .subcommand_required(true)

@@ -1,5 +1,5 @@
-//! Fuzzes the reader of pinned key fingerprints (`os::tls::Fingerprint::parse`), which
-//! reads an operator's text.
+//! Fuzzes the reader of pinned key fingerprints (`os::fingerprint::Fingerprint::parse`),
+//! which reads an operator's text.
 //!
 //! Input: any bytes, taken as text where they are UTF-8. Checked:
 //! - reading never panics;
@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tcpbridge::os::tls::Fingerprint;
+use tcpbridge::os::fingerprint::Fingerprint;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
