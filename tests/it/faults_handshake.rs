@@ -33,6 +33,10 @@ fn relay_lines(dir: &SecretDir, extra: &[&str]) -> Vec<String> {
         "handshake_timeout = \"1s\"".to_string(),
     ];
     v.extend(extra.iter().map(|s| s.to_string()));
+    // Plain tunnels in a build without TLS (unless the test chose).
+    if cfg!(not(feature = "tls")) && !v.iter().any(|l| l.starts_with("tunnel_tls ")) {
+        v.push("tunnel_tls = \"off\"".to_string());
+    }
     v
 }
 

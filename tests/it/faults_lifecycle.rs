@@ -102,7 +102,7 @@ fn port_in_use_fails_start_with_one_bind_error_line_in_every_mode() {
         let any_public = format!("{SERVICE}=127.0.0.1:0");
         let service = format!("{SERVICE}={up}");
         fn relay<'a>(tunnel: &'a str, public: &'a str, secret: &'a str) -> Vec<&'a str> {
-            vec![
+            let mut v = vec![
                 "relay",
                 "--tunnel-listen",
                 tunnel,
@@ -110,7 +110,9 @@ fn port_in_use_fails_start_with_one_bind_error_line_in_every_mode() {
                 public,
                 "--secret-file",
                 secret,
-            ]
+            ];
+            v.extend(BUILD_TUNNELS);
+            v
         }
         assert_bind_error(&relay(&addr, &any_public, secret), &addr);
         assert_bind_error(&relay("127.0.0.1:0", &public, secret), &addr);
@@ -121,7 +123,7 @@ fn port_in_use_fails_start_with_one_bind_error_line_in_every_mode() {
         let mut metrics_forward = forward.to_vec();
         metrics_forward.extend(["--metrics-listen", &addr]);
         assert_bind_error(&metrics_forward, &addr);
-        let agent = [
+        let mut agent = vec![
             "agent",
             "--relay",
             &up,
@@ -132,6 +134,7 @@ fn port_in_use_fails_start_with_one_bind_error_line_in_every_mode() {
             "--metrics-listen",
             &addr,
         ];
+        agent.extend(BUILD_TUNNELS);
         assert_bind_error(&agent, &addr);
         let config = dir.file(
             "in-use.toml",

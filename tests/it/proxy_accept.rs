@@ -87,17 +87,23 @@ fn the_client_address_survives_relay_and_agent() {
             "127.0.0.1",
         ]);
         let (relay, tunnel, public) = spawn_relay(&secret, "127.0.0.1:0", "127.0.0.1:0", &extra);
-        let agent = Proxy::spawn_strings(&owned(&[
-            "agent",
-            "--relay",
-            &tunnel.to_string(),
-            "--service",
-            &format!("{SERVICE}={},proxy=v1", service.addr),
-            "--secret-file",
-            secret.to_str().expect("utf-8 path"),
-            "--pool",
-            "2",
-        ]));
+        let agent = Proxy::spawn_strings(&owned(
+            &[
+                "agent",
+                "--relay",
+                &tunnel.to_string(),
+                "--service",
+                &format!("{SERVICE}={},proxy=v1", service.addr),
+                "--secret-file",
+                secret.to_str().expect("utf-8 path"),
+                "--pool",
+                "2",
+            ]
+            .iter()
+            .chain(BUILD_TUNNELS)
+            .copied()
+            .collect::<Vec<_>>(),
+        ));
         let Some(haproxy) = haproxy_sending_proxy(public, true) else {
             return;
         };

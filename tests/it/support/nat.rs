@@ -81,11 +81,15 @@ fn path_str(p: &Path) -> String {
 /// the tunnel protocol by hand.
 pub const PLAIN: [&str; 2] = ["--tunnel-tls", "off"];
 
-/// Without the `tls` feature the binary has plain tunnels only: a relay or agent the
-/// harness starts gets [`PLAIN`] unless its test chose `--tunnel-tls` itself.
+/// What a relay or agent needs in this build: nothing with the `tls` feature (TLS
+/// tunnels, the default), [`PLAIN`] without it (the binary has plain tunnels only).
+pub const BUILD_TUNNELS: &[&str] = if cfg!(feature = "tls") { &[] } else { &PLAIN };
+
+/// A relay or agent the harness starts gets [`BUILD_TUNNELS`] unless its test chose
+/// `--tunnel-tls` itself.
 fn plain_without_tls(args: &mut Vec<String>) {
-    if cfg!(not(feature = "tls")) && !args.iter().any(|a| a == PLAIN[0]) {
-        args.extend(owned(&PLAIN));
+    if !args.iter().any(|a| a == PLAIN[0]) {
+        args.extend(owned(BUILD_TUNNELS));
     }
 }
 
