@@ -14,7 +14,7 @@ use slab::Slab;
 use super::tls::note_first;
 use super::upstreams::Upstreams;
 use super::{Action, Cx};
-use crate::config::{Agent, Listener, TunnelTls};
+use crate::config::{Agent, Listener};
 use crate::core::stream::Readiness;
 #[cfg(feature = "tls")]
 use crate::core::tunnel::TunnelEnd;
@@ -94,26 +94,10 @@ impl AgentState {
     pub(super) fn new(l: &Listener, cfg: &Agent, now: Instant) -> Result<AgentState, String> {
         let literal: Option<SocketAddr> = cfg.relay.parse().ok();
         let timeout = l.policy.connect_timeout;
-        if cfg.tunnel.tls == TunnelTls::Off {
-            warn!(
-                "tunnels to {} are not encrypted: tunnel-tls off (use a trusted network)",
-                cfg.relay
-            );
-        }
         #[cfg(feature = "tls")]
-        let tls = match cfg.tunnel.tls {
-            TunnelTls::On => Some(
-                AgentTls::new(cfg.trust.trust())
-                    .map_err(|e| format!("tunnels to {}: TLS: {e}", cfg.relay))?,
-            ),
-            TunnelTls::Off => None,
-        };
-        // Without TLS: refused by the configuration first; never made plain.
+        let tls = stage::trust(cfg)?;
         #[cfg(not(feature = "tls"))]
-        if cfg.tunnel.tls == TunnelTls::On {
-            let without = crate::config::WITHOUT_TLS;
-            return Err(format!("tunnels to {}: {without}", cfg.relay));
-        }
+        stage::plain(cfg)?;
         Ok(AgentState {
             upstreams: Upstreams::new(groups(cfg), &cfg.group, timeout, now),
             secret: cfg.tunnel.secret.clone(),
@@ -130,18 +114,6 @@ impl AgentState {
             named: literal.is_none(),
             next_addr: 0,
         })
-    }
-
-    /// True when tunnels are TLS.
-    #[cfg(feature = "tls")]
-    fn encrypted(&self) -> bool {
-        self.tls.is_some()
-    }
-
-    /// Never without the `tls` feature.
-    #[cfg(not(feature = "tls"))]
-    fn encrypted(&self) -> bool {
-        false
     }
 
     /// The READY line's fields, each after `prefix.` when given.

@@ -45,7 +45,11 @@ impl AgentState {
         }
         let name = self.services.name(t.service);
         let (id, relay, what) = (t.id, t.relay, end.as_str());
-        let hint = mismatch(self.encrypted(), self.pinned, end, t.first);
+        #[cfg(feature = "tls")]
+        let tls = self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let tls = false;
+        let hint = mismatch(tls, self.pinned, end, t.first);
         if let (TunnelEnd::TlsFailed, Some(why)) = (end, &t.why) {
             warn!("tunnel {id} to {relay} for {name}: {why}{hint}");
         } else if refused {

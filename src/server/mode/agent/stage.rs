@@ -1,13 +1,15 @@
-//! Where an agent's tunnel connection stands before pairing: with TLS, its TCP connect
-//! and then its TLS handshake; then the tunnel protocol (`core::tunnel::AgentTunnel`,
+//! How an agent's tunnels check the relay, and where an agent's tunnel connection stands
+//! before pairing: with TLS, its TCP connect and then its TLS handshake; then the tunnel protocol (`core::tunnel::AgentTunnel`,
 //! which also waits for the connect of a plain tunnel). One enum, changed here only.
 //! Without the `tls` feature there is no TLS stage: every tunnel starts in the tunnel
 //! protocol, as with `tunnel_tls off`.
 
 use std::time::{Duration, Instant};
 
+use log::warn;
 use mio::net::TcpStream;
 
+use crate::config::{Agent, TunnelTls};
 use crate::core::tunnel::{AgentTunnel, TunnelPolicy, TunnelStep};
 use crate::os::link::Link;
 use crate::os::net::Conn;
@@ -19,6 +21,46 @@ use crate::{
     proto::auth::NONCE_LEN,
     server::mode::handshake::{Failed, Handshake},
 };
+
+/// Says that an agent's tunnels are plain (`tunnel_tls off`).
+fn warn_plain(cfg: &Agent) {
+    warn!(
+        "tunnels to {} are not encrypted: tunnel-tls off (use a trusted network)",
+        cfg.relay
+    );
+}
+
+/// How an agent's tunnels greet and check the relay over TLS (made from its options);
+/// `None` for plain tunnels (a warning).
+#[cfg(feature = "tls")]
+pub(super) fn trust(cfg: &Agent) -> Result<Option<AgentTls>, String> {
+    match cfg.tunnel.tls {
+        TunnelTls::On => AgentTls::new(cfg.trust.trust())
+            .map(Some)
+            .map_err(|e| format!("tunnels to {}: TLS: {e}", cfg.relay)),
+        TunnelTls::Off => {
+            warn_plain(cfg);
+            Ok(None)
+        }
+    }
+}
+
+/// Without the `tls` feature: plain tunnels (a warning); `tunnel_tls on` is refused
+/// (the configuration refuses it first), never made plain.
+#[cfg(not(feature = "tls"))]
+pub(super) fn plain(cfg: &Agent) -> Result<(), String> {
+    match cfg.tunnel.tls {
+        TunnelTls::Off => {
+            warn_plain(cfg);
+            Ok(())
+        }
+        TunnelTls::On => Err(format!(
+            "tunnels to {}: {}",
+            cfg.relay,
+            crate::config::WITHOUT_TLS
+        )),
+    }
+}
 
 /// What a TLS tunnel's stage is waiting for.
 #[cfg(feature = "tls")]
