@@ -67,22 +67,38 @@ fn check(loaded: Result<Config, String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    print!("{}", config::file::render(&config));
+    let mut out = config::file::render(&config);
     for line in config::groups::describe(&config) {
-        println!("# {line}");
+        out.push_str(&format!("# {line}\n"));
     }
     let open_now = os::open_descriptors().unwrap_or(0);
     let wanted = sizing::descriptors_wanted(&config, open_now);
     let soft = os::nofile().ok().map(|l| l.after_raise(wanted));
     let sizes = sizing::sessions(&config, open_now, soft);
     if let Some(line) = sizes.lowered_line() {
-        println!("# {line}");
+        out.push_str(&format!("# {line}\n"));
     }
-    println!(
-        "# {}",
-        sizes.memory_line(&config, server::session_overhead())
-    );
-    ExitCode::SUCCESS
+    let memory = sizes.memory_line(&config, server::session_overhead());
+    out.push_str(&format!("# {memory}\n"));
+    emit(&out)
+}
+
+/// Writes `text` to stdout. A reader that stops early (`check | head`) is no error; any
+/// other failure is one line and exit 1 (`print!` would panic on either).
+fn emit(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn gen_secret() -> ExitCode {
@@ -90,8 +106,7 @@ fn gen_secret() -> ExitCode {
     match os::random::fill(&mut bytes) {
         Ok(()) => {
             let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-            println!("{hex}");
-            ExitCode::SUCCESS
+            emit(&format!("{hex}\n"))
         }
         Err(e) => {
             eprintln!("error: no random bytes: {}", net::describe(&e));

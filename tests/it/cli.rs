@@ -1,7 +1,8 @@
 //! Command line and start-up: bad input is a usage error (exit 2, an
 //! `error:` line naming the flag or value, no panic, no READY), a listen
 //! address already in use is a bind error (exit 1, one line naming the
-//! address, no partial start), and the READY line lists every listener.
+//! address, no partial start), the READY line lists every listener, and output into a
+//! closed pipe is no panic.
 
 use crate::support::*;
 use std::net::{TcpListener, TcpStream};
@@ -418,5 +419,40 @@ fn without_tls_tls_tunnels_are_refused_at_start() {
         let run = run_cli(args, EXIT_WITHIN);
         check_usage_error(&run, &[why]).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(run.stderr.trim_end(), line, "{args:?}");
+    }
+}
+
+/// `check` and `gen-secret` into a pipe whose reader is gone (`check | head -0`): the
+/// write fails with EPIPE, which is no error (exit 0) and never a panic.
+#[test]
+fn output_into_a_closed_pipe_is_no_panic() {
+    use std::io::PipeReader;
+    use std::process::{Command, Stdio};
+    let runs: [&[&str]; 2] = [
+        &[
+            "check",
+            "forward",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:9",
+        ],
+        &["gen-secret"],
+    ];
+    for args in runs {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop::<PipeReader>(reader);
+        let out = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run tcpbridge");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("panicked"),
+            "{args:?} into a closed pipe: {:?}, stderr: {stderr}",
+            out.status
+        );
     }
 }
