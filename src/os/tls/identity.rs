@@ -90,10 +90,22 @@ impl From<rustls::Error> for TlsError {
 /// X25519 first: the provider's own order puts P-384 first, whose key exchange cost
 /// about 1 ms of CPU per handshake on each side here (X25519: about 0.2 ms), paid by
 /// every new client, since the agent replaces each paired tunnel at once.
+///
+/// AES-128-GCM first: the provider puts AES-256-GCM first, whose four more rounds per
+/// block cost bulk transfer CPU on both ends; a 128-bit key is TLS 1.3's mandatory
+/// suite and ample against any attacker of a tunnel (see `docs/tls.md`).
 #[allow(deprecated)]
 fn provider() -> Arc<CryptoProvider> {
+    use rustls::crypto::ring::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
+    };
     use rustls::crypto::ring::kx_group::{SECP256R1, SECP384R1, X25519};
     Arc::new(CryptoProvider {
+        cipher_suites: vec![
+            TLS13_AES_128_GCM_SHA256,
+            TLS13_AES_256_GCM_SHA384,
+            TLS13_CHACHA20_POLY1305_SHA256,
+        ],
         kx_groups: vec![X25519, SECP256R1, SECP384R1],
         ..rustls::crypto::ring::default_provider()
     })

@@ -54,12 +54,6 @@ pub use identity::{AgentTls, Fingerprint, RelayTls, TlsError, Trust};
 /// handshake message).
 pub const RELAY_HANDSHAKE_BYTES: usize = 16 * 1024;
 
-/// Record bytes rustls may hold for a write the socket has not taken yet (rustls's
-/// default is 64 KiB): a pipe offers up to a whole ring of the largest class (256 KiB by
-/// default), and taking it in one call costs a quarter of the writes. Held only while the
-/// socket is full, and freed as its records go out.
-const RECORDS_HELD: usize = 256 * 1024;
-
 /// The label of RFC 9266's `tls-exporter` channel binding.
 pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-Channel-Binding";
 
@@ -216,9 +210,7 @@ impl TlsStream {
     /// ([`Stream::connect_status`] said `Connected`).
     pub fn client(conn: Conn, agent: &AgentTls) -> Result<TlsStream, TlsError> {
         let tls = rustls::ClientConnection::new(agent.config.clone(), agent.name.clone())?;
-        let mut tls = Connection::Client(tls);
-        tls.set_buffer_limit(Some(RECORDS_HELD));
-        let state = State::Live(Box::new(tls));
+        let state = State::Live(Box::new(Connection::Client(tls)));
         Ok(TlsStream::with(conn, state, agent.raw))
     }
 
@@ -334,9 +326,7 @@ impl TlsStream {
             let config = relay.config_for(&accepted.client_hello());
             match accepted.into_connection(config) {
                 Ok(tls) => {
-                    let mut tls = Connection::Server(tls);
-                    tls.set_buffer_limit(Some(RECORDS_HELD));
-                    self.state = State::Live(Box::new(tls));
+                    self.state = State::Live(Box::new(Connection::Server(tls)));
                     return Ok(true);
                 }
                 Err((e, mut alert)) => {
@@ -358,6 +348,12 @@ impl TlsStream {
     #[cfg(test)]
     fn kx_group(&self) -> Option<rustls::NamedGroup> {
         Some(self.live()?.negotiated_key_exchange_group()?.name())
+    }
+
+    /// The cipher suite the handshake agreed on.
+    #[cfg(test)]
+    fn suite(&self) -> Option<rustls::CipherSuite> {
+        Some(self.live()?.negotiated_cipher_suite()?.suite())
     }
 
     /// RFC 9266 `tls-exporter`: 32 bytes exported under [`EXPORTER_LABEL`] with no

@@ -189,6 +189,9 @@ fn handshake_completes_and_both_ends_export_the_same_value() {
     // X25519, not the provider's first choice P-384 (five times the CPU per handshake).
     assert_eq!(a.kx_group(), Some(rustls::NamedGroup::X25519));
     assert_eq!(r.kx_group(), Some(rustls::NamedGroup::X25519));
+    // AES-128-GCM, not the provider's first choice AES-256-GCM (more CPU per byte).
+    let suite = Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    assert_eq!((a.suite(), r.suite()), (suite, suite));
 }
 
 #[test]
