@@ -50,6 +50,13 @@ impl Tuning {
 }
 
 impl Conn {
+    /// SO_LINGER 0: the close sends RST and drops unsent bytes, and leaves no TIME-WAIT
+    /// behind (a relay evicting a flood of silent handshakes would otherwise hold one per
+    /// connection for a minute). If it fails, the close sends FIN, which is still a close.
+    pub fn reset_on_close(&self) {
+        let _ = SockRef::from(&self.0).set_linger(Some(Duration::ZERO));
+    }
+
     /// Wraps an accepted stream. Linux copies a listening socket's options to the
     /// connections it accepts, so one accepted on a [`tune_listener`]ed socket needs no
     /// call of its own; otherwise pass the tuning to set here.
@@ -111,9 +118,7 @@ impl Stream for Conn {
     }
 
     fn abort(&mut self) {
-        // SO_LINGER 0: close() sends RST and drops unsent bytes. If it fails the close
-        // sends FIN instead, which is still a close.
-        let _ = SockRef::from(&self.0).set_linger(Some(Duration::ZERO));
+        self.reset_on_close();
     }
 
     fn unacked(&self) -> io::Result<usize> {

@@ -363,13 +363,17 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// A connection to `to` from the local address `from` (`127.0.0.x`, or `::1`), so a
 /// test can be a source the proxy tells apart from 127.0.0.1.
 pub fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    try_connect_from(from, to).unwrap_or_else(|e| panic!("connect {to} from {from}: {e}"))
+}
+
+/// [`connect_from`], with the connect's error returned (a flood whose connections the
+/// proxy resets as they come).
+pub fn try_connect_from(from: &str, to: SocketAddr) -> std::io::Result<TcpStream> {
     let ip: std::net::IpAddr = from.parse().expect("an IP address");
     let src = SocketAddr::new(ip, 0);
     let domain = socket2::Domain::for_address(to);
-    let s = socket2::Socket::new(domain, socket2::Type::STREAM, None).expect("socket");
-    s.bind(&src.into())
-        .unwrap_or_else(|e| panic!("bind {src}: {e}"));
-    s.connect_timeout(&to.into(), Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("connect {to} from {from}: {e}"));
-    with_timeouts(s.into())
+    let s = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    s.bind(&src.into())?;
+    s.connect_timeout(&to.into(), Duration::from_secs(5))?;
+    Ok(with_timeouts(s.into()))
 }

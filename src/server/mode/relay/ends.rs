@@ -60,6 +60,13 @@ impl RelayState {
         if let Some(source) = t.stage.source() {
             let _ = cx.registry.deregister(source);
         }
+        // A peer that sent nothing to the end (or was evicted for it) is owed nothing:
+        // reset, so a flood of them leaves no TIME-WAIT on the relay.
+        if matches!(end, TunnelEnd::Evicted | TunnelEnd::HandshakeTimeout) {
+            if let Some(tcp) = t.stage.tcp() {
+                tcp.reset_on_close();
+            }
+        }
         match (t.service, end) {
             (Some(service), _) => info!(
                 "tunnel {} from {} for {}: {}",
