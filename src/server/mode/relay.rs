@@ -99,6 +99,8 @@ impl RelayState {
         let admission = self.tunnels.failures.admission(peer.ip(), cx.now);
         if admission == Admission::Refuse {
             debug!("tunnel {id} from {peer}: refused, too many failed handshakes");
+            // Owed no answer: a reset leaves no TIME-WAIT behind (see `close_tunnel`).
+            conn.reset_on_close();
             return;
         }
         if let Some(victim) = self.tunnels.make_room(peer.ip(), self.max_handshakes) {
