@@ -74,14 +74,8 @@ fn handshakes_held_silent_to_their_deadline_are_counted() {
                 );
             }
         }
-        let mut refused = connect_from("127.0.0.4", tunnel);
-        let (got, end) = recv_all(&mut refused, 64);
-        assert!(
-            got.is_empty() && matches!(end, End::Eof | End::Reset),
-            "the eleventh got {} bytes ({end:?}):\n{}",
-            got.len(),
-            relay.stderr()
-        );
+        // The eleventh is refused.
+        assert_refused_from("127.0.0.4", tunnel, &|| relay.stderr());
         assert!(
             challenged("127.0.0.3", tunnel),
             "other sources are not touched"

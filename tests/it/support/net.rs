@@ -3,7 +3,7 @@
 //! for bytes that never come fails instead of hanging.
 
 use super::accept_queue_len;
-use super::{wait_for, End};
+use super::{recv_all, wait_for, End};
 use socket2::{Domain, SockRef, Socket, Type};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -364,6 +364,28 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 /// test can be a source the proxy tells apart from 127.0.0.1.
 pub fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
     try_connect_from(from, to).unwrap_or_else(|e| panic!("connect {to} from {from}: {e}"))
+}
+
+/// Checks that a connection from `from` to `to` is refused: reset (which may reach the
+/// connect itself) or closed with no byte sent. `context` goes into the panic message.
+pub fn assert_refused_from(from: &str, to: SocketAddr, context: &dyn Fn() -> String) {
+    match try_connect_from(from, to) {
+        Ok(mut s) => {
+            let (got, end) = recv_all(&mut s, 64);
+            assert!(
+                got.is_empty() && matches!(end, End::Eof | End::Reset),
+                "a refused connection from {from} got {} bytes ({end:?})\n{}",
+                got.len(),
+                context()
+            );
+        }
+        Err(e) => assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionReset,
+            "a refused connection from {from}: {e}\n{}",
+            context()
+        ),
+    }
 }
 
 /// [`connect_from`], with the connect's error returned (a flood whose connections the
