@@ -44,6 +44,26 @@ pub(super) fn err(text: &str) -> String {
     }
 }
 
+/// A `[[relay]]` table with one public service `s` and the secret file `secret`, then
+/// `extra` lines.
+pub(super) fn relay(secret: &Path, extra: &str) -> String {
+    format!(
+        "[[relay]]\nname = \"r\"\ntunnel_listen = \"127.0.0.1:0\"\n\
+         public = {{ s = \"127.0.0.1:0\" }}\nsecret_file = \"{}\"\n{extra}",
+        secret.display()
+    )
+}
+
+/// An `[[agent]]` table with one service `s` and the secret file `secret`, then `extra`
+/// lines.
+pub(super) fn agent(secret: &Path, extra: &str) -> String {
+    format!(
+        "[[agent]]\nname = \"a\"\nrelay = \"127.0.0.1:7000\"\n\
+         service = {{ s = \"127.0.0.1:22\" }}\nsecret_file = \"{}\"\n{extra}",
+        secret.display()
+    )
+}
+
 pub(super) const FORWARD: &str =
     "[[forward]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:9\"\n";
 

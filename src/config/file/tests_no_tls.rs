@@ -2,26 +2,8 @@
 //! a relay or agent with TLS tunnels (the default) or a TLS file is refused in one line,
 //! at the value (or the table, when the default applies); plain tunnels are accepted.
 
-use std::path::Path;
-
-use super::tests::{err, ok, scratch, write_secret};
+use super::tests::{agent, err, ok, relay, scratch, write_secret};
 use crate::config::{Mode, TunnelTls};
-
-fn relay(secret: &Path, extra: &str) -> String {
-    format!(
-        "[[relay]]\nname = \"r\"\ntunnel_listen = \"127.0.0.1:0\"\n\
-         public = {{ s = \"127.0.0.1:0\" }}\nsecret_file = \"{}\"\n{extra}",
-        secret.display()
-    )
-}
-
-fn agent(secret: &Path, extra: &str) -> String {
-    format!(
-        "[[agent]]\nname = \"a\"\nrelay = \"127.0.0.1:7000\"\n\
-         service = {{ s = \"127.0.0.1:22\" }}\nsecret_file = \"{}\"\n{extra}",
-        secret.display()
-    )
-}
 
 const WHY: &str = "this tcpbridge was built without TLS (cargo feature \"tls\")";
 

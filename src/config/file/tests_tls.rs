@@ -2,9 +2,9 @@
 //! relay's key and certificate files, the agent's pin or CA and name, their
 //! cross-checks, and the round trip through `check`'s rendering.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use super::tests::{err, ok, scratch, write_secret};
+use super::tests::{agent, err, ok, relay, scratch, write_secret};
 use super::*;
 use crate::config::{Mode, TunnelTls};
 
@@ -15,22 +15,6 @@ fn testdata(name: &str) -> String {
         .join(name)
         .display()
         .to_string()
-}
-
-fn relay(secret: &Path, extra: &str) -> String {
-    format!(
-        "[[relay]]\nname = \"r\"\ntunnel_listen = \"127.0.0.1:0\"\n\
-         public = {{ s = \"127.0.0.1:0\" }}\nsecret_file = \"{}\"\n{extra}",
-        secret.display()
-    )
-}
-
-fn agent(secret: &Path, extra: &str) -> String {
-    format!(
-        "[[agent]]\nname = \"a\"\nrelay = \"127.0.0.1:7000\"\n\
-         service = {{ s = \"127.0.0.1:22\" }}\nsecret_file = \"{}\"\n{extra}",
-        secret.display()
-    )
 }
 
 #[test]
