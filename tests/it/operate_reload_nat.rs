@@ -23,6 +23,14 @@ fn relay_file(secret: &Path, pair_timeout: &str) -> String {
     )
 }
 
+/// A relay run from `relay.toml` in `dir` (pair timeout 10 s), and its secret file.
+fn start_relay(dir: &SecretDir) -> (std::path::PathBuf, Proxy) {
+    let secret = dir.file("secret", format!("{SECRET}\n").as_bytes());
+    let file = dir.file("relay.toml", relay_file(&secret, "10s").as_bytes());
+    let relay = Proxy::spawn(&["run", "--config", file.to_str().expect("path")]);
+    (secret, relay)
+}
+
 fn idle_tunnels(metrics: SocketAddr) -> f64 {
     prom::sum(
         &scrape_metrics(metrics),
@@ -36,12 +44,9 @@ fn relay_reload_keeps_tunnels_unless_the_secret_changes() {
     watchdog(|| {
         let up = echo_server();
         let dir = SecretDir::new();
-        let secret = dir.file("secret", format!("{SECRET}\n").as_bytes());
-        let file = dir.file("relay.toml", relay_file(&secret, "10s").as_bytes());
-        let mut relay = Proxy::spawn(&["run", "--config", file.to_str().expect("path")]);
-        let tunnel = relay.field_addr("edge.tunnel");
+        let (secret, mut relay) = start_relay(&dir);
+        let (tunnel, metrics) = (relay.field_addr("edge.tunnel"), relay.field_addr("metrics"));
         let public = relay.field_addr(&format!("edge.public.{SERVICE}"));
-        let metrics = relay.field_addr("metrics");
         let agent = spawn_agent(tunnel, up.addr, &secret, &owned(&["--pool", "2"]));
         assert!(wait_for(Duration::from_secs(10), || idle_tunnels(metrics) == 2.0));
 
@@ -105,12 +110,9 @@ fn relay_reload_keeps_its_generated_key_unless_tls_settings_change() {
     watchdog(|| {
         let up = echo_server();
         let dir = SecretDir::new();
-        let secret = dir.file("secret", format!("{SECRET}\n").as_bytes());
-        let file = dir.file("relay.toml", relay_file(&secret, "10s").as_bytes());
-        let mut relay = Proxy::spawn(&["run", "--config", file.to_str().expect("path")]);
-        let tunnel = relay.field_addr("edge.tunnel");
+        let (secret, mut relay) = start_relay(&dir);
+        let (tunnel, metrics) = (relay.field_addr("edge.tunnel"), relay.field_addr("metrics"));
         let public = relay.field_addr(&format!("edge.public.{SERVICE}"));
-        let metrics = relay.field_addr("metrics");
         assert!(relay.wait_log("relay TLS key", Duration::from_secs(5)));
         let first = key_lines(&relay);
         let pin = first[0]
