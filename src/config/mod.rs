@@ -353,6 +353,19 @@ impl Mode {
         matches!(self, Mode::Forward(f) if f.reuse_port)
     }
 
+    /// TLS tunnels the mode may hold besides its sessions' (a relay's idle tunnels and
+    /// handshakes, an agent's idle tunnels); `None` when its tunnels are plain or it has
+    /// none. Every session of a relay or agent with TLS is a TLS tunnel too.
+    pub fn tls_tunnels(&self) -> Option<usize> {
+        match self {
+            Mode::Relay(r) if r.tunnel.tls == TunnelTls::On => {
+                Some(r.public.len() * r.max_idle_tunnels + r.max_handshakes)
+            }
+            Mode::Agent(a) if a.tunnel.tls == TunnelTls::On => Some(a.services.len() * a.pool),
+            _ => None,
+        }
+    }
+
     /// Sockets the mode holds besides its sessions': a relay's idle tunnels and
     /// handshakes, an agent's idle tunnels, and the upstream groups' warm connections and
     /// health checks.

@@ -132,6 +132,7 @@ impl Sizing {
             0 => "no splice".to_string(),
             n => format!("at most {n} kernel pipes of {}", human_size(g.buffer_max)),
         };
+        let tls = tls_line(config, self.max_sessions);
         let warm: usize = config.listeners.iter().map(|l| l.mode.warm_sockets()).sum();
         let warm = match warm {
             0 => String::new(),
@@ -139,12 +140,40 @@ impl Sizing {
         };
         format!(
             "memory bound: {} of buffers ({rings}; {pipes}) + {} of session state \
-             ({} sessions){warm}",
+             ({} sessions){warm}{tls}",
             human_size(g.buffer_bound()),
             human_size(self.max_sessions.saturating_mul(per_session)),
             self.max_sessions
         )
     }
+}
+
+/// What rustls holds for an idle TLS tunnel: its connection state and a 4 KiB buffer for
+/// records (measured: 8.3 KiB of relay RSS per idle tunnel, `docs/tls.md`).
+pub const TLS_IDLE: usize = 8 * 1024 + 512;
+
+/// What a TLS tunnel may hold besides, while its socket is full: 64 KiB of records not
+/// yet written (rustls's limit), a record being read and its plaintext (16 KiB each).
+pub const TLS_BUSY: usize = 96 * 1024;
+
+/// The TLS part of the memory bound, when a relay or agent runs TLS tunnels: every
+/// session may be one, besides the listeners' idle tunnels and handshakes.
+fn tls_line(config: &Config, max_sessions: usize) -> String {
+    let own: Option<usize> = config
+        .listeners
+        .iter()
+        .filter_map(|l| l.mode.tls_tunnels())
+        .reduce(usize::saturating_add);
+    let Some(own) = own else {
+        return String::new();
+    };
+    let tunnels = own.saturating_add(max_sessions);
+    format!(
+        " + TLS state of up to {tunnels} tunnels ({} idle, up to {} while their sockets \
+         are full)",
+        human_size(tunnels.saturating_mul(TLS_IDLE)),
+        human_size(tunnels.saturating_mul(TLS_IDLE + TLS_BUSY))
+    )
 }
 
 #[cfg(test)]
@@ -220,5 +249,28 @@ mod tests {
         assert!(sessions(&off, 4, None)
             .memory_line(&off, 490)
             .contains("(rings of 16 KiB to 256 KiB; no splice)"));
+    }
+
+    #[test]
+    fn tls_tunnels_are_in_the_memory_bound_and_plain_ones_are_not() {
+        use crate::config::{Mode, Relay, TunnelTls};
+        let mut c = config(100);
+        c.listeners[0].mode = Mode::Relay(Relay {
+            max_idle_tunnels: 4,
+            max_handshakes: 8,
+            ..Relay::default()
+        });
+        let s = sessions(&c, 4, None);
+        // 100 sessions, no public service, 8 handshakes: 108 tunnels.
+        let tls = s.memory_line(&c, 0);
+        assert!(
+            tls.ends_with(" + TLS state of up to 108 tunnels (918 KiB idle, up to 11.0 MiB while their sockets are full)"),
+            "{tls}"
+        );
+        if let Mode::Relay(r) = &mut c.listeners[0].mode {
+            r.tunnel.tls = TunnelTls::Off;
+        }
+        let plain = s.memory_line(&c, 0);
+        assert!(!plain.contains("TLS"), "{plain}");
     }
 }
