@@ -101,7 +101,8 @@ fn check_accepts_the_example() {
         let last = run.stdout.lines().last().unwrap_or_default();
         assert!(
             last.starts_with("# memory bound: 32 MiB of buffers (rings of 16 KiB to 256 KiB; ")
-                && last.ends_with(" of session state (1024 sessions)"),
+                && last.contains(" of session state (1024 sessions) + TLS state of up to ")
+                && last.ends_with(" while their sockets are full)"),
             "{last:?}"
         );
     });
