@@ -150,11 +150,11 @@ impl Sizing {
 
 /// What rustls holds for an idle TLS tunnel: its connection state and a 4 KiB buffer for
 /// records (measured: 8.3 KiB of relay RSS per idle tunnel, `docs/tls.md`).
-pub const TLS_IDLE: usize = 8 * 1024 + 512;
+const TLS_IDLE: usize = 8 * 1024 + 512;
 
 /// What a TLS tunnel may hold besides, while its socket is full: 64 KiB of records not
 /// yet written (rustls's limit), a record being read and its plaintext (16 KiB each).
-pub const TLS_BUSY: usize = 96 * 1024;
+const TLS_BUSY: usize = 96 * 1024;
 
 /// The TLS part of the memory bound, when a relay or agent runs TLS tunnels: every
 /// session may be one, besides the listeners' idle tunnels and handshakes.

@@ -97,7 +97,7 @@ impl AgentState {
         #[cfg(feature = "tls")]
         let tls = stage::trust(cfg)?;
         #[cfg(not(feature = "tls"))]
-        stage::plain(cfg)?;
+        super::tls::plain(cfg.tunnel.tls, &format!("tunnels to {}", cfg.relay))?;
         Ok(AgentState {
             upstreams: Upstreams::new(groups(cfg), &cfg.group, timeout, now),
             secret: cfg.tunnel.secret.clone(),

@@ -68,7 +68,7 @@ impl RelayState {
         #[cfg(feature = "tls")]
         let tls = stage::identity(cfg)?;
         #[cfg(not(feature = "tls"))]
-        stage::plain(cfg)?;
+        super::tls::plain(cfg.tunnel.tls, &format!("tunnels on {}", cfg.tunnel_listen))?;
         Ok(RelayState {
             secret: cfg.tunnel.secret.clone(),
             names,

@@ -6,9 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use log::warn;
 use mio::net::TcpStream;
 
+#[cfg(feature = "tls")]
+use crate::server::mode::tls::warn_plain;
+
+#[cfg(feature = "tls")]
 use crate::config::{Agent, TunnelTls};
 use crate::core::tunnel::{AgentTunnel, TunnelPolicy, TunnelStep};
 use crate::os::link::Link;
@@ -22,14 +25,6 @@ use crate::{
     server::mode::handshake::{Failed, Handshake},
 };
 
-/// Says that an agent's tunnels are plain (`tunnel_tls off`).
-fn warn_plain(cfg: &Agent) {
-    warn!(
-        "tunnels to {} are not encrypted: tunnel-tls off (use a trusted network)",
-        cfg.relay
-    );
-}
-
 /// How an agent's tunnels greet and check the relay over TLS (made from its options);
 /// `None` for plain tunnels (a warning).
 #[cfg(feature = "tls")]
@@ -39,26 +34,9 @@ pub(super) fn trust(cfg: &Agent) -> Result<Option<AgentTls>, String> {
             .map(Some)
             .map_err(|e| format!("tunnels to {}: TLS: {e}", cfg.relay)),
         TunnelTls::Off => {
-            warn_plain(cfg);
+            warn_plain(&format!("tunnels to {}", cfg.relay));
             Ok(None)
         }
-    }
-}
-
-/// Without the `tls` feature: plain tunnels (a warning); `tunnel_tls on` is refused
-/// (the configuration refuses it first), never made plain.
-#[cfg(not(feature = "tls"))]
-pub(super) fn plain(cfg: &Agent) -> Result<(), String> {
-    match cfg.tunnel.tls {
-        TunnelTls::Off => {
-            warn_plain(cfg);
-            Ok(())
-        }
-        TunnelTls::On => Err(format!(
-            "tunnels to {}: {}",
-            cfg.relay,
-            crate::config::WITHOUT_TLS
-        )),
     }
 }
 

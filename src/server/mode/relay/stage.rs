@@ -8,9 +8,12 @@ use std::time::Instant;
 
 #[cfg(feature = "tls")]
 use log::info;
-use log::warn;
 use mio::net::TcpStream;
 
+#[cfg(feature = "tls")]
+use crate::server::mode::tls::warn_plain;
+
+#[cfg(feature = "tls")]
 use crate::config::{Relay, TunnelTls};
 use crate::core::stream::Readiness;
 use crate::core::tunnel::{RelayTunnel, TunnelPolicy, TunnelStep};
@@ -24,20 +27,12 @@ use crate::{
     server::mode::handshake::Handshake,
 };
 
-/// Says that a relay's tunnels are plain (`tunnel_tls off`).
-fn warn_plain(cfg: &Relay) {
-    warn!(
-        "tunnels on {} are not encrypted: tunnel-tls off (use a trusted network)",
-        cfg.tunnel_listen
-    );
-}
-
 /// The TLS identity a relay's tunnels are accepted with (its files', or a key made now),
 /// its fingerprint logged; `None` for plain tunnels (a warning).
 #[cfg(feature = "tls")]
 pub(super) fn identity(cfg: &Relay) -> Result<Option<RelayTls>, String> {
     if cfg.tunnel.tls == TunnelTls::Off {
-        warn_plain(cfg);
+        warn_plain(&format!("tunnels on {}", cfg.tunnel_listen));
         return Ok(None);
     }
     let loaded = cfg.identity.load();
@@ -54,23 +49,6 @@ pub(super) fn identity(cfg: &Relay) -> Result<Option<RelayTls>, String> {
         tls.fingerprint()
     );
     Ok(Some(tls))
-}
-
-/// Without the `tls` feature: plain tunnels (a warning); `tunnel_tls on` is refused
-/// (the configuration refuses it first), never made plain.
-#[cfg(not(feature = "tls"))]
-pub(super) fn plain(cfg: &Relay) -> Result<(), String> {
-    match cfg.tunnel.tls {
-        TunnelTls::Off => {
-            warn_plain(cfg);
-            Ok(())
-        }
-        TunnelTls::On => Err(format!(
-            "tunnels on {}: {}",
-            cfg.tunnel_listen,
-            crate::config::WITHOUT_TLS
-        )),
-    }
 }
 
 /// A relay's tunnel connection before pairing.
